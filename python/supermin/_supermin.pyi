@@ -1,0 +1,133 @@
+"""Type stubs for the Rust extension ``supermin._supermin``."""
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+_Path = Union[str, "os.PathLike[str]"]
+_Progress = Optional[Callable[[str, int, int], None]]
+
+__version__: str
+
+class SuperminError(Exception):
+    """Base class of every supermin error."""
+
+class PackageNotFoundError(SuperminError):
+    """Named packages are not installed."""
+
+    names: List[str]
+
+class ApplianceError(SuperminError):
+    """A supermin appliance input is malformed."""
+
+    path: str
+
+class BackendError(SuperminError):
+    """The package database or a package tool failed."""
+
+class OutputError(SuperminError):
+    """The output cannot be written or replaced."""
+
+    path: str
+
+class File:
+    """One path owned by a package, with what the host has there."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def is_config(self) -> bool: ...
+    @property
+    def mode(self) -> int:
+        """``st_mode`` on the host (0 when missing)."""
+    @property
+    def kind(self) -> str:
+        """``file``, ``directory``, ``symlink``, ``special`` or ``missing``."""
+
+class Package:
+    """An installed package."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def arch(self) -> str: ...
+    @property
+    def full_name(self) -> str:
+        """As upstream prints it: ``name_version_arch`` for dpkg."""
+    @property
+    def depends(self) -> List[str]:
+        """Dependency clauses as written (Pre-Depends then Depends)."""
+    @property
+    def files(self) -> List[File]:
+        """The package's files, read from the database (kinds from the host)."""
+    def _repr_html_(self) -> str: ...
+
+class Backend:
+    """A package database under a root."""
+
+    @staticmethod
+    def detect(root: _Path = "/") -> "Backend": ...
+    @staticmethod
+    def open(kind: str, root: _Path = "/") -> "Backend":
+        """``kind``: ``"dpkg"``."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def root(self) -> str: ...
+    def packages(self) -> List[Package]: ...
+    def package(self, name: str) -> Package:
+        """Raises PackageNotFoundError when not installed."""
+    def resolve(self, names: Sequence[str], verbose: int = 0) -> List[Package]:
+        """The dependency closure of ``names``, including them, sorted by name."""
+
+class Appliance:
+    """The inputs of a build: a supermin appliance directory or files."""
+
+    @staticmethod
+    def load(paths: Union[_Path, Sequence[_Path]]) -> "Appliance": ...
+    @property
+    def inputs(self) -> List[str]: ...
+    @property
+    def packages(self) -> List[str]: ...
+    @property
+    def hostfiles(self) -> List[str]: ...
+    @property
+    def excludes(self) -> List[str]:
+        """fnmatch patterns, without the leading ``-``."""
+    @property
+    def base_images(self) -> List[str]: ...
+    def files(self, root: _Path = "/", ignore_missing: bool = False) -> List[str]:
+        """The paths a build would write, sorted."""
+    def build(self, output: _Path, format: str = "chroot", **options: Any) -> Any:
+        """Build this appliance; returns a ``supermin.BuildResult``."""
+    def _repr_html_(self) -> str: ...
+
+def _prepare(
+    packages: List[str],
+    output: str,
+    *,
+    use_installed: bool,
+    root: str,
+    ignore_missing: bool,
+    packager_config: Optional[str],
+    always_download: bool,
+    source_date_epoch: Optional[int],
+    lock: Optional[str],
+    verbose: int,
+    progress: _Progress,
+) -> Dict[str, Any]: ...
+def _build(
+    inputs: List[str],
+    output: str,
+    *,
+    format: str,
+    root: str,
+    include_packagelist: bool,
+    ignore_missing: bool,
+    if_newer: bool,
+    lock: Optional[str],
+    verbose: int,
+    progress: _Progress,
+) -> Dict[str, Any]: ...
+def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...

@@ -1,0 +1,164 @@
+"""The ``supermin`` command line, compatible with upstream supermin 5.
+
+    supermin --prepare PACKAGE... -o OUTPUTDIR
+    supermin --build -f chroot|ext2 INPUT... -o OUTPUTDIR
+
+Errors print ``supermin: MESSAGE`` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import List, NoReturn, Optional
+
+from . import SuperminError, __version__, build, list_drivers, prepare
+
+_DTB_REMOVED = """\
+*** error: The --dtb option was removed in supermin 5.1.18.
+
+Normally you can just drop this option and the wildcard following
+it.  Modern QEMU will generate a correct DTB for the supermin
+appliance automatically."""
+
+_SUPERMIN_4 = """\
+*** error: This is supermin version 5.
+supermin: *** It looks like you are looking for supermin version 4.
+
+This version of supermin will not work.  You need to find the old version
+or upgrade to libguestfs >= 1.26."""
+
+
+class _Fail(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Fail(message)
+
+
+def parse_size(text: str) -> int:
+    """Upstream's size syntax: a number with an optional b/K/M/G suffix
+    (``500M``, ``1.5G``, ``4096b``); no suffix means bytes."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([bKMG]?)", text.strip())
+    if not m:
+        raise _Fail(f"cannot parse size field '{text}' (use e.g. 500M or 1.5G)")
+    scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog="supermin",
+        usage="supermin --prepare PACKAGE... -o OUTPUTDIR\n       supermin --build -f chroot|ext2 INPUT... -o OUTPUTDIR",
+        description="Build minimal Linux appliances from the host's package database.",
+        allow_abbrev=False,
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--prepare", dest="mode", action="store_const", const="prepare", help="Prepare a supermin appliance")
+    mode.add_argument("--build", dest="mode", action="store_const", const="build", help="Build a full appliance")
+    p.add_argument("-f", "--format", help="chroot|ext2 Set output format (chroot also: fs, filesystem)")
+    p.add_argument("-o", dest="output", metavar="OUTPUTDIR", help="Set output directory")
+    p.add_argument("--if-newer", action="store_true", help="Only build if needed")
+    p.add_argument("--lock", metavar="LOCKFILE", help="Use a lock file (POSIX fcntl lock)")
+    p.add_argument("--use-installed", action="store_true", help="Use installed files instead of accessing network")
+    p.add_argument("--include-packagelist", action="store_true", help="Add a file with the list of packages")
+    p.add_argument("--packager-config", metavar="CONFIGFILE", help="Set packager config file")
+    p.add_argument("--list-drivers", action="store_true", help="Display list of drivers and exit")
+    p.add_argument("--host-cpu", metavar="ARCH", help="Set host CPU architecture (ext2)")
+    p.add_argument("--size", metavar="SIZE", help="Set the size of the ext2 filesystem (e.g. 4G)")
+    p.add_argument("--copy-kernel", action="store_true", help="Copy kernel instead of symlinking (ext2)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="Enable debugging messages (repeatable)")
+    p.add_argument("-V", "--version", action="store_true", help="Display version and exit")
+    p.add_argument("--dtb", metavar="WILDCARD", help="Obsolete option, do not use")
+    p.add_argument("--names", action="store_true", help="Give an error for people needing supermin 4")
+    # Beyond upstream.
+    p.add_argument("--root", default="/", metavar="DIR", help="Read the package database and files of another root")
+    p.add_argument(
+        "--ignore-missing",
+        action="store_true",
+        help="Warn about packages that are not installed instead of failing (upstream's behaviour)",
+    )
+    p.add_argument(
+        "--always-download",
+        action="store_true",
+        help="Download every package with config files, even when the host copies are verified pristine",
+    )
+    p.add_argument("--progress", action="store_true", help="Show a progress bar on a terminal")
+    p.add_argument("args", nargs="*", metavar="PACKAGE|INPUT")
+    return p
+
+
+def run(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"supermin {__version__}")
+        return 0
+    if args.list_drivers:
+        for name, detected in list_drivers(args.root):
+            print(f"{name}\t{'detected' if detected else 'not-detected'}")
+        return 0
+    if args.dtb is not None:
+        raise _Fail(_DTB_REMOVED)
+    if args.names:
+        raise _Fail(_SUPERMIN_4)
+    if args.mode is None:
+        raise _Fail("you must use --prepare or --build to select the mode")
+    if args.size is not None:
+        parse_size(args.size)
+    if args.mode == "prepare" and args.format is not None:
+        raise _Fail("cannot use --prepare and --format options together")
+    if args.mode == "build" and args.format is None:
+        raise _Fail("when using --build, you must specify an output --format")
+    if args.format is not None and args.format not in ("chroot", "fs", "filesystem", "ext2"):
+        raise _Fail(f"unknown --format option ({args.format})")
+    if not args.output:
+        raise _Fail("output directory (-o option) must be supplied")
+    output = args.output.rstrip("/") or "/"
+    common = dict(root=args.root, lock=args.lock, verbose=args.verbose, progress=True if args.progress else None)
+
+    if args.mode == "prepare":
+        if not args.args:
+            raise _Fail("prepare: no input packages specified")
+        prepare(
+            args.args,
+            output,
+            use_installed=args.use_installed,
+            ignore_missing=args.ignore_missing,
+            packager_config=args.packager_config,
+            always_download=args.always_download,
+            **common,
+        )
+    else:
+        if not args.args:
+            raise _Fail("build: no input supermin appliance specified")
+        fmt = "chroot" if args.format in ("fs", "filesystem") else args.format
+        inputs = [os.path.abspath(a) for a in args.args]
+        build(
+            inputs,
+            output,
+            format=fmt,
+            include_packagelist=args.include_packagelist,
+            ignore_missing=args.ignore_missing,
+            if_newer=args.if_newer,
+            **common,
+        )
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except (_Fail, SuperminError) as e:
+        print(f"supermin: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("supermin: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+//! Reading supermin appliance inputs exactly as upstream does: a
+//! byte-sorted, depth-first walk (directory symlinks followed) where each
+//! file's kind is sniffed from its content, never its name.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How a base image (or any input) is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+}
+
+/// A tarball to unpack into the appliance, in walk order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    pub path: PathBuf,
+    pub compression: Compression,
+}
+
+impl BaseImage {
+    /// The decompressed tar stream.
+    pub fn open(&self) -> Result<Box<dyn Read>> {
+        open_decompressed(&self.path, self.compression)
+    }
+
+    /// Member paths (absolute, `/etc/foo`) in archive order.
+    pub fn members(&self) -> Result<Vec<PathBuf>> {
+        let mut archive = tar::Archive::new(self.open()?);
+        let bad =
+            |e: std::io::Error| Error::bad_input(&self.path, format!("corrupt tar archive: {e}"));
+        let mut out = Vec::new();
+        for entry in archive.entries().map_err(bad)? {
+            let entry = entry.map_err(bad)?;
+            let path = entry.path().map_err(bad)?;
+            let rel = path.strip_prefix(".").unwrap_or(&path);
+            let abs = Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel));
+            if abs != Path::new("/") {
+                out.push(abs);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Everything read from the inputs of a build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appliance {
+    /// The paths given, as given.
+    pub inputs: Vec<PathBuf>,
+    pub packages: Vec<String>,
+    /// glob(3) patterns of host paths.
+    pub hostfiles: Vec<String>,
+    /// fnmatch(3) patterns, without the leading `-`.
+    pub excludes: Vec<String>,
+    pub base_images: Vec<BaseImage>,
+    /// Every file visited, in walk order (for `--if-newer`).
+    pub files: Vec<PathBuf>,
+}
+
+/// The kind of an input file, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    BaseImage,
+    Packages,
+    Hostfiles,
+    Excludefiles,
+    Empty,
+}
+
+/// Read the inputs (files or directories) of a build.
+pub fn load(inputs: &[PathBuf]) -> Result<Appliance> {
+    let mut appliance = Appliance {
+        inputs: inputs.to_vec(),
+        ..Default::default()
+    };
+    for input in inputs {
+        visit(input, &mut appliance, 0)?;
+    }
+    Ok(appliance)
+}
+
+fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
+    // Directory symlinks are followed, so a cycle is possible.
+    if depth > 40 {
+        return Err(Error::bad_input(
+            path,
+            "too deeply nested (a symlink loop?)",
+        ));
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::bad_input(path, format!("cannot read input: {e}")))?;
+    if meta.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .and_then(|rd| {
+                rd.map(|e| e.map(|e| e.file_name()))
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .map_err(|e| Error::bad_input(path, format!("cannot list directory: {e}")))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            visit(&path.join(name), appliance, depth + 1)?;
+        }
+        return Ok(());
+    }
+    appliance.files.push(path.to_path_buf());
+    let (compression, head) = sniff_compression(path)?;
+    match kind_of(path, &head)? {
+        Kind::Empty => {}
+        Kind::BaseImage => appliance.base_images.push(BaseImage {
+            path: path.to_path_buf(),
+            compression,
+        }),
+        kind => {
+            let mut text = Vec::new();
+            open_decompressed(path, compression)?
+                .read_to_end(&mut text)
+                .map_err(|e| Error::bad_input(path, format!("cannot read: {e}")))?;
+            let text = String::from_utf8(text)
+                .map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
+            let lines = text.lines().filter(|l| !l.trim().is_empty());
+            match kind {
+                Kind::Packages => appliance
+                    .packages
+                    .extend(lines.map(|l| l.trim().to_string())),
+                Kind::Hostfiles => appliance.hostfiles.extend(lines.map(str::to_string)),
+                Kind::Excludefiles => {
+                    for (n, line) in text.lines().enumerate() {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let Some(pattern) = line.strip_prefix('-') else {
+                            return Err(Error::bad_input(
+                                path,
+                                format!(
+                                    "line {}: excludefiles line does not start with '-': {line:?}",
+                                    n + 1
+                                ),
+                            ));
+                        };
+                        appliance.excludes.push(pattern.to_string());
+                    }
+                }
+                Kind::BaseImage | Kind::Empty => unreachable!(),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The compression of a file and the first 512 decompressed bytes.
+fn sniff_compression(path: &Path) -> Result<(Compression, Vec<u8>)> {
+    let mut raw = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut raw))
+        .map_err(|e| Error::bad_input(path, format!("cannot read: {e}")))?;
+    let compression = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        Compression::Gzip
+    } else if raw.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else {
+        return Ok((Compression::None, raw));
+    };
+    let mut head = Vec::with_capacity(512);
+    open_decompressed(path, compression)?
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::bad_input(path, format!("corrupt {compression:?} data: {e}")))?;
+    Ok((compression, head))
+}
+
+fn kind_of(path: &Path, head: &[u8]) -> Result<Kind> {
+    Ok(if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Kind::BaseImage
+    } else if head.starts_with(b"070701") {
+        return Err(Error::bad_input(
+            path,
+            "cpio files are not supported in this version of supermin",
+        ));
+    } else if head.len() >= 2 && head[0] == b'/' {
+        Kind::Hostfiles
+    } else if head.len() >= 2 && head[0] == b'-' {
+        Kind::Excludefiles
+    } else if !head.is_empty() && head[0].is_ascii_alphanumeric() {
+        Kind::Packages
+    } else if head.is_empty() {
+        Kind::Empty
+    } else {
+        return Err(Error::bad_input(
+            path,
+            "unknown file type in supermin directory (expected a tarball, or a packages, hostfiles or excludefiles list)",
+        ));
+    })
+}
+
+fn open_decompressed(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::bad_input(path, format!("cannot open: {e}")))?;
+    let file = std::io::BufReader::new(file);
+    Ok(match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+    })
+}

@@ -1,0 +1,70 @@
+//! Writing a supermin appliance directory (the output of `prepare`).
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::backend::ConfigFile;
+use crate::error::{IoContext, Result};
+
+/// `packages`: one name per line, sorted (bytewise) and de-duplicated.
+pub fn write_packages(dir: &Path, names: &[String]) -> Result<()> {
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut text = String::new();
+    for n in names {
+        text.push_str(n);
+        text.push('\n');
+    }
+    let path = dir.join("packages");
+    std::fs::write(&path, text).at("writing", path)
+}
+
+/// `base.tar.gz`: the config files as a deterministic archive — entries
+/// sorted by path and named `./etc/...` (as upstream's `tar -C dir -T`),
+/// regular files only, owner 0:0, mtime clamped to `source_date_epoch`,
+/// gzip header without a timestamp or file name.  Identical inputs give
+/// identical bytes.
+pub fn write_base_image(
+    dir: &Path,
+    files: &mut [ConfigFile],
+    source_date_epoch: Option<u64>,
+) -> Result<()> {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let path = dir.join("base.tar.gz");
+    let out = std::fs::File::create(&path).at("creating", &path)?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(std::io::BufWriter::new(out), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut previous: Option<&Path> = None;
+    for file in files.iter() {
+        if previous == Some(file.path.as_path()) {
+            continue; // the same conffile shipped by two packages
+        }
+        previous = Some(&file.path);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(file.data.len() as u64);
+        header.set_mode(file.mode & 0o7777);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_username("root").ok();
+        header.set_groupname("root").ok();
+        let mtime = match source_date_epoch {
+            Some(sde) => file.mtime.min(sde),
+            None => file.mtime,
+        };
+        header.set_mtime(mtime);
+        let name = Path::new(".").join(file.path.strip_prefix("/").unwrap_or(&file.path));
+        tar.append_data(&mut header, &name, file.data.as_slice())
+            .at("writing", &path)?;
+    }
+    let gz = tar.into_inner().at("writing", &path)?;
+    let mut buf = gz.finish().at("writing", &path)?;
+    buf.flush().at("writing", &path)?;
+    buf.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .at("writing", &path)
+}

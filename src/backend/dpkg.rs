@@ -1,0 +1,815 @@
+//! The dpkg backend (Debian, Ubuntu and derivatives), read in-process.
+//!
+//! Everything comes from dpkg's admin directory under the root:
+//! `status` (packages, versions, dependencies, provides, conffiles),
+//! `info/<pkg>[:<arch>].list` (file lists) and `diversions`.  No
+//! `dpkg-query` process is started.  Downloads for pristine config files
+//! use `apt-get download` (see [`super::deb`] for reading the `.deb`s).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use debversion::Version;
+
+use super::{deb, host_path, Backend, ConfigFile, Driver};
+use crate::error::{Error, IoContext, Result};
+use crate::package::{File, FileKind, Package};
+use crate::report::Reporter;
+use crate::resolve::{self, Clause, Graph};
+
+pub const DRIVER: Driver = Driver {
+    name: "debian/dpkg",
+    kind: "dpkg",
+    detect,
+    open,
+};
+
+const ADMIN_DIR: &str = "var/lib/dpkg";
+
+fn detect(root: &Path) -> bool {
+    let debian_like = super::os_release_ids(root)
+        .iter()
+        .any(|id| id == "debian" || id == "ubuntu")
+        || root.join("etc/debian_version").is_file();
+    debian_like && root.join(ADMIN_DIR).join("status").is_file()
+}
+
+fn open(root: &Path) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(Dpkg::open(root)?))
+}
+
+/// `<<`, `<=`, `=`, `>=`, `>>` (and the obsolete `<`, `>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relation {
+    Less,
+    LessEqual,
+    Equal,
+    GreaterEqual,
+    Greater,
+}
+
+impl Relation {
+    fn parse(s: &str) -> Option<Relation> {
+        Some(match s {
+            "<<" => Relation::Less,
+            "<=" | "<" => Relation::LessEqual,
+            "=" => Relation::Equal,
+            ">=" | ">" => Relation::GreaterEqual,
+            ">>" => Relation::Greater,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, have: &Version, want: &Version) -> bool {
+        let ord = have.cmp(want);
+        match self {
+            Relation::Less => ord.is_lt(),
+            Relation::LessEqual => ord.is_le(),
+            Relation::Equal => ord.is_eq(),
+            Relation::GreaterEqual => ord.is_ge(),
+            Relation::Greater => ord.is_gt(),
+        }
+    }
+}
+
+/// One alternative of a dependency clause: `name[:qualifier] [(rel version)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Atom {
+    name: String,
+    qualifier: Option<String>,
+    constraint: Option<(Relation, Version)>,
+}
+
+impl Atom {
+    /// Parse one alternative; architecture lists `[amd64]` and build
+    /// profiles `<!nocheck>` (which do not appear in installed stanzas, but
+    /// cost nothing to tolerate) are dropped.
+    fn parse(text: &str) -> Option<Atom> {
+        let mut rest = text.trim();
+        for (open, close) in [('[', ']'), ('<', '>')] {
+            if let Some(start) = rest.find(open) {
+                if rest[start..].contains(close) && !rest[..start].contains('(') {
+                    rest = rest[..start].trim();
+                }
+            }
+        }
+        let (head, constraint) = match rest.split_once('(') {
+            Some((head, tail)) => {
+                let inner = tail.split(')').next().unwrap_or("").trim();
+                let split = inner
+                    .find(|c: char| !"<>=".contains(c))
+                    .unwrap_or(inner.len());
+                let rel = Relation::parse(inner[..split].trim());
+                let version = Version::from_str(inner[split..].trim()).ok();
+                (head.trim(), rel.zip(version))
+            }
+            None => (rest, None),
+        };
+        if head.is_empty() {
+            return None;
+        }
+        let (name, qualifier) = match head.split_once(':') {
+            Some((n, q)) => (n.to_string(), Some(q.to_string())),
+            None => (head.to_string(), None),
+        };
+        Some(Atom {
+            name,
+            qualifier,
+            constraint,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Provide {
+    package: usize,
+    version: Option<Version>,
+}
+
+#[derive(Debug, Clone)]
+struct Installed {
+    package: Package,
+    version: Option<Version>,
+    multi_arch_foreign: bool,
+    clauses: Vec<Vec<Atom>>,
+    /// Conffiles with the md5sum of the version the package shipped.
+    conffiles: Vec<(PathBuf, String)>,
+}
+
+/// A dpkg database, loaded once.
+#[derive(Debug)]
+pub struct Dpkg {
+    root: PathBuf,
+    admin: PathBuf,
+    native_arch: String,
+    installed: Vec<Installed>,
+    by_name: HashMap<String, Vec<usize>>,
+    providers: HashMap<String, Vec<Provide>>,
+    /// diverted path -> (where the original now lives, diverting package)
+    diversions: HashMap<PathBuf, (PathBuf, String)>,
+}
+
+/// Split a deb822 file into stanzas of `(field, value)`; continuation lines
+/// are joined with `\n`.
+fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<(&str, String)> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some((_, v)) = cur.last_mut() {
+                v.push('\n');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            cur.push((k.trim(), v.trim().to_string()));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn field<'a>(stanza: &'a [(&str, String)], name: &str) -> Option<&'a str> {
+    stanza
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `dpkg`'s own architecture is the native one (dpkg is never foreign).
+fn native_arch_of(installed: &[Installed]) -> String {
+    installed
+        .iter()
+        .find(|p| p.package.name == "dpkg")
+        .map(|p| p.package.arch.clone())
+        .unwrap_or_else(|| {
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "i386",
+                "powerpc64" => "ppc64el",
+                "s390x" => "s390x",
+                other => other,
+            }
+            .to_string()
+        })
+}
+
+impl Dpkg {
+    /// Load the dpkg database of `root`.
+    pub fn open(root: &Path) -> Result<Dpkg> {
+        let admin = root.join(ADMIN_DIR);
+        let status_path = admin.join("status");
+        let text = std::fs::read(&status_path).map_err(|e| {
+            Error::backend(
+                "dpkg",
+                format!("cannot read {}: {e}", status_path.display()),
+            )
+        })?;
+        let text = String::from_utf8_lossy(&text);
+        let mut installed = Vec::new();
+        let mut provides_text = Vec::new();
+        for stanza in stanzas(&text) {
+            let state = field(&stanza, "Status").unwrap_or("");
+            let is_installed = matches!(
+                state.split_whitespace().nth(2),
+                Some("installed" | "triggers-pending" | "triggers-awaited")
+            );
+            let (Some(name), Some(version), true) = (
+                field(&stanza, "Package"),
+                field(&stanza, "Version"),
+                is_installed,
+            ) else {
+                continue;
+            };
+            let arch = field(&stanza, "Architecture").unwrap_or("all").to_string();
+            let mut raw = Vec::new();
+            let mut clauses = Vec::new();
+            for key in ["Pre-Depends", "Depends"] {
+                for clause in field(&stanza, key).unwrap_or("").split(',') {
+                    let clause = clause.trim();
+                    if clause.is_empty() {
+                        continue;
+                    }
+                    raw.push(clause.to_string());
+                    clauses.push(clause.split('|').filter_map(Atom::parse).collect());
+                }
+            }
+            let conffiles = field(&stanza, "Conffiles")
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| {
+                    let mut words = l.split_whitespace();
+                    let path = words.next()?;
+                    let hash = words.next().unwrap_or("").to_string();
+                    // Obsolete conffiles are no longer shipped by the package.
+                    (!words.any(|w| w == "obsolete" || w == "remove-on-upgrade"))
+                        .then(|| (PathBuf::from(path), hash))
+                })
+                .collect();
+            let package = Package {
+                full_name: format!("{name}_{version}_{arch}"),
+                name: name.to_string(),
+                version: version.to_string(),
+                arch,
+                depends: raw,
+                id: installed.len(),
+            };
+            installed.push(Installed {
+                version: Version::from_str(version).ok(),
+                multi_arch_foreign: field(&stanza, "Multi-Arch") == Some("foreign"),
+                clauses,
+                conffiles,
+                package,
+            });
+            // Provides are indexed below, once every id is known.
+            provides_text.push(field(&stanza, "Provides").unwrap_or("").to_string());
+        }
+
+        let native_arch = native_arch_of(&installed);
+        // Deterministic preference among same-name instances: native, all, others.
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for p in &installed {
+            by_name
+                .entry(p.package.name.clone())
+                .or_default()
+                .push(p.package.id);
+        }
+        for ids in by_name.values_mut() {
+            ids.sort_by_key(|&i| {
+                let a = &installed[i].package.arch;
+                (a != &native_arch, a != "all", a.clone())
+            });
+        }
+        let mut providers: HashMap<String, Vec<Provide>> = HashMap::new();
+        for (id, text) in provides_text.iter().enumerate() {
+            for atom in text.split(',').filter_map(Atom::parse) {
+                let version = atom.constraint.map(|(_, v)| v);
+                providers.entry(atom.name).or_default().push(Provide {
+                    package: id,
+                    version,
+                });
+            }
+        }
+        for list in providers.values_mut() {
+            list.sort_by(|a, b| {
+                installed[a.package]
+                    .package
+                    .full_name
+                    .cmp(&installed[b.package].package.full_name)
+            });
+        }
+
+        let diversions = read_diversions(&admin.join("diversions"))?;
+        Ok(Dpkg {
+            root: root.to_path_buf(),
+            admin,
+            native_arch,
+            installed,
+            by_name,
+            providers,
+            diversions,
+        })
+    }
+
+    pub fn native_arch(&self) -> &str {
+        &self.native_arch
+    }
+
+    /// Can `candidate` satisfy a dependency of `from` qualified by `qualifier`?
+    fn arch_ok(&self, from: &Installed, qualifier: Option<&str>, candidate: &Installed) -> bool {
+        let arch = candidate.package.arch.as_str();
+        match qualifier {
+            // `:any` needs Multi-Arch: allowed on the target; an installed,
+            // consistent database already guarantees that.
+            Some("any") => true,
+            Some("native") => arch == self.native_arch || arch == "all",
+            Some(q) => arch == q,
+            None => {
+                let from_arch = from.package.arch.as_str();
+                arch == from_arch
+                    || arch == "all"
+                    || candidate.multi_arch_foreign
+                    || (from_arch == "all" && arch == self.native_arch)
+            }
+        }
+    }
+
+    /// Installed packages satisfying one alternative, best first: the real
+    /// package (native arch first), then providers of the virtual name.
+    fn candidates(&self, from: &Installed, atom: &Atom) -> Vec<usize> {
+        let mut out = Vec::new();
+        for &id in self.by_name.get(&atom.name).into_iter().flatten() {
+            let cand = &self.installed[id];
+            let version_ok = match (&atom.constraint, &cand.version) {
+                (None, _) => true,
+                (Some((rel, want)), Some(have)) => rel.holds(have, want),
+                (Some(_), None) => false,
+            };
+            if version_ok && self.arch_ok(from, atom.qualifier.as_deref(), cand) {
+                out.push(id);
+            }
+        }
+        for provide in self.providers.get(&atom.name).into_iter().flatten() {
+            let cand = &self.installed[provide.package];
+            // A versioned dependency is only satisfied by a versioned provide.
+            let version_ok = match (&atom.constraint, &provide.version) {
+                (None, _) => true,
+                (Some((rel, want)), Some(have)) => rel.holds(have, want),
+                (Some(_), None) => false,
+            };
+            if version_ok
+                && self.arch_ok(from, atom.qualifier.as_deref(), cand)
+                && !out.contains(&provide.package)
+            {
+                out.push(provide.package);
+            }
+        }
+        out
+    }
+
+    /// `info/<name>:<arch>.<ext>` (multi-arch same) or `info/<name>.<ext>`.
+    fn info_file(&self, package: &Package, ext: &str) -> PathBuf {
+        let info = self.admin.join("info");
+        let qualified = info.join(format!("{}:{}.{ext}", package.name, package.arch));
+        if qualified.exists() {
+            qualified
+        } else {
+            info.join(format!("{}.{ext}", package.name))
+        }
+    }
+
+    /// The md5sums dpkg recorded for a package's files as shipped: its
+    /// conffiles (in `status`) and other files (`info/<pkg>.md5sums`).
+    fn shipped_md5sums(&self, package: &Package) -> HashMap<PathBuf, String> {
+        let mut sums: HashMap<PathBuf, String> = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(self.info_file(package, "md5sums")) {
+            for line in text.lines() {
+                if let Some((hash, path)) = line.split_once("  ") {
+                    sums.insert(Path::new("/").join(path), hash.to_string());
+                }
+            }
+        }
+        for (path, hash) in &self.installed[package.id].conffiles {
+            sums.insert(path.clone(), hash.clone());
+        }
+        sums
+    }
+
+    /// The host's copy of a config file, if it is byte-identical to what
+    /// the package shipped (same md5sum as dpkg recorded at unpack time).
+    fn verified_host_copy(&self, path: &Path, expected: Option<&String>) -> Option<ConfigFile> {
+        use md5::{Digest, Md5};
+        use std::os::unix::fs::MetadataExt;
+        let expected = expected?;
+        let host = host_path(&self.root, path);
+        let meta = std::fs::symlink_metadata(&host)
+            .ok()
+            .filter(|m| m.is_file())?;
+        let data = std::fs::read(&host).ok()?;
+        let hex: String = Md5::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (hex == *expected).then(|| ConfigFile {
+            path: path.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime().max(0) as u64,
+            data,
+        })
+    }
+
+    /// Paths listed for a package (`/.` dropped), in database order.
+    fn listed_paths(&self, package: &Package) -> Result<Vec<PathBuf>> {
+        let list = self.info_file(package, "list");
+        let data = std::fs::read(&list).map_err(|e| {
+            Error::backend(
+                "dpkg",
+                format!(
+                    "cannot read the file list of {}: {}: {e}",
+                    package.full_name,
+                    list.display()
+                ),
+            )
+        })?;
+        use std::os::unix::ffi::OsStrExt;
+        Ok(data
+            .split(|&b| b == b'\n')
+            .filter(|l| l.first() == Some(&b'/') && *l != b"/.")
+            .map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l)))
+            .collect())
+    }
+}
+
+/// `diversions` holds triples of lines: diverted path, new path, package
+/// (`:` for a local diversion made by the administrator).
+fn read_diversions(path: &Path) -> Result<HashMap<PathBuf, (PathBuf, String)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => {
+            return Err(Error::backend(
+                "dpkg",
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines
+        .chunks_exact(3)
+        .map(|c| (PathBuf::from(c[0]), (PathBuf::from(c[1]), c[2].to_string())))
+        .collect())
+}
+
+impl Graph for Dpkg {
+    fn clauses(&self, id: usize) -> Vec<Clause> {
+        let from = &self.installed[id];
+        from.clauses
+            .iter()
+            .zip(&from.package.depends)
+            .map(|(alts, text)| Clause {
+                text: text.clone(),
+                alternatives: alts.iter().map(|a| self.candidates(from, a)).collect(),
+            })
+            .collect()
+    }
+}
+
+impl Backend for Dpkg {
+    fn name(&self) -> &'static str {
+        "dpkg"
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn packages(&self) -> Vec<Package> {
+        let mut all: Vec<Package> = self.installed.iter().map(|p| p.package.clone()).collect();
+        all.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+        all
+    }
+
+    fn lookup(&self, name: &str) -> Option<Package> {
+        let name = name.trim();
+        let (base, arch) = match name.split_once(':') {
+            Some((b, a)) => (b, Some(a)),
+            None => (name, None),
+        };
+        let ids = self.by_name.get(base)?;
+        let id = match arch {
+            None | Some("any") => ids.first(),
+            Some("native") => ids
+                .iter()
+                .find(|&&i| self.installed[i].package.arch == self.native_arch),
+            Some(a) => ids.iter().find(|&&i| self.installed[i].package.arch == a),
+        }?;
+        Some(self.installed[*id].package.clone())
+    }
+
+    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
+        let ids: Vec<usize> = roots.iter().map(|p| p.id).collect();
+        let (closure, unresolved) = resolve::closure(self, &ids);
+        for (id, text) in unresolved {
+            reporter.info(1, || {
+                format!(
+                    "dpkg: {}: dependency '{text}' is not satisfied by any installed package",
+                    self.installed[id].package.name
+                )
+            });
+        }
+        let mut out: Vec<Package> = closure
+            .into_iter()
+            .map(|i| self.installed[i].package.clone())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+        Ok(out)
+    }
+
+    fn files(&self, package: &Package) -> Result<Vec<File>> {
+        let installed = &self.installed[package.id];
+        let conffiles: HashSet<&Path> = installed
+            .conffiles
+            .iter()
+            .map(|(p, _)| p.as_path())
+            .collect();
+        let mut out = Vec::new();
+        for path in self.listed_paths(package)? {
+            // A path diverted by another package: this package's copy now
+            // lives at the diverted-to path.
+            let source = match self.diversions.get(&path) {
+                Some((to, by)) if by != &package.name => Some(to.clone()),
+                _ => None,
+            };
+            let meta = std::fs::symlink_metadata(host_path(
+                &self.root,
+                source.as_deref().unwrap_or(&path),
+            ))
+            .ok();
+            let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
+            use std::os::unix::fs::MetadataExt;
+            let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
+            // Upstream's rule (a regular file under /etc), plus conffiles.
+            let is_config = conffiles.contains(path.as_path())
+                || (path.starts_with("/etc") && kind == FileKind::Regular);
+            out.push(File {
+                path,
+                source,
+                kind,
+                mode,
+                is_config,
+            });
+        }
+        Ok(out)
+    }
+
+    fn database_mtime(&self) -> Result<SystemTime> {
+        let status = self.admin.join("status");
+        std::fs::metadata(&status)
+            .and_then(|m| m.modified())
+            .at("reading the mtime of", status)
+    }
+
+    fn pristine_config_files(
+        &self,
+        wanted: &[(Package, Vec<PathBuf>)],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        always_download: bool,
+        reporter: &Reporter,
+    ) -> Result<Vec<ConfigFile>> {
+        // A host file whose md5sum is the one dpkg recorded for the shipped
+        // file *is* the pristine file: no download needed for it.
+        let mut out = Vec::new();
+        let mut remaining: Vec<(Package, Vec<PathBuf>)> = Vec::new();
+        for (package, paths) in wanted {
+            let sums = if always_download {
+                HashMap::new()
+            } else {
+                self.shipped_md5sums(package)
+            };
+            let mut left = Vec::new();
+            for path in paths {
+                match self.verified_host_copy(path, sums.get(path)) {
+                    Some(file) => out.push(file),
+                    None => left.push(path.clone()),
+                }
+            }
+            if !left.is_empty() {
+                reporter.info(1, || {
+                    format!(
+                        "dpkg: {}: {} config files need the .deb",
+                        package.name,
+                        left.len()
+                    )
+                });
+                remaining.push((package.clone(), left));
+            }
+        }
+        if remaining.is_empty() {
+            return Ok(out);
+        }
+        let debs = download(
+            remaining.iter().map(|(p, _)| p),
+            scratch,
+            &self.root,
+            packager_config,
+            reporter,
+        )?;
+        for (package, paths) in &remaining {
+            let deb_path = &debs[&package.full_name];
+            let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            out.extend(deb::read_files(deb_path, &wanted)?);
+        }
+        Ok(out)
+    }
+}
+
+/// `name_version_arch.deb` as apt names it (`:` in the version is `%3a`).
+fn deb_file_name(p: &Package) -> String {
+    format!(
+        "{}_{}_{}.deb",
+        p.name,
+        p.version.replace(':', "%3a"),
+        p.arch
+    )
+}
+
+/// Fetch the `.deb` of each package's installed version: from apt's cache
+/// when it is there, otherwise with `apt-get download name:arch=version`.
+/// If that exact version is no longer in the archive (a binNMU or a
+/// security update superseded it), fall back to the candidate version with
+/// a warning, as upstream (which always downloads the candidate) would.
+/// Returns full name -> path of the `.deb`.
+fn download<'a>(
+    packages: impl Iterator<Item = &'a Package>,
+    scratch: &Path,
+    root: &Path,
+    packager_config: Option<&Path>,
+    reporter: &Reporter,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let packages: Vec<&Package> = packages.collect();
+    let cache = root.join("var/cache/apt/archives");
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    for p in &packages {
+        let cached = cache.join(deb_file_name(p));
+        if cached.is_file() {
+            found.insert(p.full_name.clone(), cached);
+        } else {
+            missing.push(*p);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let dir = scratch.join("debs");
+    std::fs::create_dir_all(&dir).at("creating", &dir)?;
+    let pinned: Vec<String> = missing
+        .iter()
+        .map(|p| format!("{}:{}={}", p.name, p.arch, p.version))
+        .collect();
+    reporter.info(1, || {
+        format!("dpkg: downloading {} packages with apt-get", pinned.len())
+    });
+    if let Err(message) = apt_get_download(&dir, &pinned, packager_config) {
+        // One unavailable version fails the whole command.  apt names each
+        // one on an `E:` line whose last quoted word is the package ("Can't
+        // find a source to download version 'V' of 'NAME:ARCH'", or
+        // "Version 'V' for 'NAME' was not found"), so ask again once with
+        // the candidate version for those.
+        let unavailable: HashSet<String> = message
+            .lines()
+            .filter(|l| l.starts_with("E:"))
+            .filter_map(|l| l.rsplit('\'').nth(1))
+            .map(|n| n.split(':').next().unwrap_or(n).to_string())
+            .collect();
+        if unavailable.is_empty() {
+            return Err(Error::backend(
+                "dpkg",
+                format!("apt-get download failed: {message}"),
+            ));
+        }
+        let mut retry = Vec::new();
+        for (p, spec) in missing.iter().zip(&pinned) {
+            if unavailable.contains(&p.name) {
+                reporter.warn(format!(
+                    "dpkg: version {} of {} is no longer in the archive; taking config files from the candidate version",
+                    p.version, p.name
+                ));
+                retry.push(format!("{}:{}", p.name, p.arch));
+            } else {
+                retry.push(spec.clone());
+            }
+        }
+        apt_get_download(&dir, &retry, packager_config).map_err(|msg| {
+            Error::backend(
+                "dpkg",
+                format!(
+                    "cannot download packages: {msg} (try --use-installed, or run apt-get update)"
+                ),
+            )
+        })?;
+    }
+    // Match downloaded files to packages by the name_..._arch pattern.
+    let entries: Vec<String> = std::fs::read_dir(&dir)
+        .at("listing", &dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    for p in missing {
+        let exact = deb_file_name(p);
+        let prefix = format!("{}_", p.name);
+        let suffix = format!("_{}.deb", p.arch);
+        let name = entries
+            .iter()
+            .find(|e| **e == exact)
+            .or_else(|| {
+                entries
+                    .iter()
+                    .find(|e| e.starts_with(&prefix) && e.ends_with(&suffix))
+            })
+            .ok_or_else(|| {
+                Error::backend(
+                    "dpkg",
+                    format!("apt-get did not download package {}", p.full_name),
+                )
+            })?;
+        found.insert(p.full_name.clone(), dir.join(name));
+    }
+    Ok(found)
+}
+
+/// The one place `apt-get` is run.  Errors carry apt's own message.
+fn apt_get_download(
+    dir: &Path,
+    specs: &[String],
+    packager_config: Option<&Path>,
+) -> std::result::Result<(), String> {
+    let mut cmd = Command::new("apt-get");
+    cmd.current_dir(dir).arg("-qq");
+    if let Some(config) = packager_config {
+        cmd.arg("-c").arg(config);
+    }
+    // As root apt drops to the _apt user, who cannot write our private
+    // scratch directory; the download itself is harmless either way.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("-o").arg("APT::Sandbox::User=root");
+    }
+    cmd.arg("download").args(specs);
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(e) => Err(format!("cannot run apt-get: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dependency_atoms() {
+        let a = Atom::parse("libc6 (>= 2.36)").unwrap();
+        assert_eq!(a.name, "libc6");
+        assert_eq!(a.constraint.as_ref().unwrap().0, Relation::GreaterEqual);
+        let a = Atom::parse(" perl:any ").unwrap();
+        assert_eq!(
+            (a.name.as_str(), a.qualifier.as_deref()),
+            ("perl", Some("any"))
+        );
+        let a = Atom::parse("foo [amd64] <!nocheck>").unwrap();
+        assert_eq!(a.name, "foo");
+        assert!(a.constraint.is_none());
+        let a = Atom::parse("python3:any (>= 3.11~)").unwrap();
+        assert_eq!(a.qualifier.as_deref(), Some("any"));
+        assert!(a.constraint.is_some());
+    }
+
+    #[test]
+    fn relations_follow_dpkg_order() {
+        let v = |s: &str| Version::from_str(s).unwrap();
+        assert!(Relation::Less.holds(&v("1.0~rc1"), &v("1.0")));
+        assert!(Relation::GreaterEqual.holds(&v("1:0.1"), &v("9.9")));
+        assert!(!Relation::Greater.holds(&v("2.36-9"), &v("2.36-9")));
+        assert!(Relation::Equal.holds(&v("5.2.15-2+b8"), &v("5.2.15-2+b8")));
+    }
+
+    #[test]
+    fn stanzas_join_continuation_lines() {
+        let text = "Package: a\nConffiles:\n /etc/a 123\n /etc/b 456 obsolete\n\nPackage: b\n";
+        let s = stanzas(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            field(&s[0], "conffiles"),
+            Some("\n/etc/a 123\n/etc/b 456 obsolete")
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Package backends: one file per package manager, one trait for all.
+//!
+//! Adding a package manager means writing one file that implements
+//! [`Backend`] and adding its [`Driver`] to [`DRIVERS`].
+
+pub mod deb;
+pub mod dpkg;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::package::{File, Package};
+use crate::report::Reporter;
+
+/// A configuration file's pristine content, as shipped by its package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub mtime: u64,
+    pub data: Vec<u8>,
+}
+
+/// What supermin needs from a package manager.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Short name: `dpkg`, `rpm`.
+    fn name(&self) -> &'static str;
+    /// The root whose database and files are read (`/` for the host).
+    fn root(&self) -> &Path;
+    /// Every installed package, sorted by full name.
+    fn packages(&self) -> Vec<Package>;
+    /// The installed package called `name` (a backend may accept
+    /// qualified forms such as dpkg's `name:arch`).
+    fn lookup(&self, name: &str) -> Option<Package>;
+    /// The dependency closure of `roots`, including them, sorted by name.
+    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>>;
+    /// The files of one package, with kinds and config flags.
+    fn files(&self, package: &Package) -> Result<Vec<File>>;
+    /// When the package database last changed (for `--if-newer`).
+    fn database_mtime(&self) -> Result<SystemTime>;
+    /// Pristine copies of the named config files, fetched from the package
+    /// files of the installed versions (download + unpack, in-process where
+    /// possible).  `scratch` is a private directory for downloads.  Unless
+    /// `always_download`, a backend may use host copies it can prove
+    /// identical to the shipped files (e.g. by the database's checksums).
+    fn pristine_config_files(
+        &self,
+        wanted: &[(Package, Vec<PathBuf>)],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        always_download: bool,
+        reporter: &Reporter,
+    ) -> Result<Vec<ConfigFile>>;
+
+    /// The installed package called `name`, or a typed error naming it.
+    fn package(&self, name: &str) -> Result<Package> {
+        self.lookup(name).ok_or_else(|| Error::PackageNotFound {
+            names: vec![name.to_string()],
+        })
+    }
+
+    /// Look up several names; unknown ones are reported all at once.
+    fn packages_named(&self, names: &[String]) -> Result<Vec<Package>> {
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match self.lookup(name) {
+                Some(p) => found.push(p),
+                None => missing.push(name.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(found)
+        } else {
+            Err(Error::PackageNotFound { names: missing })
+        }
+    }
+}
+
+/// A package manager supermin knows about.
+pub struct Driver {
+    /// `system/packager`, as `--list-drivers` prints it.
+    pub name: &'static str,
+    /// The kind accepted by [`open`]: `dpkg`, `rpm`.
+    pub kind: &'static str,
+    pub detect: fn(&Path) -> bool,
+    pub open: fn(&Path) -> Result<Box<dyn Backend>>,
+}
+
+pub const DRIVERS: &[Driver] = &[dpkg::DRIVER];
+
+/// The backend of the package manager that manages `root`.
+pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
+    match DRIVERS.iter().find(|d| (d.detect)(root)) {
+        Some(driver) => (driver.open)(root),
+        None => Err(Error::backend(
+            "detect",
+            format!(
+                "could not detect the package manager of {} (supported: {}); use --root or Backend.open(kind)",
+                root.display(),
+                DRIVERS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// The backend of a named kind (`dpkg`, ...) reading `root`.
+pub fn open(kind: &str, root: &Path) -> Result<Box<dyn Backend>> {
+    match DRIVERS.iter().find(|d| d.kind == kind) {
+        Some(driver) => (driver.open)(root),
+        None => Err(Error::Usage(format!(
+            "unknown package manager '{kind}' (known: {})",
+            DRIVERS
+                .iter()
+                .map(|d| d.kind)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `(driver name, detected)` for every driver, for `--list-drivers`.
+pub fn list_drivers(root: &Path) -> Vec<(&'static str, bool)> {
+    DRIVERS.iter().map(|d| (d.name, (d.detect)(root))).collect()
+}
+
+/// `ID` and `ID_LIKE` words of `root/etc/os-release` (or `usr/lib/os-release`).
+pub fn os_release_ids(root: &Path) -> Vec<String> {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(root.join(p)).ok())
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key == "ID" || key == "ID_LIKE" {
+            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            ids.extend(value.split_whitespace().map(str::to_string));
+        }
+    }
+    ids
+}
+
+/// `root` joined with an absolute package path (`/usr/bin/bash`).
+pub fn host_path(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}

@@ -1,0 +1,347 @@
+//! Assembling the set of paths a build writes (compat-spec §3).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::appliance::Appliance;
+use crate::backend::{host_path, Backend};
+use crate::error::{Error, Result};
+use crate::package::Package;
+use crate::pattern;
+use crate::report::Reporter;
+
+/// Why a path is in the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Package,
+    Hostfile,
+    /// A parent directory, or a directory-symlink and its target, added so
+    /// that the tree can be created top-down.
+    Implied,
+}
+
+/// One path to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute path inside the appliance.
+    pub path: PathBuf,
+    /// Absolute path on the host (under the backend's root) to copy from.
+    pub source: PathBuf,
+    pub origin: Origin,
+}
+
+/// The paths of a build, sorted so that every parent precedes its children
+/// and no path goes through a symlink.
+#[derive(Debug, Clone, Default)]
+pub struct FileSet {
+    pub entries: Vec<Entry>,
+    /// The dependency closure, sorted by name.
+    pub packages: Vec<Package>,
+}
+
+impl FileSet {
+    /// `/packagelist` contents: sorted full names of all resolved packages.
+    pub fn packagelist(&self) -> String {
+        let mut names: Vec<&str> = self.packages.iter().map(|p| p.full_name.as_str()).collect();
+        names.sort_unstable();
+        names.iter().map(|n| format!("{n}\n")).collect()
+    }
+}
+
+/// Resolve the appliance's packages, list their files, drop config files
+/// and excluded paths, add hostfiles, drop paths missing on the host, and
+/// lay the result out as a tree.
+pub fn assemble(
+    backend: &dyn Backend,
+    appliance: &Appliance,
+    ignore_missing: bool,
+    reporter: &Reporter,
+) -> Result<FileSet> {
+    let root = backend.root();
+    let mut roots = Vec::new();
+    let mut missing = Vec::new();
+    for name in &appliance.packages {
+        match backend.lookup(name) {
+            Some(p) => roots.push(p),
+            None => missing.push(name.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        if !ignore_missing {
+            return Err(Error::PackageNotFound { names: missing });
+        }
+        reporter.warn(format!(
+            "ignoring packages that are not installed: {}",
+            missing.join(", ")
+        ));
+    }
+    reporter.info(1, || format!("build: {} packages named", roots.len()));
+    let packages = backend.resolve(&roots, reporter)?;
+    reporter.info(1, || {
+        format!("build: {} packages, including dependencies", packages.len())
+    });
+    for p in &packages {
+        reporter.info(2, || format!("  - {}", p.full_name));
+    }
+
+    // File lists (each stats its files on the host): in parallel.
+    let lists: Vec<Vec<crate::package::File>> = packages
+        .par_iter()
+        .map(|p| backend.files(p))
+        .collect::<Result<_>>()?;
+    let mut raw: Vec<Entry> = Vec::new();
+    let mut excluded = 0usize;
+    for file in lists.into_iter().flatten() {
+        if file.is_config {
+            continue;
+        }
+        if appliance
+            .excludes
+            .iter()
+            .any(|pat| pattern::fnmatch(pat, &file.path))
+        {
+            excluded += 1;
+            reporter.info(2, || format!("build: excluding {}", file.path.display()));
+            continue;
+        }
+        let source = file.source_path().to_path_buf();
+        raw.push(Entry {
+            path: file.path,
+            source,
+            origin: Origin::Package,
+        });
+    }
+    reporter.info(1, || {
+        format!(
+            "build: {} package files after {excluded} excluded",
+            raw.len()
+        )
+    });
+    for pattern in &appliance.hostfiles {
+        for path in pattern::glob_in_root(root, pattern) {
+            raw.push(Entry {
+                source: path.clone(),
+                path,
+                origin: Origin::Hostfile,
+            });
+        }
+    }
+    // Paths that do not exist on the host are dropped.
+    raw.retain(|e| std::fs::symlink_metadata(host_path(root, &e.source)).is_ok());
+    let raw = apply_diversions(raw);
+
+    let mut layout = Layout {
+        root,
+        canonical: HashMap::new(),
+        entries: BTreeMap::new(),
+    };
+    for entry in raw {
+        layout.add(entry);
+    }
+    let entries: Vec<Entry> = layout
+        .entries
+        .into_values()
+        .filter(|e| e.path != Path::new("/"))
+        .collect();
+    reporter.info(1, || format!("build: {} paths to write", entries.len()));
+    Ok(FileSet { entries, packages })
+}
+
+/// When a path is claimed both by its owner at that path and by a diverted
+/// copy (a dpkg diversion whose diverting package is also in the
+/// appliance), the diverting package keeps the path and the original goes
+/// where the host keeps it, so the appliance mirrors the host.  A diverted
+/// copy alone keeps its package path (upstream's behaviour).
+fn apply_diversions(mut raw: Vec<Entry>) -> Vec<Entry> {
+    let claimed: HashSet<PathBuf> = raw
+        .iter()
+        .filter(|e| e.source == e.path)
+        .map(|e| e.path.clone())
+        .collect();
+    for e in &mut raw {
+        if e.source != e.path && claimed.contains(&e.path) {
+            e.path = e.source.clone();
+        }
+    }
+    raw
+}
+
+/// Places entries at their canonical paths: no parent directory of an
+/// entry is a symlink on the host.  A path through a directory symlink
+/// (`/lib/x` with `/lib -> usr/lib`) is written at its target
+/// (`/usr/lib/x`) and the symlink itself is added, as upstream does.
+struct Layout<'a> {
+    root: &'a Path,
+    canonical: HashMap<PathBuf, PathBuf>,
+    entries: BTreeMap<PathBuf, Entry>,
+}
+
+impl Layout<'_> {
+    fn add(&mut self, entry: Entry) {
+        let path = match (entry.path.parent(), entry.path.file_name()) {
+            (Some(parent), Some(name)) => self.canonical_dir(parent, 0).join(name),
+            _ => entry.path.clone(),
+        };
+        if self.entries.contains_key(&path) {
+            return;
+        }
+        self.add_ancestors(&path);
+        self.entries.insert(
+            path.clone(),
+            Entry {
+                path: path.clone(),
+                ..entry
+            },
+        );
+        // A listed symlink to a directory: its target must exist too.
+        let host = host_path(self.root, &path);
+        if std::fs::symlink_metadata(&host)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+            && host.is_dir()
+        {
+            self.canonical_dir(&path, 0);
+        }
+    }
+
+    fn add_ancestors(&mut self, path: &Path) {
+        for dir in path.ancestors().skip(1) {
+            if dir == Path::new("/") || self.entries.contains_key(dir) {
+                continue;
+            }
+            let dir = dir.to_path_buf();
+            self.entries.insert(
+                dir.clone(),
+                Entry {
+                    source: dir.clone(),
+                    path: dir,
+                    origin: Origin::Implied,
+                },
+            );
+        }
+    }
+
+    /// The path of `dir` with every symlink to a directory resolved inside
+    /// the root (chroot semantics: `..` stops at `/`).
+    fn canonical_dir(&mut self, dir: &Path, depth: usize) -> PathBuf {
+        if let Some(c) = self.canonical.get(dir) {
+            return c.clone();
+        }
+        let result = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(name)) if depth < 40 => {
+                let candidate = self.canonical_dir(parent, depth + 1).join(name);
+                let host = host_path(self.root, &candidate);
+                let is_link = std::fs::symlink_metadata(&host)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                match (is_link, std::fs::read_link(&host)) {
+                    (true, Ok(target)) if host.is_dir() => {
+                        self.add_ancestors(&candidate);
+                        self.entries
+                            .entry(candidate.clone())
+                            .or_insert_with(|| Entry {
+                                path: candidate.clone(),
+                                source: candidate.clone(),
+                                origin: Origin::Implied,
+                            });
+                        let base = candidate.parent().unwrap_or(Path::new("/"));
+                        let target = normalize(&base.join(target));
+                        let resolved = self.canonical_dir(&target, depth + 1);
+                        self.add_ancestors(&resolved.join("x"));
+                        resolved
+                    }
+                    _ => candidate,
+                }
+            }
+            _ => dir.to_path_buf(),
+        };
+        self.canonical.insert(dir.to_path_buf(), result.clone());
+        result
+    }
+}
+
+/// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_through_directory_symlinks_are_written_at_the_target() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib/x")).unwrap();
+        std::fs::write(root.path().join("usr/lib/x/libc.so"), "").unwrap();
+        symlink("usr/lib", root.path().join("lib")).unwrap();
+        let mut layout = Layout {
+            root: root.path(),
+            canonical: HashMap::new(),
+            entries: BTreeMap::new(),
+        };
+        let p = PathBuf::from("/lib/x/libc.so");
+        layout.add(Entry {
+            path: p.clone(),
+            source: p.clone(),
+            origin: Origin::Package,
+        });
+        let paths: Vec<_> = layout
+            .entries
+            .keys()
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/lib",
+                "/usr",
+                "/usr/lib",
+                "/usr/lib/x",
+                "/usr/lib/x/libc.so"
+            ]
+        );
+        assert_eq!(
+            layout.entries[Path::new("/usr/lib/x/libc.so")].source,
+            p,
+            "bytes still read from the listed path"
+        );
+    }
+
+    #[test]
+    fn diverted_copies_yield_to_the_diverter() {
+        let e = |p: &str, s: &str| Entry {
+            path: p.into(),
+            source: s.into(),
+            origin: Origin::Package,
+        };
+        let out = apply_diversions(vec![
+            e("/bin/sh", "/bin/sh.distrib"),
+            e("/bin/sh", "/bin/sh"),
+        ]);
+        assert_eq!(out[0].path, PathBuf::from("/bin/sh.distrib"));
+        let alone = apply_diversions(vec![e("/usr/bin/perf", "/usr/bin/perf.wrapper")]);
+        assert_eq!(alone[0].path, PathBuf::from("/usr/bin/perf"));
+    }
+
+    #[test]
+    fn normalize_stops_at_root() {
+        assert_eq!(
+            normalize(Path::new("/a/../../b/./c")),
+            PathBuf::from("/b/c")
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! The crate's one error type.  Every variant names the thing at fault
+//! (a package, an input file, an output path, a program) so that the CLI
+//! can print `supermin: MESSAGE` and Python callers can read the culprit
+//! from the exception's attributes.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Package names that are unknown to the database or not installed.
+    #[error("{}", package_not_found_message(.names))]
+    PackageNotFound { names: Vec<String> },
+
+    /// A supermin appliance input (file or directory) is malformed.
+    #[error("{}: {message}", .path.display())]
+    BadInput { path: PathBuf, message: String },
+
+    /// The package database, a package file or a package tool failed.
+    #[error("{backend}: {message}")]
+    Backend { backend: String, message: String },
+
+    /// The output cannot be created, written or replaced.
+    #[error("{}: {message}", .path.display())]
+    Output { path: PathBuf, message: String },
+
+    /// An I/O error on a named path, with what we were doing.
+    #[error("{context} {}: {source}", .path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// An option has a value we cannot use.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A bug: a panic caught at the API boundary.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn package_not_found_message(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    if names.len() == 1 {
+        format!(
+            "package {} is not installed (or unknown to the package database)",
+            quoted[0]
+        )
+    } else {
+        format!(
+            "packages {} are not installed (or unknown to the package database)",
+            quoted.join(", ")
+        )
+    }
+}
+
+impl Error {
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn bad_input(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::BadInput {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn output(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Output {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn backend(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Attach a context and a path to an `io::Result`.
+pub trait IoContext<T> {
+    fn at(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(context, path, e))
+    }
+}

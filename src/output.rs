@@ -1,0 +1,336 @@
+//! Output safety: build into `OUT.<random>` beside OUT and swap it in, so a
+//! failed or interrupted build never leaves a half-written OUT or loses the
+//! previous one; `--lock`; `--if-newer`.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{Error, IoContext, Result};
+
+/// A fresh `OUT.<random>` directory that becomes OUT on [`commit`]; it is
+/// removed if dropped uncommitted (an error, or a panic unwinding).
+///
+/// [`commit`]: Staging::commit
+#[derive(Debug)]
+pub struct Staging {
+    output: PathBuf,
+    dir: Option<PathBuf>,
+}
+
+impl Staging {
+    pub fn new(output: &Path) -> Result<Staging> {
+        let output = absolute(output)?;
+        if let Ok(meta) = fs::symlink_metadata(&output) {
+            if !meta.is_dir() {
+                return Err(Error::output(
+                    &output,
+                    "exists and is not a directory; refusing to replace it",
+                ));
+            }
+        }
+        let parent = output.parent().unwrap_or(Path::new("/"));
+        let name = output
+            .file_name()
+            .ok_or_else(|| Error::output(&output, "not a valid output directory name"))?;
+        let mut prefix = name.to_os_string();
+        prefix.push(".");
+        let dir = tempfile::Builder::new()
+            .prefix(&prefix)
+            .rand_bytes(8)
+            .permissions(fs::Permissions::from_mode(0o755))
+            .tempdir_in(parent)
+            .map_err(|e| {
+                Error::output(
+                    &output,
+                    format!(
+                        "cannot create the output beside it in {}: {e}",
+                        parent.display()
+                    ),
+                )
+            })?
+            .keep();
+        Ok(Staging {
+            output,
+            dir: Some(dir),
+        })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &Path {
+        self.dir
+            .as_deref()
+            .expect("staging directory exists until commit")
+    }
+
+    /// The final output path.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// Swap the finished output in.  With `renameat2(RENAME_EXCHANGE)` OUT
+    /// is never missing, not even for an instant; where that is not
+    /// supported, OUT is renamed aside first, then the new one renamed in.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let new = self.dir.take().expect("commit once");
+        // A fresh mtime on OUT itself, for --if-newer.
+        let now = filetime::FileTime::now();
+        filetime::set_file_times(&new, now, now).at("setting times of", &new)?;
+        let result = if fs::symlink_metadata(&self.output).is_ok() {
+            match exchange(&new, &self.output) {
+                Ok(()) => {
+                    remove_tree(&new);
+                    Ok(())
+                }
+                Err(_) => {
+                    let aside = aside_name(&self.output);
+                    fs::rename(&self.output, &aside)
+                        .and_then(|()| fs::rename(&new, &self.output))
+                        .map_err(|e| Error::output(&self.output, format!("cannot replace: {e}")))?;
+                    remove_tree(&aside);
+                    Ok(())
+                }
+            }
+        } else {
+            fs::rename(&new, &self.output)
+                .map_err(|e| Error::output(&self.output, format!("cannot create: {e}")))
+        };
+        if result.is_err() && new.exists() {
+            remove_tree(&new);
+        }
+        result.map(|()| self.output.clone())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            remove_tree(&dir);
+        }
+    }
+}
+
+fn aside_name(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_os_string();
+    name.push(format!(".old.{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Remove a tree we made, making read-only directories writable first
+/// (a chroot can contain 0555 directories).  Best effort.
+pub fn remove_tree(path: &Path) {
+    if fs::remove_dir_all(path).is_ok() {
+        return;
+    }
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+        }
+    }
+    let _ = fs::remove_dir_all(path);
+}
+
+/// An absolute path without resolving symlinks of the last component.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path).at("resolving", path)?;
+    let trimmed = path.as_os_str().as_bytes();
+    let trimmed = if trimmed.len() > 1 {
+        trimmed.strip_suffix(b"/").unwrap_or(trimmed)
+    } else {
+        trimmed
+    };
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(trimmed)))
+}
+
+/// Refuse an output inside one of the inputs (the build would read itself).
+pub fn check_not_inside_inputs(output: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let out = absolute(output)?;
+    let out = match (
+        out.parent().and_then(|p| fs::canonicalize(p).ok()),
+        out.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => out,
+    };
+    for input in inputs {
+        let Ok(input) = fs::canonicalize(input) else {
+            continue;
+        };
+        if out.starts_with(&input) {
+            return Err(Error::output(
+                &out,
+                format!(
+                    "is inside the input {}; choose an output outside it",
+                    input.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A POSIX (fcntl) write lock on a file, held until dropped.  fcntl locks
+/// are what upstream supermin takes (`lockf`), so the two exclude each other.
+#[derive(Debug)]
+pub struct Lock {
+    _file: fs::File,
+}
+
+impl Lock {
+    /// Block until the lock on `path` (created if needed) is ours.
+    pub fn acquire(path: &Path) -> Result<Lock> {
+        use std::os::unix::io::AsRawFd;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::output(path, format!("cannot open lock file: {e}")))?;
+        // SAFETY: flock is plain data; F_SETLKW on a valid fd.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        loop {
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &fl) };
+            if rc == 0 {
+                return Ok(Lock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::output(path, format!("cannot lock: {err}")));
+            }
+        }
+    }
+}
+
+/// The newest mtime of `path`, looking inside directories (so a file
+/// edited in place inside an input directory counts, unlike upstream).
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    walkdir::WalkDir::new(path)
+        .follow_links(true)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let link = fs::symlink_metadata(e.path()).ok()?.modified().ok();
+            let target = e.metadata().ok()?.modified().ok();
+            link.max(target)
+        })
+        .max()
+}
+
+/// `--if-newer`: is OUT (and each of `files` inside it) newer than every
+/// input and the package database?  Any missing output means rebuild.
+pub fn is_up_to_date(
+    output: &Path,
+    files: &[&str],
+    inputs: &[PathBuf],
+    database: SystemTime,
+) -> bool {
+    let mut outputs = vec![output.to_path_buf()];
+    outputs.extend(files.iter().map(|f| output.join(f)));
+    let Some(oldest_output) = outputs
+        .iter()
+        .map(|o| fs::symlink_metadata(o).and_then(|m| m.modified()).ok())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min())
+    else {
+        return false;
+    };
+    let mut newest_input = database;
+    for input in inputs {
+        match newest_mtime(input) {
+            Some(t) => newest_input = newest_input.max(t),
+            None => return false,
+        }
+    }
+    newest_input < oldest_output
+}
+
+/// Scratch space: `$TMPDIR` (which must be absolute) or `/var/tmp`.
+pub fn scratch_dir() -> Result<tempfile::TempDir> {
+    let base = match std::env::var_os("TMPDIR") {
+        Some(t) if !t.is_empty() => {
+            let t = PathBuf::from(t);
+            if !t.is_absolute() {
+                return Err(Error::Usage(format!(
+                    "TMPDIR ({}) must be an absolute path",
+                    t.display()
+                )));
+            }
+            t
+        }
+        _ => PathBuf::from("/var/tmp"),
+    };
+    tempfile::Builder::new()
+        .prefix("supermin.")
+        .tempdir_in(&base)
+        .at("creating a scratch directory in", base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_staging_leaves_previous_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("good"), "1").unwrap();
+        {
+            let s = Staging::new(&out).unwrap();
+            fs::write(s.path().join("half"), "x").unwrap();
+        } // dropped: an error happened
+        assert!(out.join("good").exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "staging dir removed"
+        );
+        let s = Staging::new(&out).unwrap();
+        fs::write(s.path().join("new"), "2").unwrap();
+        s.commit().unwrap();
+        assert!(out.join("new").exists() && !out.join("good").exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "old output removed"
+        );
+    }
+
+    #[test]
+    fn refuses_to_replace_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::write(&out, "precious").unwrap();
+        assert!(matches!(Staging::new(&out), Err(Error::Output { .. })));
+    }
+}

@@ -1,0 +1,588 @@
+//! The PyO3 binding layer: thin wrappers over the core, error mapping,
+//! GIL release and progress forwarding.  No logic of its own.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::appliance::{self, Appliance};
+use crate::backend::{self, Backend};
+use crate::error::Error;
+use crate::package::{File, Package};
+use crate::report::Reporter;
+use crate::{BuildOptions, Format, PrepareOptions};
+
+create_exception!(
+    _supermin,
+    SuperminError,
+    PyException,
+    "Base class of every supermin error."
+);
+create_exception!(
+    _supermin,
+    PackageNotFoundError,
+    SuperminError,
+    "Named packages are not installed; see .names."
+);
+create_exception!(
+    _supermin,
+    ApplianceError,
+    SuperminError,
+    "A supermin appliance input is malformed; see .path."
+);
+create_exception!(
+    _supermin,
+    BackendError,
+    SuperminError,
+    "The package database or a package tool failed."
+);
+create_exception!(
+    _supermin,
+    OutputError,
+    SuperminError,
+    "The output cannot be written or replaced; see .path."
+);
+
+fn to_py(err: Error) -> PyErr {
+    let message = err.to_string();
+    Python::attach(|py| {
+        let (exc, attr): (PyErr, Option<(&str, Py<PyAny>)>) = match &err {
+            Error::PackageNotFound { names } => (
+                PackageNotFoundError::new_err(message),
+                Some((
+                    "names",
+                    names.clone().into_pyobject(py).unwrap().into_any().unbind(),
+                )),
+            ),
+            Error::BadInput { path, .. } => (
+                ApplianceError::new_err(message),
+                Some((
+                    "path",
+                    path.clone().into_pyobject(py).unwrap().into_any().unbind(),
+                )),
+            ),
+            Error::Output { path, .. } | Error::Io { path, .. } => {
+                let exc = if matches!(err, Error::Output { .. }) {
+                    OutputError::new_err(message)
+                } else {
+                    SuperminError::new_err(message)
+                };
+                (
+                    exc,
+                    Some((
+                        "path",
+                        path.clone().into_pyobject(py).unwrap().into_any().unbind(),
+                    )),
+                )
+            }
+            Error::Backend { .. } => (BackendError::new_err(message), None),
+            Error::Usage(_) | Error::Internal(_) => (SuperminError::new_err(message), None),
+        };
+        if let Some((name, value)) = attr {
+            let _ = exc.value(py).setattr(name, value);
+        }
+        exc
+    })
+}
+
+/// Run core work without the GIL; a panic becomes a SuperminError.
+fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    py.detach(|| match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(Error::Internal(msg))
+        }
+    })
+    .map_err(to_py)
+}
+
+fn reporter(verbose: u8, progress: Option<Py<PyAny>>) -> Reporter {
+    let r = Reporter::new(verbose);
+    match progress {
+        None => r,
+        Some(cb) => r.with_progress(Box::new(move |stage: &str, done: u64, total: u64| {
+            Python::attach(|py| {
+                if let Err(e) = cb.call1(py, (stage, done, total)) {
+                    e.print(py);
+                }
+            })
+        })),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One path owned by a package.
+#[pyclass(frozen, name = "File", module = "supermin")]
+pub struct PyFile {
+    #[pyo3(get)]
+    path: PathBuf,
+    #[pyo3(get)]
+    is_config: bool,
+    #[pyo3(get)]
+    mode: u32,
+    #[pyo3(get)]
+    kind: &'static str,
+}
+
+impl From<File> for PyFile {
+    fn from(f: File) -> Self {
+        PyFile {
+            kind: f.kind.as_str(),
+            path: f.path,
+            is_config: f.is_config,
+            mode: f.mode,
+        }
+    }
+}
+
+#[pymethods]
+impl PyFile {
+    fn __repr__(&self) -> String {
+        let config = if self.is_config { " config" } else { "" };
+        format!(
+            "<File {} {} {:o}{config}>",
+            self.path.display(),
+            self.kind,
+            self.mode & 0o7777
+        )
+    }
+}
+
+/// An installed package.
+#[pyclass(frozen, name = "Package", module = "supermin")]
+pub struct PyPackage {
+    inner: Package,
+    backend: Arc<dyn Backend>,
+}
+
+#[pymethods]
+impl PyPackage {
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    #[getter]
+    fn version(&self) -> &str {
+        &self.inner.version
+    }
+    #[getter]
+    fn arch(&self) -> &str {
+        &self.inner.arch
+    }
+    #[getter]
+    fn full_name(&self) -> &str {
+        &self.inner.full_name
+    }
+    #[getter]
+    fn depends(&self) -> Vec<String> {
+        self.inner.depends.clone()
+    }
+    /// The package's files, with kinds and modes read from the host.
+    #[getter]
+    fn files(&self, py: Python<'_>) -> PyResult<Vec<PyFile>> {
+        let files = run(py, || self.backend.files(&self.inner))?;
+        Ok(files.into_iter().map(PyFile::from).collect())
+    }
+    fn __repr__(&self) -> String {
+        format!("<Package {}>", self.inner.full_name)
+    }
+    fn __str__(&self) -> &str {
+        &self.inner.full_name
+    }
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyPackage>()
+            .map(|o| o.get().inner.full_name == self.inner.full_name)
+            .unwrap_or(false)
+    }
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.inner.full_name.hash(&mut h);
+        h.finish()
+    }
+    fn _repr_html_(&self, py: Python<'_>) -> PyResult<String> {
+        let files = run(py, || self.backend.files(&self.inner))?;
+        let mut html = format!(
+            "<table><caption>{}</caption><tr><th>name</th><td>{}</td></tr><tr><th>version</th><td>{}</td></tr>\
+             <tr><th>arch</th><td>{}</td></tr><tr><th>depends</th><td>{}</td></tr><tr><th>files</th><td>{}</td></tr></table>",
+            html_escape(&self.inner.full_name),
+            html_escape(&self.inner.name),
+            html_escape(&self.inner.version),
+            html_escape(&self.inner.arch),
+            html_escape(&self.inner.depends.join(", ")),
+            files.len()
+        );
+        html.push_str("<table><tr><th>path</th><th>kind</th><th>mode</th><th>config</th></tr>");
+        for f in files.iter().take(50) {
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{:o}</td><td>{}</td></tr>",
+                html_escape(&f.path.display().to_string()),
+                f.kind.as_str(),
+                f.mode & 0o7777,
+                if f.is_config { "yes" } else { "" }
+            ));
+        }
+        if files.len() > 50 {
+            html.push_str(&format!(
+                "<tr><td colspan=4>… {} more</td></tr>",
+                files.len() - 50
+            ));
+        }
+        html.push_str("</table>");
+        Ok(html)
+    }
+}
+
+/// A package database (dpkg, ...) under a root.
+#[pyclass(frozen, name = "Backend", module = "supermin")]
+pub struct PyBackend {
+    inner: Arc<dyn Backend>,
+}
+
+impl PyBackend {
+    fn wrap(&self, p: Package) -> PyPackage {
+        PyPackage {
+            inner: p,
+            backend: self.inner.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyBackend {
+    /// The backend of the package manager that manages `root`.
+    #[staticmethod]
+    #[pyo3(signature = (root = PathBuf::from("/")))]
+    fn detect(py: Python<'_>, root: PathBuf) -> PyResult<Self> {
+        let inner = run(py, || backend::detect(&root))?;
+        Ok(PyBackend {
+            inner: Arc::from(inner),
+        })
+    }
+    /// The backend of a given kind ("dpkg") reading `root`.
+    #[staticmethod]
+    #[pyo3(signature = (kind, root = PathBuf::from("/")))]
+    fn open(py: Python<'_>, kind: &str, root: PathBuf) -> PyResult<Self> {
+        let inner = run(py, || backend::open(kind, &root))?;
+        Ok(PyBackend {
+            inner: Arc::from(inner),
+        })
+    }
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    #[getter]
+    fn root(&self) -> PathBuf {
+        self.inner.root().to_path_buf()
+    }
+    /// Every installed package.
+    fn packages(&self) -> Vec<PyPackage> {
+        self.inner
+            .packages()
+            .into_iter()
+            .map(|p| self.wrap(p))
+            .collect()
+    }
+    /// The installed package called `name` (PackageNotFoundError if none).
+    fn package(&self, name: &str) -> PyResult<PyPackage> {
+        self.inner
+            .package(name)
+            .map(|p| self.wrap(p))
+            .map_err(to_py)
+    }
+    /// The dependency closure of `names`, including them, sorted by name.
+    #[pyo3(signature = (names, verbose = 0))]
+    fn resolve(&self, py: Python<'_>, names: Vec<String>, verbose: u8) -> PyResult<Vec<PyPackage>> {
+        let backend = self.inner.clone();
+        let closure = run(py, move || {
+            let roots = backend.packages_named(&names)?;
+            backend.resolve(&roots, &Reporter::new(verbose))
+        })?;
+        Ok(closure.into_iter().map(|p| self.wrap(p)).collect())
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<Backend {} root={:?} packages={}>",
+            self.inner.name(),
+            self.inner.root(),
+            self.inner.packages().len()
+        )
+    }
+}
+
+/// A supermin appliance (the inputs of a build), as read from disk.
+#[pyclass(frozen, name = "Appliance", module = "supermin")]
+pub struct PyAppliance {
+    inner: Appliance,
+}
+
+#[pymethods]
+impl PyAppliance {
+    /// Read one or more supermin appliance files or directories.
+    #[staticmethod]
+    fn load(py: Python<'_>, paths: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let paths: Vec<PathBuf> = match paths.extract::<PathBuf>() {
+            Ok(p) => vec![p],
+            Err(_) => paths.extract()?,
+        };
+        let inner = run(py, || appliance::load(&paths))?;
+        Ok(PyAppliance { inner })
+    }
+    #[getter]
+    fn inputs(&self) -> Vec<PathBuf> {
+        self.inner.inputs.clone()
+    }
+    #[getter]
+    fn packages(&self) -> Vec<String> {
+        self.inner.packages.clone()
+    }
+    #[getter]
+    fn hostfiles(&self) -> Vec<String> {
+        self.inner.hostfiles.clone()
+    }
+    #[getter]
+    fn excludes(&self) -> Vec<String> {
+        self.inner.excludes.clone()
+    }
+    #[getter]
+    fn base_images(&self) -> Vec<PathBuf> {
+        self.inner
+            .base_images
+            .iter()
+            .map(|b| b.path.clone())
+            .collect()
+    }
+    /// The paths a build would write: base image members, package files and
+    /// hostfiles, sorted.
+    #[pyo3(signature = (root = PathBuf::from("/"), ignore_missing = false))]
+    fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<PathBuf>> {
+        run(py, || {
+            let backend = backend::detect(&root)?;
+            let set = crate::build::assemble(
+                backend.as_ref(),
+                &self.inner,
+                ignore_missing,
+                &Reporter::new(0),
+            )?;
+            let mut paths: Vec<PathBuf> = set.entries.into_iter().map(|e| e.path).collect();
+            for image in &self.inner.base_images {
+                paths.extend(image.members()?);
+            }
+            paths.sort();
+            paths.dedup();
+            Ok(paths)
+        })
+    }
+    /// Build this appliance; see `supermin.build`.
+    #[pyo3(signature = (output, format = "chroot", **options))]
+    fn build<'py>(
+        slf: &Bound<'py, Self>,
+        output: PathBuf,
+        format: &str,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = options.cloned().unwrap_or_else(|| PyDict::new(py));
+        kwargs.set_item("format", format)?;
+        py.import("supermin")?
+            .getattr("build")?
+            .call((vec![slf.clone()], output), Some(&kwargs))
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<Appliance {} packages={} hostfiles={} excludes={} base_images={}>",
+            self.inner
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.inner.packages.len(),
+            self.inner.hostfiles.len(),
+            self.inner.excludes.len(),
+            self.inner.base_images.len()
+        )
+    }
+    fn _repr_html_(&self) -> String {
+        let row = |k: &str, v: String| format!("<tr><th>{k}</th><td>{}</td></tr>", html_escape(&v));
+        format!(
+            "<table><caption>supermin appliance</caption>{}{}{}{}{}</table>",
+            row(
+                "inputs",
+                self.inner
+                    .inputs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            row("packages", self.inner.packages.join(" ")),
+            row("hostfiles", self.inner.hostfiles.join(" ")),
+            row("excludes", self.inner.excludes.join(" ")),
+            row(
+                "base images",
+                self.inner
+                    .base_images
+                    .iter()
+                    .map(|b| b.path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+    }
+}
+
+/// Low-level prepare; the public wrapper is `supermin.prepare`.
+#[pyfunction]
+#[pyo3(signature = (packages, output, *, use_installed, root, ignore_missing, packager_config, always_download, source_date_epoch, lock, verbose, progress))]
+#[allow(clippy::too_many_arguments)]
+fn _prepare<'py>(
+    py: Python<'py>,
+    packages: Vec<String>,
+    output: PathBuf,
+    use_installed: bool,
+    root: PathBuf,
+    ignore_missing: bool,
+    packager_config: Option<PathBuf>,
+    always_download: bool,
+    source_date_epoch: Option<u64>,
+    lock: Option<PathBuf>,
+    verbose: u8,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let options = PrepareOptions {
+        use_installed,
+        ignore_missing,
+        packager_config,
+        always_download,
+        source_date_epoch,
+    };
+    let reporter = reporter(verbose, progress);
+    let (backend, prepared) = run(py, || {
+        let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
+        let prepared = crate::prepare(
+            backend.as_ref(),
+            &packages,
+            &output,
+            &options,
+            lock.as_deref(),
+            &reporter,
+        )?;
+        Ok((backend, prepared))
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("output", crate::output::absolute(&output).map_err(to_py)?)?;
+    d.set_item("packages", prepared.packages)?;
+    let closure: Vec<PyPackage> = prepared
+        .closure
+        .into_iter()
+        .map(|p| PyPackage {
+            inner: p,
+            backend: backend.clone(),
+        })
+        .collect();
+    d.set_item("closure", closure)?;
+    d.set_item("config_files", prepared.config_files)?;
+    Ok(d)
+}
+
+/// Low-level build; the public wrapper is `supermin.build`.
+#[pyfunction]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress))]
+#[allow(clippy::too_many_arguments)]
+fn _build<'py>(
+    py: Python<'py>,
+    inputs: Vec<PathBuf>,
+    output: PathBuf,
+    format: &str,
+    root: PathBuf,
+    include_packagelist: bool,
+    ignore_missing: bool,
+    if_newer: bool,
+    lock: Option<PathBuf>,
+    verbose: u8,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let format: Format = format.parse().map_err(to_py)?;
+    let options = BuildOptions {
+        format,
+        include_packagelist,
+        ignore_missing,
+        if_newer,
+        lock,
+    };
+    let reporter = reporter(verbose, progress);
+    let (backend, outcome) = run(py, || {
+        let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
+        let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, &reporter)?;
+        Ok((backend, outcome))
+    })?;
+    let d = PyDict::new(py);
+    d.set_item(
+        "output",
+        crate::output::absolute(&outcome.output).map_err(to_py)?,
+    )?;
+    d.set_item("format", format.as_str())?;
+    d.set_item("skipped", outcome.skipped)?;
+    let packages: Vec<PyPackage> = outcome
+        .packages
+        .into_iter()
+        .map(|p| PyPackage {
+            inner: p,
+            backend: backend.clone(),
+        })
+        .collect();
+    d.set_item("packages", packages)?;
+    d.set_item("paths", outcome.paths)?;
+    d.set_item("files_copied", outcome.stats.files)?;
+    d.set_item("bytes_copied", outcome.stats.bytes)?;
+    d.set_item("hard_links", outcome.stats.hard_links)?;
+    d.set_item("unreadable", outcome.stats.unreadable)?;
+    Ok(d)
+}
+
+/// `(driver, detected)` pairs for `--list-drivers`.
+#[pyfunction]
+#[pyo3(signature = (root = PathBuf::from("/")))]
+fn _list_drivers(root: PathBuf) -> Vec<(&'static str, bool)> {
+    backend::list_drivers(&root)
+}
+
+#[pymodule]
+fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SuperminError", py.get_type::<SuperminError>())?;
+    m.add(
+        "PackageNotFoundError",
+        py.get_type::<PackageNotFoundError>(),
+    )?;
+    m.add("ApplianceError", py.get_type::<ApplianceError>())?;
+    m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("OutputError", py.get_type::<OutputError>())?;
+    m.add_class::<PyBackend>()?;
+    m.add_class::<PyPackage>()?;
+    m.add_class::<PyFile>()?;
+    m.add_class::<PyAppliance>()?;
+    m.add_function(wrap_pyfunction!(_prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(_build, m)?)?;
+    m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
+    Ok(())
+}
