@@ -1,6 +1,7 @@
 """Type stubs for the Rust extension ``supermin._supermin``."""
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 _Path = Union[str, "os.PathLike[str]"]
@@ -19,7 +20,7 @@ class PackageNotFoundError(SuperminError):
 class ApplianceError(SuperminError):
     """A supermin appliance input is malformed."""
 
-    path: str
+    path: Path
 
 class BackendError(SuperminError):
     """The package database or a package tool failed."""
@@ -27,7 +28,7 @@ class BackendError(SuperminError):
 class OutputError(SuperminError):
     """The output cannot be written or replaced."""
 
-    path: str
+    path: Path
 
 class File:
     """One path owned by a package, with what the host has there."""
@@ -74,7 +75,7 @@ class Backend:
     @property
     def name(self) -> str: ...
     @property
-    def root(self) -> str: ...
+    def root(self) -> Path: ...
     def packages(self) -> List[Package]: ...
     def package(self, name: str) -> Package:
         """Raises PackageNotFoundError when not installed."""
@@ -87,7 +88,7 @@ class Appliance:
     @staticmethod
     def load(paths: Union[_Path, Sequence[_Path]]) -> "Appliance": ...
     @property
-    def inputs(self) -> List[str]: ...
+    def inputs(self) -> List[Path]: ...
     @property
     def packages(self) -> List[str]: ...
     @property
@@ -96,7 +97,7 @@ class Appliance:
     def excludes(self) -> List[str]:
         """fnmatch patterns, without the leading ``-``."""
     @property
-    def base_images(self) -> List[str]: ...
+    def base_images(self) -> List[Path]: ...
     def files(self, root: _Path = "/", ignore_missing: bool = False) -> List[str]:
         """The paths a build would write, sorted."""
     def build(self, output: _Path, format: str = "chroot", **options: Any) -> Any:

@@ -129,8 +129,9 @@ fn html_escape(s: &str) -> String {
 /// One path owned by a package.
 #[pyclass(frozen, name = "File", module = "supermin")]
 pub struct PyFile {
+    /// Path inside the appliance (a str: package paths are text).
     #[pyo3(get)]
-    path: PathBuf,
+    path: String,
     #[pyo3(get)]
     is_config: bool,
     #[pyo3(get)]
@@ -143,7 +144,7 @@ impl From<File> for PyFile {
     fn from(f: File) -> Self {
         PyFile {
             kind: f.kind.as_str(),
-            path: f.path,
+            path: f.path.to_string_lossy().into_owned(),
             is_config: f.is_config,
             mode: f.mode,
         }
@@ -156,7 +157,7 @@ impl PyFile {
         let config = if self.is_config { " config" } else { "" };
         format!(
             "<File {} {} {:o}{config}>",
-            self.path.display(),
+            self.path,
             self.kind,
             self.mode & 0o7777
         )
@@ -372,7 +373,7 @@ impl PyAppliance {
     /// The paths a build would write: base image members, package files and
     /// hostfiles, sorted.
     #[pyo3(signature = (root = PathBuf::from("/"), ignore_missing = false))]
-    fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<PathBuf>> {
+    fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
         run(py, || {
             let backend = backend::detect(&root)?;
             let set = crate::build::assemble(
@@ -387,7 +388,10 @@ impl PyAppliance {
             }
             paths.sort();
             paths.dedup();
-            Ok(paths)
+            Ok(paths
+                .into_iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect())
         })
     }
     /// Build this appliance; see `supermin.build`.

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Every test: the Rust core's unit tests, then the end-to-end pytest suite
+# (real dpkg database, real .debs, Debian's supermin as the reference).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --quiet
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,69 @@
+"""Shared fixtures: everything runs against this machine's real dpkg
+database and files, and Debian's supermin 5.2.2 as the reference."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import supermin
+
+UPSTREAM = "/usr/bin/supermin"
+SMALL = ["bash", "coreutils"]
+
+
+def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run this project's `supermin` command (as `python -m supermin`)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "supermin", *args], capture_output=True, text=True, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"supermin {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def run_upstream(*args: str) -> None:
+    subprocess.run([UPSTREAM, *args], check=True, capture_output=True)
+
+
+def tree(path: Path) -> dict:
+    """path -> (type, mode) of every entry under `path`, as `find` sees it."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            kind = "l" if p.is_symlink() else "d" if p.is_dir() else "f"
+            out["/" + str(p.relative_to(path))] = (kind, st.st_mode & 0o7777 if kind != "l" else 0o777)
+    return out
+
+
+@pytest.fixture(scope="session")
+def backend() -> supermin.Backend:
+    return supermin.Backend.detect()
+
+
+@pytest.fixture(scope="session")
+def upstream() -> str:
+    assert shutil.which(UPSTREAM), "Debian's supermin is required (scripts/setup.sh installs it)"
+    return UPSTREAM
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A supermin appliance of bash + coreutils (config files verified pristine)."""
+    out = tmp_path_factory.mktemp("prepared") / "supermin.d"
+    supermin.prepare(SMALL, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def built(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "appliance"
+    supermin.build([prepared], out, format="chroot")
+    return out

@@ -1,0 +1,116 @@
+"""The dpkg backend against this machine's dpkg database, with dpkg-query
+as the oracle."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import supermin
+
+
+def dpkg_query(*args: str) -> str:
+    return subprocess.run(["dpkg-query", *args], check=True, capture_output=True, text=True).stdout
+
+
+def installed() -> dict:
+    """name -> (version, arch, depends, pre-depends, provides) of installed packages."""
+    out = {}
+    fmt = "${Package}\t${Version}\t${Architecture}\t${Depends}\t${Pre-Depends}\t${Provides}\t${db:Status-Abbrev}\n"
+    for line in dpkg_query("-W", "-f", fmt).splitlines():
+        name, version, arch, dep, pre, prov, status = line.split("\t")
+        if status.startswith("ii"):
+            out[name] = (version, arch, dep, pre, prov)
+    return out
+
+
+def test_detects_dpkg_and_lists_every_installed_package(backend):
+    assert backend.name == "dpkg"
+    assert supermin.Backend.open("dpkg").name == "dpkg"
+    ours = {p.name for p in backend.packages()}
+    assert ours == set(installed())
+
+
+def test_package_metadata_matches_dpkg_query(backend):
+    bash = backend.package("bash")
+    version, arch, *_ = installed()["bash"]
+    assert (bash.name, bash.version, bash.arch) == ("bash", version, arch)
+    assert bash.full_name == f"bash_{version}_{arch}"
+    assert repr(bash) == f"<Package {bash.full_name}>"
+    assert any(d.startswith("libc6") for d in bash.depends)
+
+
+def test_file_list_matches_dpkg_L(backend):
+    listed = {l for l in dpkg_query("-L", "coreutils").splitlines() if l.startswith("/") and l != "/."}
+    files = backend.package("coreutils").files
+    assert {f.path for f in files} == listed
+    ls = next(f for f in files if f.path in ("/bin/ls", "/usr/bin/ls"))
+    assert ls.kind == "file" and ls.mode & 0o111 and not ls.is_config
+
+
+def test_conffiles_are_config(backend):
+    conffiles = set(dpkg_query("-W", "-f", "${Conffiles}", "bash").split())
+    config = {f.path for f in backend.package("bash").files if f.is_config}
+    assert {c for c in conffiles if c.startswith("/")} <= config
+    assert "/etc/bash.bashrc" in config and "/etc/skel/.bashrc" in config
+
+
+def test_unknown_package_is_a_typed_error_naming_it(backend):
+    with pytest.raises(supermin.PackageNotFoundError) as e:
+        backend.package("no-such-package-xyz")
+    assert e.value.names == ["no-such-package-xyz"]
+    assert "no-such-package-xyz" in str(e.value)
+    with pytest.raises(supermin.PackageNotFoundError) as e:
+        backend.resolve(["bash", "nope-1", "nope-2"])
+    assert e.value.names == ["nope-1", "nope-2"]
+
+
+def _satisfied(clause: str, closure: dict) -> bool:
+    """Is one Depends clause satisfied by a member of the closure?"""
+    for alt in clause.split("|"):
+        name = alt.strip().split(" ")[0].split("(")[0].split(":")[0]
+        if name in closure:
+            return True
+        for prov in closure.values():
+            if name in [p.strip().split(" ")[0] for p in prov[4].split(",")]:
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["bash"], ["bash", "coreutils"], ["libalgorithm-diff-perl"], ["python3", "git", "perl"]],
+)
+def test_closure_is_closed_and_contains_its_inputs(backend, names):
+    db = installed()
+    names = [n for n in names if n in db]
+    closure = {p.name: db[p.name] for p in backend.resolve(names)}
+    assert set(names) <= set(closure)
+    for name, (_, _, dep, pre, _) in closure.items():
+        for clause in filter(None, (c.strip() for c in f"{dep},{pre}".split(","))):
+            assert _satisfied(clause, closure), f"{name}: '{clause}' not satisfied in the closure"
+
+
+def test_virtual_packages_and_any_qualifiers_are_honoured(backend):
+    # base-files Pre-Depends on the virtual 'awk' (upstream drops it).
+    names = {p.name for p in backend.resolve(["base-files"])}
+    assert "mawk" in names or "gawk" in names
+    # libalgorithm-diff-perl depends on perl:any (upstream loses perl).
+    if "libalgorithm-diff-perl" in installed():
+        assert "perl" in {p.name for p in backend.resolve(["libalgorithm-diff-perl"])}
+
+
+def test_resolution_is_deterministic(backend):
+    a = [p.full_name for p in backend.resolve(["python3", "bash"])]
+    b = [p.full_name for p in supermin.Backend.detect().resolve(["bash", "python3"])]
+    assert a == b and a == sorted(a, key=lambda n: n.split("_")[0])
+
+
+def test_package_renders_html_for_jupyter(backend):
+    html = backend.package("bash")._repr_html_()
+    assert "<table>" in html and "/usr/bin/bash" in html
+
+
+def test_list_drivers():
+    assert ("debian/dpkg", True) in supermin.list_drivers()
