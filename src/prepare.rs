@@ -52,17 +52,7 @@ pub fn prepare(
     if names.is_empty() {
         return Err(Error::Usage("prepare: no input packages specified".into()));
     }
-    let roots = match backend.packages_named(names) {
-        Ok(found) => found,
-        Err(Error::PackageNotFound { names: missing }) if options.ignore_missing => {
-            reporter.warn(format!(
-                "ignoring packages that are not installed: {}",
-                missing.join(", ")
-            ));
-            names.iter().filter_map(|n| backend.lookup(n)).collect()
-        }
-        Err(e) => return Err(e),
-    };
+    let roots = backend.packages_named_or_warn(names, options.ignore_missing, reporter)?;
     if roots.is_empty() {
         return Err(Error::PackageNotFound {
             names: names.to_vec(),

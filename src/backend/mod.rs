@@ -62,6 +62,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Look up several names; unknown ones are reported all at once.
     fn packages_named(&self, names: &[String]) -> Result<Vec<Package>> {
+        self.packages_named_or_warn(names, false, &Reporter::new(0))
+    }
+
+    /// Like [`Backend::packages_named`], but with `ignore_missing` unknown
+    /// names are only warned about (upstream's behaviour).
+    fn packages_named_or_warn(
+        &self,
+        names: &[String],
+        ignore_missing: bool,
+        reporter: &Reporter,
+    ) -> Result<Vec<Package>> {
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in names {
@@ -70,11 +81,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
                 None => missing.push(name.clone()),
             }
         }
-        if missing.is_empty() {
-            Ok(found)
-        } else {
-            Err(Error::PackageNotFound { names: missing })
+        if !missing.is_empty() {
+            if !ignore_missing {
+                return Err(Error::PackageNotFound { names: missing });
+            }
+            reporter.warn(format!(
+                "ignoring packages that are not installed: {}",
+                missing.join(", ")
+            ));
         }
+        Ok(found)
     }
 }
 

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::appliance::Appliance;
 use crate::backend::{host_path, Backend};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::package::Package;
 use crate::pattern;
 use crate::report::Reporter;
@@ -60,23 +60,7 @@ pub fn assemble(
     reporter: &Reporter,
 ) -> Result<FileSet> {
     let root = backend.root();
-    let mut roots = Vec::new();
-    let mut missing = Vec::new();
-    for name in &appliance.packages {
-        match backend.lookup(name) {
-            Some(p) => roots.push(p),
-            None => missing.push(name.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        if !ignore_missing {
-            return Err(Error::PackageNotFound { names: missing });
-        }
-        reporter.warn(format!(
-            "ignoring packages that are not installed: {}",
-            missing.join(", ")
-        ));
-    }
+    let roots = backend.packages_named_or_warn(&appliance.packages, ignore_missing, reporter)?;
     reporter.info(1, || format!("build: {} packages named", roots.len()));
     let packages = backend.resolve(&roots, reporter)?;
     reporter.info(1, || {
