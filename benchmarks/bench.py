@@ -60,7 +60,6 @@ def main():
     large = installed(LARGE)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         tmp = Path(tmp)
-
         print(f"supermin {subprocess.run(OURS + ['-V'], capture_output=True, text=True).stdout.split()[1]} "
               f"vs Debian's {subprocess.run(UPSTREAM + ['-V'], capture_output=True, text=True).stdout.strip()}, "
               f"median of {args.repeat}, {os.cpu_count()} cores")
