@@ -27,6 +27,19 @@ pub enum Error {
     #[error("{}: {message}", .path.display())]
     Output { path: PathBuf, message: String },
 
+    /// No usable kernel, or the chosen kernel or its modules are unusable.
+    /// `path` is the kernel or module directory at fault, when there is one.
+    #[error("{message}")]
+    Kernel {
+        path: Option<PathBuf>,
+        message: String,
+    },
+
+    /// An external tool (mke2fs, debugfs) failed; `message` holds its
+    /// own explanation.
+    #[error("{program}: {message}")]
+    Tool { program: String, message: String },
+
     /// An I/O error on a named path, with what we were doing.
     #[error("{context} {}: {source}", .path.display())]
     Io {

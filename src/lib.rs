@@ -12,6 +12,7 @@ pub mod appliance;
 pub mod backend;
 pub mod build;
 pub mod error;
+pub mod init;
 pub mod output;
 pub mod package;
 pub mod pattern;
@@ -40,6 +41,8 @@ pub struct BuildOptions {
     pub ignore_missing: bool,
     pub if_newer: bool,
     pub lock: Option<PathBuf>,
+    /// Options of the ext2 format (ignored for chroot).
+    pub ext2: build::ext2::Options,
 }
 
 impl Default for BuildOptions {
@@ -50,6 +53,7 @@ impl Default for BuildOptions {
             ignore_missing: false,
             if_newer: false,
             lock: None,
+            ext2: build::ext2::Options::default(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct BuildOutcome {
     /// Paths in the file set.
     pub paths: usize,
     pub stats: build::chroot::Stats,
+    /// What the ext2 format wrote (kernel, UUID, initrd modules).
+    pub ext2: Option<build::ext2::Outcome>,
 }
 
 /// `supermin --prepare`: write the supermin appliance for `names` to
@@ -126,26 +132,41 @@ pub fn build(
             ..Default::default()
         });
     }
-    if options.format == Format::Ext2 {
-        return Err(Error::Usage(
-            "the ext2 format is not available in this version yet; use -f chroot".into(),
-        ));
-    }
     let appliance = appliance::load(inputs)?;
     let set = build::assemble(backend, &appliance, options.ignore_missing, reporter)?;
     let staging = output::Staging::new(output)?;
-    build::chroot::unpack_base_images(&appliance.base_images, staging.path(), reporter)?;
-    let stats = build::chroot::write(
-        &set,
-        backend.root(),
-        staging.path(),
-        options.include_packagelist,
-        reporter,
-    )?;
+    let (stats, ext2) = match options.format {
+        Format::Chroot => {
+            let mut owners = build::chroot::Owners::new();
+            build::chroot::unpack_base_images(&appliance.base_images, staging.path(), reporter)?;
+            let stats = build::chroot::write(
+                &set,
+                backend.root(),
+                staging.path(),
+                options.include_packagelist,
+                build::chroot::Mode::Chroot,
+                &mut owners,
+                reporter,
+            )?;
+            (stats, None)
+        }
+        Format::Ext2 => {
+            let outcome = build::ext2::write(
+                &set,
+                &appliance.base_images,
+                backend.root(),
+                staging.path(),
+                options.include_packagelist,
+                &options.ext2,
+                reporter,
+            )?;
+            (outcome.files.clone(), Some(outcome))
+        }
+    };
     reporter.info(1, || {
         format!(
-            "build: {} files ({} bytes) copied, {} hard links",
-            stats.files, stats.bytes, stats.hard_links
+            "build: {} files ({} bytes copied, {} linked), {} hard links",
+            stats.files, stats.bytes, stats.linked, stats.hard_links
         )
     });
     let output = staging.commit()?;
@@ -155,5 +176,6 @@ pub fn build(
         paths: set.entries.len(),
         packages: set.packages,
         stats,
+        ext2,
     })
 }

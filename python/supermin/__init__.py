@@ -13,11 +13,15 @@ adds the two convenience entry points :func:`prepare` and :func:`build`.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
 
+from ._boot import BootError
+from ._boot import boot as _boot
+from ._boot import filesystem_uuid
 from ._progress import ProgressCallback, TerminalProgress, resolve_progress
 from ._supermin import (
     Appliance,
@@ -25,10 +29,12 @@ from ._supermin import (
     Backend,
     BackendError,
     File,
+    KernelError,
     OutputError,
     Package,
     PackageNotFoundError,
     SuperminError,
+    ToolError,
     __version__,
     _build,
     _list_drivers,
@@ -40,16 +46,20 @@ __all__ = [
     "ApplianceError",
     "Backend",
     "BackendError",
+    "BootError",
     "BuildResult",
     "File",
+    "KernelError",
     "OutputError",
     "Package",
     "PackageNotFoundError",
     "SuperminError",
     "TerminalProgress",
+    "ToolError",
     "__version__",
     "build",
     "list_drivers",
+    "parse_size",
     "prepare",
 ]
 
@@ -64,6 +74,24 @@ def _source_date_epoch() -> Optional[int]:
         return int(value)
     except ValueError:
         raise SuperminError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([bKMG]?)")
+
+
+def parse_size(size: "int | str") -> int:
+    """Upstream's ``--size`` syntax: a number with an optional suffix, ``b``
+    (512-byte blocks), ``K``, ``M`` or ``G`` (powers of 1024), e.g. ``500M``
+    or ``1.5G``; no suffix means bytes.  An int is taken as bytes."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size <= 0:
+            raise SuperminError(f"size must be positive, not {size}")
+        return size
+    m = _SIZE.fullmatch(str(size).strip())
+    if not m or float(m.group(1)) <= 0:
+        raise SuperminError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
+    scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+    return int(float(m.group(1)) * scale)
 
 
 def prepare(
@@ -122,6 +150,42 @@ class BuildResult:
     hard_links: int = 0
     #: Host files this user could not read (skipped, never copied empty).
     unreadable: List[Path] = field(default_factory=list)
+    #: ext2 only: ``OUT/kernel``, ``OUT/initrd`` and ``OUT/root``.
+    kernel: Optional[Path] = None
+    initrd: Optional[Path] = None
+    root: Optional[Path] = None
+    #: ext2 only: the kernel's version, the root filesystem's UUID and the
+    #: modules the initrd loads, in order.
+    kernel_version: Optional[str] = None
+    uuid: Optional[str] = None
+    initrd_modules: List[str] = field(default_factory=list)
+
+    def boot(
+        self,
+        command: Optional[str] = None,
+        *,
+        timeout: float = 120,
+        accel: str = "auto",
+        root: str = "/dev/vda",
+        append: str = "",
+        check: bool = True,
+        memory: str = "512M",
+    ) -> str:
+        """Boot this ext2 appliance in qemu and return ``command``'s output.
+
+        The command runs with the appliance's ``/bin/sh`` in place of its
+        ``/init``; without one, the appliance's ``/init`` runs and the whole
+        console output is returned.  ``root`` is ``/dev/vda`` or ``"uuid"``
+        (``root=UUID=<this image's UUID>``).  ``accel="auto"`` uses KVM when
+        a test guest really runs under it, else TCG.  The root image is
+        opened read-only (qemu ``snapshot=on``).  Raises :class:`BootError`
+        on a timeout, a boot failure, or (with ``check``) a non-zero exit.
+        """
+        if self.format != "ext2" or self.kernel is None or self.initrd is None or self.root is None:
+            raise SuperminError(f"boot() needs an ext2 appliance; {self.output} is {self.format}")
+        root_device = f"UUID={self.uuid or filesystem_uuid(self.root)}" if root == "uuid" else root
+        return _boot(self.kernel, self.initrd, self.root, command, timeout=timeout, accel=accel,
+                     root_device=root_device, append=append, check=check, memory=memory)
 
     def __repr__(self) -> str:
         state = "up to date" if self.skipped else f"{len(self.packages)} packages, {self.paths} paths"
@@ -162,6 +226,11 @@ def build(
     lock: Optional[PathLike] = None,
     verbose: int = 0,
     progress: "bool | ProgressCallback | None" = None,
+    size: "int | str | None" = None,
+    copy_kernel: bool = False,
+    host_cpu: Optional[str] = None,
+    modules: "str | Sequence[str]" = "all",
+    uuid_seed: Optional[str] = None,
 ) -> BuildResult:
     """Build a full appliance in ``output``.
 
@@ -170,7 +239,23 @@ def build(
     unless ``use_installed=False``) or supermin appliance directories,
     files or :class:`Appliance` objects.  A previous ``output`` is replaced
     only when the new one is complete.
+
+    ``format="ext2"`` writes ``kernel``, ``initrd`` and a sparse ``root``
+    image of ``size`` (default 4 GiB; ``"500M"`` style strings accepted)
+    holding ``/lib/modules/VERSION``: every module (``modules="all"``, as
+    upstream) or only the boot modules plus the named ones
+    (``modules=["fuse", "e1000*"]``; ``[]`` for the boot modules alone).
+    ``uuid_seed`` makes the filesystem UUID, and with ``SOURCE_DATE_EPOCH``
+    the whole image, reproducible.  The kernel is found as upstream finds
+    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).
     """
+    if isinstance(modules, str):
+        if modules != "all":
+            raise SuperminError(f"modules must be 'all' or a list of module names, not {modules!r}")
+        module_list: Optional[List[str]] = None
+    else:
+        module_list = list(modules)
+    size_bytes = None if size is None else parse_size(size)
     if isinstance(packages_or_inputs, (str, os.PathLike, Appliance)):
         packages_or_inputs = [packages_or_inputs]
     names, inputs = _split_inputs(list(packages_or_inputs))
@@ -188,7 +273,15 @@ def build(
             lock=None if lock is None else os.fspath(lock),
             verbose=verbose,
             progress=callback,
+            size=size_bytes,
+            copy_kernel=copy_kernel,
+            host_cpu=host_cpu,
+            modules=module_list,
+            uuid_seed=uuid_seed,
+            source_date_epoch=_source_date_epoch(),
         )
+        out = Path(result["output"])
+        ext2 = result["format"] == "ext2"
         return BuildResult(
             output=Path(result["output"]),
             format=result["format"],
@@ -199,6 +292,12 @@ def build(
             bytes_copied=result["bytes_copied"],
             hard_links=result["hard_links"],
             unreadable=[Path(p) for p in result["unreadable"]],
+            kernel=out / "kernel" if ext2 else None,
+            initrd=out / "initrd" if ext2 else None,
+            root=out / "root" if ext2 else None,
+            kernel_version=result.get("kernel_version"),
+            uuid=result.get("uuid"),
+            initrd_modules=list(result.get("initrd_modules", [])),
         )
 
     if not names:

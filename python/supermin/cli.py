@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import List, NoReturn, Optional
 
-from . import SuperminError, __version__, build, list_drivers, prepare
+from . import SuperminError, __version__, build, list_drivers, parse_size, prepare
 
 _DTB_REMOVED = """\
 *** error: The --dtb option was removed in supermin 5.1.18.
@@ -38,16 +37,6 @@ class _Fail(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _Fail(message)
-
-
-def parse_size(text: str) -> int:
-    """Upstream's size syntax: a number with an optional b/K/M/G suffix
-    (``500M``, ``1.5G``, ``4096b``); no suffix means bytes."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([bKMG]?)", text.strip())
-    if not m:
-        raise _Fail(f"cannot parse size field '{text}' (use e.g. 500M or 1.5G)")
-    scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
-    return int(float(m.group(1)) * scale)
 
 
 def _parser() -> _Parser:
@@ -88,6 +77,18 @@ def _parser() -> _Parser:
         help="Download every package with config files, even when the host copies are verified pristine",
     )
     p.add_argument("--progress", action="store_true", help="Show a progress bar on a terminal")
+    p.add_argument(
+        "--modules",
+        default="all",
+        metavar="all|boot[,NAME...]",
+        help="Kernel modules in the ext2 root: all (default, as upstream), or only the boot "
+        "modules plus the named ones, e.g. boot,fuse,e1000*",
+    )
+    p.add_argument(
+        "--uuid-seed",
+        metavar="STRING",
+        help="Derive the ext2 filesystem UUID from STRING (with SOURCE_DATE_EPOCH: reproducible images)",
+    )
     p.add_argument("args", nargs="*", metavar="PACKAGE|INPUT")
     return p
 
@@ -107,8 +108,14 @@ def run(argv: List[str]) -> int:
         raise _Fail(_SUPERMIN_4)
     if args.mode is None:
         raise _Fail("you must use --prepare or --build to select the mode")
-    if args.size is not None:
-        parse_size(args.size)
+    size = None if args.size is None else parse_size(args.size)
+    if args.modules == "all":
+        modules: "str | List[str]" = "all"
+    else:
+        names = [m for m in args.modules.split(",") if m]
+        if not names or names[0] != "boot":
+            raise _Fail(f"--modules: expected 'all' or 'boot[,NAME...]', not '{args.modules}'")
+        modules = names[1:]
     if args.mode == "prepare" and args.format is not None:
         raise _Fail("cannot use --prepare and --format options together")
     if args.mode == "build" and args.format is None:
@@ -144,6 +151,11 @@ def run(argv: List[str]) -> int:
             include_packagelist=args.include_packagelist,
             ignore_missing=args.ignore_missing,
             if_newer=args.if_newer,
+            size=size,
+            copy_kernel=args.copy_kernel,
+            host_cpu=args.host_cpu,
+            modules=modules,
+            uuid_seed=args.uuid_seed,
             **common,
         )
     return 0

@@ -247,7 +247,7 @@ impl Layout<'_> {
 }
 
 /// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in path.components() {
         match c {

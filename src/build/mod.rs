@@ -4,7 +4,10 @@
 //! [`FileSet`]; a format writer ([`chroot`]) then writes it.
 
 pub mod chroot;
+pub mod ext2;
 pub mod fileset;
+pub mod initrd;
+pub mod kernel;
 
 pub use fileset::{assemble, Entry, FileSet, Origin};
 

@@ -12,6 +12,7 @@ use pyo3::types::PyDict;
 
 use crate::appliance::{self, Appliance};
 use crate::backend::{self, Backend};
+use crate::build::ext2::Modules;
 use crate::error::Error;
 use crate::package::{File, Package};
 use crate::report::Reporter;
@@ -48,6 +49,20 @@ create_exception!(
     "The output cannot be written or replaced; see .path."
 );
 
+create_exception!(
+    _supermin,
+    KernelError,
+    SuperminError,
+    "No usable kernel or kernel modules; see .path (may be None)."
+);
+
+create_exception!(
+    _supermin,
+    ToolError,
+    SuperminError,
+    "An external tool (mke2fs, debugfs) failed; see .program."
+);
+
 fn to_py(err: Error) -> PyErr {
     let message = err.to_string();
     Python::attach(|py| {
@@ -81,6 +96,25 @@ fn to_py(err: Error) -> PyErr {
                 )
             }
             Error::Backend { .. } => (BackendError::new_err(message), None),
+            Error::Kernel { path, .. } => (
+                KernelError::new_err(message),
+                Some((
+                    "path",
+                    path.clone().into_pyobject(py).unwrap().into_any().unbind(),
+                )),
+            ),
+            Error::Tool { program, .. } => (
+                ToolError::new_err(message),
+                Some((
+                    "program",
+                    program
+                        .clone()
+                        .into_pyobject(py)
+                        .unwrap()
+                        .into_any()
+                        .unbind(),
+                )),
+            ),
             Error::Usage(_) | Error::Internal(_) => (SuperminError::new_err(message), None),
         };
         if let Some((name, value)) = attr {
@@ -509,7 +543,7 @@ fn _prepare<'py>(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build<'py>(
     py: Python<'py>,
@@ -523,6 +557,12 @@ fn _build<'py>(
     lock: Option<PathBuf>,
     verbose: u8,
     progress: Option<Py<PyAny>>,
+    size: Option<u64>,
+    copy_kernel: bool,
+    host_cpu: Option<String>,
+    modules: Option<Vec<String>>,
+    uuid_seed: Option<String>,
+    source_date_epoch: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let format: Format = format.parse().map_err(to_py)?;
     let options = BuildOptions {
@@ -531,6 +571,15 @@ fn _build<'py>(
         ignore_missing,
         if_newer,
         lock,
+        ext2: crate::build::ext2::Options {
+            size,
+            copy_kernel,
+            host_cpu,
+            modules: modules.map_or(Modules::All, Modules::Only),
+            uuid_seed,
+            epoch: source_date_epoch,
+            kernel: crate::build::kernel::Overrides::from_env(),
+        },
     };
     let reporter = reporter(verbose, progress);
     let (backend, outcome) = run(py, || {
@@ -559,6 +608,16 @@ fn _build<'py>(
     d.set_item("bytes_copied", outcome.stats.bytes)?;
     d.set_item("hard_links", outcome.stats.hard_links)?;
     d.set_item("unreadable", outcome.stats.unreadable)?;
+    if let Some(ext2) = outcome.ext2 {
+        if let Some(kernel) = ext2.kernel {
+            d.set_item("kernel_path", kernel.path)?;
+            d.set_item("kernel_version", kernel.version)?;
+            d.set_item("modules_path", kernel.modules)?;
+        }
+        d.set_item("uuid", ext2.uuid)?;
+        d.set_item("initrd_modules", ext2.initrd_modules)?;
+        d.set_item("initrd_bytes", ext2.initrd_bytes)?;
+    }
     Ok(d)
 }
 
@@ -580,6 +639,8 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("ApplianceError", py.get_type::<ApplianceError>())?;
     m.add("BackendError", py.get_type::<BackendError>())?;
+    m.add("KernelError", py.get_type::<KernelError>())?;
+    m.add("ToolError", py.get_type::<ToolError>())?;
     m.add("OutputError", py.get_type::<OutputError>())?;
     m.add_class::<PyBackend>()?;
     m.add_class::<PyPackage>()?;

@@ -1,0 +1,410 @@
+//! The mini init that runs first inside a supermin ext2 appliance.
+//!
+//! The kernel unpacks the initrd (this program as `/init`, a `/modules`
+//! list and the listed kernel modules) and runs it. Its job is only to make
+//! the real root disk reachable and hand over to it:
+//!
+//! 1. mount /proc and /sys (`quiet` on the kernel command line silences it);
+//! 2. load each module named in `/modules`, in order (failures are printed,
+//!    not fatal: a module for absent hardware may refuse to load);
+//! 3. find the root disk named by `root=/dev/NAME` or `root=UUID=...`,
+//!    waiting for it to appear;
+//! 4. mount it as ext2 on /root, delete the initramfs files (they would
+//!    otherwise pin their memory for the life of the appliance), chroot
+//!    into it and exec its `/init`.
+//!
+//! Beyond upstream, `supermin.run=HEX` (a hex-encoded shell command) runs
+//! that command with the appliance's `/bin/sh` instead of its `/init`,
+//! between two marker lines, and powers off: this is what
+//! `BuildResult.boot()` in the Python API uses, so any appliance with a
+//! shell can be tried out without writing an init for it.
+//!
+//! It is compiled with plain `rustc` by the project's `build.rs` as a
+//! static executable and embedded into the library, so it uses only `std`
+//! and the few libc calls `std` does not wrap.
+
+use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{exit, Command};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+extern "C" {
+    fn mount(
+        source: *const c_char,
+        target: *const c_char,
+        fstype: *const c_char,
+        flags: c_ulong,
+        data: *const c_void,
+    ) -> c_int;
+    fn umount(target: *const c_char) -> c_int;
+    fn mknod(path: *const c_char, mode: u32, dev: u64) -> c_int;
+    fn init_module(image: *const c_void, len: c_ulong, params: *const c_char) -> c_int;
+    fn reboot(how: c_int) -> c_int;
+    fn sync();
+}
+
+/// Markers around the output of a `supermin.run=` command.
+const RUN_BEGIN: &str = "supermin-run: begin";
+const RUN_END: &str = "supermin-run: end, exit status";
+const RB_POWER_OFF: c_int = 0x4321fedc;
+
+const MS_NOATIME: c_ulong = 1024;
+const S_IFBLK: u32 = 0o060000;
+/// How long to wait for the root disk before giving up.
+const ROOT_WAIT: Duration = Duration::from_secs(300);
+/// Offset of the 16-byte filesystem UUID in an ext2/3/4 disk.
+const EXT2_UUID_OFFSET: u64 = 0x468;
+
+struct Init {
+    quiet: bool,
+    started: Instant,
+}
+
+impl Init {
+    fn say(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("supermin: {message}");
+        }
+    }
+}
+
+/// Print what failed and stop: the kernel then panics with "Attempted to
+/// kill init", which is the right outcome for an appliance that cannot boot.
+fn die(what: &str, error: impl std::fmt::Display) -> ! {
+    eprintln!("supermin: {what}: {error}");
+    exit(1);
+}
+
+fn c_string(s: &str) -> CString {
+    CString::new(s).unwrap_or_else(|_| die("bad string", s))
+}
+
+fn sys_mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let (source, target, fstype, data) = (
+        c_string(source),
+        c_string(target),
+        c_string(fstype),
+        c_string(data),
+    );
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn make_block_device(path: &str, major: u32, minor: u32) -> io::Result<()> {
+    let _ = fs::remove_file(path);
+    // The glibc makedev encoding, spelled out because it is a macro in C.
+    let dev = ((major as u64 & 0xfffff000) << 32)
+        | ((major as u64 & 0xfff) << 8)
+        | ((minor as u64 & 0xffffff00) << 12)
+        | (minor as u64 & 0xff);
+    let p = c_string(path);
+    // SAFETY: p is a valid path.
+    if unsafe { mknod(p.as_ptr(), S_IFBLK | 0o600, dev) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn load_module(init: &Init, path: &str) {
+    init.say(&format!("loading module {path}"));
+    let image = match fs::read(path) {
+        Ok(image) => image,
+        Err(e) => return eprintln!("supermin: {path}: {e}"),
+    };
+    let no_params = c_string("");
+    // SAFETY: image is a live buffer of the given length.
+    if unsafe {
+        init_module(
+            image.as_ptr().cast(),
+            image.len() as c_ulong,
+            no_params.as_ptr(),
+        )
+    } != 0
+    {
+        let error = io::Error::last_os_error();
+        // The kernel's errno values mean something specific here.
+        let why = match error.raw_os_error() {
+            Some(8) => {
+                "invalid module format (compressed, or built for another kernel?)".to_string()
+            }
+            Some(2) => "unknown symbol in module (a dependency is missing?)".to_string(),
+            Some(17) => return, // already loaded or built in
+            Some(19) => return init.say(&format!("{path}: no such device here")),
+            _ => error.to_string(),
+        };
+        eprintln!("supermin: loading {path}: {why}");
+    }
+}
+
+/// `major:minor` from a sysfs `dev` file.
+fn read_dev_file(path: &Path) -> Option<(u32, u32)> {
+    let text = fs::read_to_string(path).ok()?;
+    let (major, minor) = text.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn parse_uuid(text: &str) -> [u8; 16] {
+    let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        die("root=UUID", format!("{text:?} is not a 16-byte UUID"));
+    }
+    let mut uuid = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let digits = std::str::from_utf8(pair).unwrap_or("zz");
+        uuid[i] = u8::from_str_radix(digits, 16)
+            .unwrap_or_else(|_| die("root=UUID", format!("{text:?} is not hexadecimal")));
+    }
+    uuid
+}
+
+/// The block device whose ext2 superblock carries `uuid`, if any yet.
+fn find_by_uuid(uuid: &[u8; 16]) -> Option<(u32, u32)> {
+    let mut names: Vec<_> = fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for dir in names {
+        let Some((major, minor)) = read_dev_file(&dir.join("dev")) else {
+            continue;
+        };
+        if make_block_device("/dev/probe", major, minor).is_err() {
+            continue;
+        }
+        let mut found = [0u8; 16];
+        let matched = fs::File::open("/dev/probe")
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(EXT2_UUID_OFFSET))?;
+                f.read_exact(&mut found)
+            })
+            .is_ok()
+            && &found == uuid;
+        let _ = fs::remove_file("/dev/probe");
+        if matched {
+            return Some((major, minor));
+        }
+    }
+    None
+}
+
+/// Poll `probe` with growing delays; after a second, hint at the usual
+/// cause (the disk's driver is not in the initrd).
+fn wait_for(init: &Init, what: &str, probe: impl Fn() -> Option<(u32, u32)>) -> (u32, u32) {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(1);
+    let mut hinted = false;
+    loop {
+        if let Some(dev) = probe() {
+            return dev;
+        }
+        if start.elapsed() > ROOT_WAIT {
+            die(
+                "root device",
+                format!("{what} did not appear within {}s", ROOT_WAIT.as_secs()),
+            );
+        }
+        if !hinted && start.elapsed() >= Duration::from_secs(1) {
+            hinted = true;
+            eprintln!(
+                "supermin: waiting for {what}; if this never ends, its driver \
+                 (e.g. virtio_blk) is probably missing from the initrd's modules"
+            );
+        }
+        sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Remove the initrd's own files: memory the appliance can use instead.
+fn delete_initramfs_files() {
+    if let Ok(entries) = fs::read_dir("/") {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Run a `supermin.run=` command in the appliance, then power off.
+fn run_command(init: &Init, hex: &str) -> ! {
+    let command =
+        decode_hex(hex).unwrap_or_else(|| die("supermin.run", "not a hex-encoded command"));
+    let _ = fs::create_dir_all("/proc");
+    let _ = fs::create_dir_all("/sys");
+    let _ = fs::create_dir_all("/dev");
+    let _ = sys_mount("proc", "/proc", "proc", 0, "");
+    let _ = sys_mount("sysfs", "/sys", "sysfs", 0, "");
+    let _ = sys_mount("devtmpfs", "/dev", "devtmpfs", 0, "");
+    init.say(&format!(
+        "running {command:?} after {:?}",
+        init.started.elapsed()
+    ));
+    println!("\n{RUN_BEGIN}");
+    // Appliances without dash (bash and coreutils alone) have no /bin/sh.
+    let shell = [
+        "/bin/sh",
+        "/usr/bin/sh",
+        "/bin/bash",
+        "/usr/bin/bash",
+        "/bin/busybox",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .unwrap_or("/bin/sh");
+    let mut sh = Command::new(shell);
+    if shell.ends_with("busybox") {
+        sh.arg("sh");
+    }
+    let status = sh
+        .arg("-c")
+        .arg(&command)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/root")
+        .status();
+    let code = match status {
+        Ok(s) => s.code().unwrap_or(128),
+        Err(e) => {
+            eprintln!("supermin: cannot run {shell} in the appliance: {e}");
+            127
+        }
+    };
+    println!("\n{RUN_END} {code}");
+    // SAFETY: plain syscalls; reboot only returns on failure.
+    unsafe {
+        sync();
+        reboot(RB_POWER_OFF);
+    }
+    exit(code);
+}
+
+fn main() {
+    if fs::metadata("/proc/self").is_err() {
+        let _ = fs::create_dir("/proc");
+        if let Err(e) = sys_mount("proc", "/proc", "proc", 0, "") {
+            die("mount /proc", e);
+        }
+    }
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let args: Vec<&str> = cmdline.split_whitespace().collect();
+    let init = Init {
+        quiet: args.contains(&"quiet"),
+        started: Instant::now(),
+    };
+    init.say(&format!(
+        "mini init {} starting; cmdline: {}",
+        env!("SUPERMIN_VERSION"),
+        cmdline.trim()
+    ));
+    if let Ok(uptime) = fs::read_to_string("/proc/uptime") {
+        init.say(&format!(
+            "uptime {}",
+            uptime.split_whitespace().next().unwrap_or("?")
+        ));
+    }
+
+    for dir in ["/dev", "/root", "/sys"] {
+        let _ = fs::create_dir(dir);
+    }
+    if let Err(e) = sys_mount("sysfs", "/sys", "sysfs", 0, "") {
+        die("mount /sys", e);
+    }
+
+    let modules = fs::read_to_string("/modules").unwrap_or_else(|e| die("/modules", e));
+    for module in modules.lines().filter(|l| !l.is_empty()) {
+        load_module(&init, module);
+    }
+
+    let Some(root) = args.iter().rev().find_map(|a| a.strip_prefix("root=")) else {
+        die(
+            "kernel command line",
+            "no root= parameter (use root=/dev/vda or root=UUID=...)",
+        );
+    };
+    let mut options = "";
+    let (major, minor) = if let Some(name) = root.strip_prefix("/dev/") {
+        if name.starts_with("pmem") {
+            options = "dax";
+        }
+        let dev_file = Path::new("/sys/block").join(name).join("dev");
+        wait_for(&init, root, || read_dev_file(&dev_file))
+    } else if let Some(text) = root.strip_prefix("UUID=") {
+        let uuid = parse_uuid(text);
+        wait_for(&init, root, || find_by_uuid(&uuid))
+    } else {
+        die(
+            "kernel command line",
+            format!("root={root} is not root=/dev/NAME or root=UUID=..."),
+        );
+    };
+    init.say(&format!("root device {root} is {major}:{minor}"));
+
+    let sys = c_string("/sys");
+    // SAFETY: a valid path.
+    if unsafe { umount(sys.as_ptr()) } != 0 {
+        die("umount /sys", io::Error::last_os_error());
+    }
+    if let Err(e) = make_block_device("/dev/root", major, minor) {
+        die("mknod /dev/root", e);
+    }
+    init.say(&format!(
+        "mounting /dev/root on /root as ext2 (noatime {options})"
+    ));
+    if let Err(e) = sys_mount("/dev/root", "/root", "ext2", MS_NOATIME, options) {
+        die("mount /dev/root on /root", e);
+    }
+
+    delete_initramfs_files();
+    if let Err(e) = std::os::unix::fs::chroot("/root").and_then(|()| std::env::set_current_dir("/"))
+    {
+        die("chroot /root", e);
+    }
+    if let Some(hex) = args.iter().find_map(|a| a.strip_prefix("supermin.run=")) {
+        run_command(&init, hex);
+    }
+    init.say(&format!(
+        "starting the appliance's /init after {:?}",
+        init.started.elapsed()
+    ));
+    let error = Command::new("/init").arg0("init").exec();
+    die("exec /init in the appliance", error);
+}

@@ -1,0 +1,362 @@
+//! The ext2 appliance's initrd: an uncompressed newc cpio holding the mini
+//! init, the `/modules` load list and the kernel modules needed to reach
+//! the root disk (compat-spec §5).
+//!
+//! Modules are upstream's whitelist plus their `modules.dep` dependencies,
+//! dependencies first. Compressed modules are decompressed here, in
+//! process; the kernel's `init_module` wants the plain ELF object, and
+//! upstream 5.2 ships `.ko.zst` files as they are (the appliance then
+//! cannot find its disk).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, IoContext, Result};
+use crate::pattern::fnmatch;
+use crate::report::Reporter;
+
+/// Module basenames (globs) that can be needed to find and mount an ext2
+/// root disk under qemu or on ppc64 / pmem hosts.
+const BOOT_MODULES: &[&str] = &[
+    "ext2.ko*",
+    "ext4.ko*", // CONFIG_EXT4_USE_FOR_EXT2 kernels mount ext2 with ext4
+    "virtio*.ko*",
+    "libata*.ko*",
+    "piix*.ko*",
+    "sd_mod.ko*",
+    "ata_piix.ko*",
+    "crc*.ko*",
+    "libcrc*.ko*",
+    "ibmvscsic.ko*",
+    "ibmvscsi.ko*",
+    "libnvdimm.ko*",
+    "nd_pmem.ko*",
+    "nd_btt.ko*",
+    "nfit.ko*",
+];
+
+/// Matches of the list above that are never wanted.
+const NOT_BOOT_MODULES: &[&str] = &["virtio-gpu.ko*"];
+
+/// `modules.dep`: each module's path (relative to the module directory)
+/// and all its dependencies.
+pub type ModuleDeps = BTreeMap<String, Vec<String>>;
+
+pub fn read_module_deps(modules: &Path) -> Result<ModuleDeps> {
+    let path = modules.join("modules.dep");
+    let text = fs::read_to_string(&path).map_err(|e| Error::Kernel {
+        path: Some(path.clone()),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let mut deps = ModuleDeps::new();
+    for line in text.lines() {
+        if let Some((module, needs)) = line.split_once(':') {
+            deps.insert(
+                module.to_string(),
+                needs.split_whitespace().map(str::to_string).collect(),
+            );
+        }
+    }
+    Ok(deps)
+}
+
+fn basename(module: &str) -> &str {
+    module.rsplit('/').next().unwrap_or(module)
+}
+
+/// Does the module at `path` match one of the basename globs?
+pub fn module_matches(path: &str, globs: &[&str]) -> bool {
+    globs.iter().any(|g| fnmatch(g, Path::new(basename(path))))
+}
+
+/// The modules to load, dependencies first, each once: a depth-first walk
+/// from every module matching `wanted` (and not `unwanted`), in path order.
+pub fn modules_in_load_order(deps: &ModuleDeps, wanted: &[&str], unwanted: &[&str]) -> Vec<String> {
+    fn visit<'a>(
+        module: &'a str,
+        deps: &'a ModuleDeps,
+        seen: &mut HashSet<&'a str>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(module) {
+            return;
+        }
+        // modules.dep lists every (transitive) dependency; visiting them in
+        // sorted order keeps the result independent of its line order.
+        let needs: BTreeSet<&String> = deps.get(module).into_iter().flatten().collect();
+        for need in needs {
+            visit(need, deps, seen, order);
+        }
+        order.push(module.to_string());
+    }
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    for module in deps.keys() {
+        if module_matches(module, wanted) && !module_matches(module, unwanted) {
+            visit(module, deps, &mut seen, &mut order);
+        }
+    }
+    order
+}
+
+/// The boot modules (upstream's whitelist), in load order.
+pub fn boot_modules(deps: &ModuleDeps) -> Vec<String> {
+    modules_in_load_order(deps, BOOT_MODULES, NOT_BOOT_MODULES)
+}
+
+/// The module's name once decompressed (`virtio_blk.ko.xz` -> `virtio_blk.ko`).
+pub fn decompressed_name(module: &str) -> &str {
+    let name = basename(module);
+    [".xz", ".zst", ".gz"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+/// A module file's contents, decompressed according to its name.
+pub fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let file = fs::File::open(path).at("reading module", path)?;
+    let name = path.to_string_lossy();
+    let mut out = Vec::new();
+    let result = if name.ends_with(".xz") {
+        liblzma::read::XzDecoder::new(file).read_to_end(&mut out)
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(file).and_then(|mut d| d.read_to_end(&mut out))
+    } else if name.ends_with(".gz") {
+        flate2::read::GzDecoder::new(file).read_to_end(&mut out)
+    } else {
+        io::BufReader::new(file).read_to_end(&mut out)
+    };
+    result.map_err(|e| Error::Kernel {
+        path: Some(path.to_path_buf()),
+        message: format!("cannot read kernel module {}: {e}", path.display()),
+    })?;
+    Ok(out)
+}
+
+/// What went into an initrd.
+#[derive(Debug, Clone, Default)]
+pub struct Initrd {
+    /// Module basenames in load order, as written to `/modules`.
+    pub modules: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Write the initrd for the module tree `modules` to `dest`.
+pub fn write(
+    modules: &Path,
+    init: &[u8],
+    dest: &Path,
+    epoch: Option<u64>,
+    reporter: &Reporter,
+) -> Result<Initrd> {
+    let deps = read_module_deps(modules)?;
+    let order = boot_modules(&deps);
+    reporter.info(1, || {
+        format!("initrd: {} modules from {}", order.len(), modules.display())
+    });
+    // Two modules with one basename cannot both live in the flat initrd;
+    // the first in load order wins, as with upstream's copy.
+    let mut names = HashSet::new();
+    let order: Vec<&String> = order
+        .iter()
+        .filter(|m| names.insert(decompressed_name(m).to_string()))
+        .collect();
+    let contents: Vec<Vec<u8>> = order
+        .par_iter()
+        .map(|m| read_module(&modules.join(m.as_str())))
+        .collect::<Result<_>>()?;
+
+    let mtime_of = |path: &Path| -> u64 {
+        let mtime = fs::metadata(path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        epoch.map_or(mtime, |e| mtime.min(e))
+    };
+    let load_list: Vec<String> = order
+        .iter()
+        .map(|m| decompressed_name(m).to_string())
+        .collect();
+    let mut list = load_list.join("\n");
+    list.push('\n');
+    let generated = epoch.unwrap_or(0);
+
+    let mut members: Vec<Member> = vec![
+        Member {
+            name: "init".into(),
+            mode: 0o100755,
+            mtime: generated,
+            data: init.to_vec(),
+        },
+        Member {
+            name: "modules".into(),
+            mode: 0o100644,
+            mtime: generated,
+            data: list.into_bytes(),
+        },
+    ];
+    for (module, data) in order.iter().zip(contents) {
+        members.push(Member {
+            name: decompressed_name(module).to_string(),
+            mode: 0o100644,
+            mtime: mtime_of(&modules.join(module.as_str())),
+            data,
+        });
+    }
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let file = fs::File::create(dest).at("creating", dest)?;
+    let mut out = io::BufWriter::new(file);
+    let bytes = write_newc(&mut out, &members).at("writing", dest)?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .at("writing", dest)?;
+    Ok(Initrd {
+        modules: load_list,
+        bytes,
+    })
+}
+
+/// One regular file of a cpio archive.
+pub struct Member {
+    pub name: String,
+    pub mode: u32,
+    pub mtime: u64,
+    pub data: Vec<u8>,
+}
+
+/// Write `members` as a newc ("070701") cpio archive, owner 0:0, inode
+/// numbers in order, and the trailer; returns the bytes written. The
+/// format is small enough that writing it beats depending on a crate: a
+/// header of 13 hex fields, a NUL-terminated name, and data, each padded
+/// to 4 bytes.
+pub fn write_newc(out: &mut impl Write, members: &[Member]) -> io::Result<u64> {
+    let mut written = 0u64;
+    let mut entry = |out: &mut dyn Write,
+                     ino: u64,
+                     name: &str,
+                     mode: u32,
+                     mtime: u64,
+                     data: &[u8]|
+     -> io::Result<()> {
+        let nlink = 1;
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{maj:08x}{min:08x}{rmaj:08x}{rmin:08x}{namesize:08x}{check:08x}",
+            uid = 0, gid = 0, size = data.len(), maj = 0, min = 0, rmaj = 0, rmin = 0,
+            namesize = name.len() + 1, check = 0,
+        );
+        out.write_all(header.as_bytes())?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&[0])?;
+        let head = header.len() + name.len() + 1;
+        out.write_all(&[0u8; 3][..(4 - head % 4) % 4])?;
+        out.write_all(data)?;
+        out.write_all(&[0u8; 3][..(4 - data.len() % 4) % 4])?;
+        written += (head + (4 - head % 4) % 4 + data.len() + (4 - data.len() % 4) % 4) as u64;
+        Ok(())
+    };
+    for (i, m) in members.iter().enumerate() {
+        entry(out, i as u64 + 1, &m.name, m.mode, m.mtime, &m.data)?;
+    }
+    entry(out, 0, "TRAILER!!!", 0, 0, &[])?;
+    Ok(written)
+}
+
+/// Paths (relative to the module directory) of the modules to copy into the
+/// root image when only some are wanted: the boot modules and the ones
+/// named in `extra` (basename globs, e.g. `e1000*` or `fuse.ko*`), with
+/// their dependencies.
+pub fn selected_modules(deps: &ModuleDeps, extra: &[String]) -> Vec<PathBuf> {
+    let mut wanted: Vec<&str> = BOOT_MODULES.to_vec();
+    let globs: Vec<String> = extra
+        .iter()
+        .map(|e| {
+            if e.contains(".ko") {
+                e.clone()
+            } else {
+                format!("{e}.ko*")
+            }
+        })
+        .collect();
+    wanted.extend(globs.iter().map(String::as_str));
+    let mut order = modules_in_load_order(deps, &wanted, NOT_BOOT_MODULES);
+    order.sort();
+    order.into_iter().map(PathBuf::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps(text: &str) -> ModuleDeps {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("modules.dep"), text).unwrap();
+        read_module_deps(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn dependencies_come_first_and_once() {
+        let d = deps(
+            "kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko.xz kernel/fs/mbcache.ko.xz kernel/fs/jbd2/jbd2.ko.xz\n\
+             kernel/lib/crc16.ko.xz:\n\
+             kernel/fs/mbcache.ko.xz:\n\
+             kernel/fs/jbd2/jbd2.ko.xz:\n\
+             kernel/drivers/block/virtio_blk.ko.zst: kernel/drivers/virtio/virtio_ring.ko\n\
+             kernel/drivers/virtio/virtio_ring.ko:\n\
+             kernel/drivers/gpu/drm/virtio/virtio-gpu.ko: kernel/drivers/gpu/drm/drm.ko\n\
+             kernel/drivers/gpu/drm/drm.ko:\n\
+             kernel/net/foo.ko:\n",
+        );
+        let order = boot_modules(&d);
+        assert_eq!(
+            order,
+            [
+                "kernel/drivers/virtio/virtio_ring.ko",
+                "kernel/drivers/block/virtio_blk.ko.zst",
+                "kernel/fs/jbd2/jbd2.ko.xz",
+                "kernel/fs/mbcache.ko.xz",
+                "kernel/lib/crc16.ko.xz",
+                "kernel/fs/ext4/ext4.ko.xz",
+            ]
+        );
+        assert_eq!(decompressed_name("kernel/fs/ext4/ext4.ko.xz"), "ext4.ko");
+        assert_eq!(decompressed_name("a/b.ko"), "b.ko");
+        let only = selected_modules(&d, &["foo".to_string()]);
+        assert!(only.contains(&PathBuf::from("kernel/net/foo.ko")));
+        assert!(!only.iter().any(|p| p.to_string_lossy().contains("drm")));
+    }
+
+    #[test]
+    fn newc_archive_is_well_formed() {
+        let members = vec![
+            Member {
+                name: "init".into(),
+                mode: 0o100755,
+                mtime: 7,
+                data: b"abc".to_vec(),
+            },
+            Member {
+                name: "modules".into(),
+                mode: 0o100644,
+                mtime: 7,
+                data: b"x.ko\n".to_vec(),
+            },
+        ];
+        let mut out = Vec::new();
+        let n = write_newc(&mut out, &members).unwrap();
+        assert_eq!(n as usize, out.len());
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.starts_with(b"070701"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("init\0"));
+        assert!(text.contains("TRAILER!!!\0"));
+    }
+}
