@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A kernel and qemu: the ext2 format boots the host's kernel, and the tests
+# boot every kind of appliance they build.
 need_apt=()
-for pkg in supermin xz-utils zstd e2fsprogs cpio; do
+for pkg in supermin xz-utils zstd e2fsprogs cpio "linux-image-$(dpkg --print-architecture)" qemu-system-x86; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -14,7 +16,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # Debian's supermin 5.2.2 is the reference the tests and benchmarks
-    # compare against; its recommended kernel is not needed for chroots.
+    # compare against.
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # apt-get download (pristine config files) needs package lists.

@@ -203,15 +203,23 @@ fn stage_modules(
             if wanted.is_none() || !relative.starts_with("kernel") {
                 fs::create_dir_all(&target).at("creating", &target)?;
             }
-        } else if ft.is_symlink() {
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).at("creating", parent)?;
+        }
+        // The appliance's own packages may have put a file here (a hard
+        // link to the host's): replace it, never write through it.
+        match fs::symlink_metadata(&target) {
+            Ok(m) if !m.is_dir() => fs::remove_file(&target).at("replacing", &target)?,
+            _ => {}
+        }
+        if ft.is_symlink() {
             let link = fs::read_link(entry.path()).at("reading symlink", entry.path())?;
             std::os::unix::fs::symlink(&link, &target).at("creating symlink", &target)?;
         } else if ft.is_file() {
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).at("creating", parent)?;
-            }
             if fs::hard_link(entry.path(), &target).is_err() {
-                fs::copy(entry.path(), &target).at("copying module", entry.path())?;
+                copy_new(entry.path(), &target).at("copying module", entry.path())?;
             }
             count += 1;
         }
@@ -223,6 +231,13 @@ fn stage_modules(
         )
     });
     Ok(())
+}
+
+/// Copy into a file that must not exist yet.
+fn copy_new(source: &Path, dest: &Path) -> std::io::Result<u64> {
+    let mut input = fs::File::open(source)?;
+    let mut output = fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
+    std::io::copy(&mut input, &mut output)
 }
 
 /// A version-4-style UUID from MD5 of the seed: stable for a seed.
