@@ -4,9 +4,13 @@ same inputs, in one run, reported as ratios.
 
     .venv/bin/python benchmarks/bench.py [--repeat N]
 
-Cases: prepare (default mode and --use-installed) and build -f chroot, for
-bash+coreutils and for a 140+ package appliance.  Each command runs N times
-(default 3) alternating ours/upstream; the median wall time is reported.
+Cases: prepare (default mode and --use-installed), build -f chroot and
+build -f ext2 (same host kernel for both), for bash+coreutils and for a 140+
+package appliance.  Each command runs N times (default 3) alternating
+ours/upstream; the median wall time is reported.  For ext2 it also reports
+root image blocks in use and initrd size, and boots both small appliances
+under TCG (same kernel, an /init that prints a line) to compare the time
+from starting qemu to the appliance's /init running.
 """
 
 from __future__ import annotations
@@ -53,6 +57,51 @@ def compare(label, args_ours, args_up, out, repeat):
     cleanup()
 
 
+def ext2_sizes(out):
+    root, initrd = out / "root", out / "initrd"
+    return root.stat().st_blocks * 512, initrd.stat().st_size
+
+
+def compare_ext2(label, sd, args_extra, out_ours, out_up, repeat):
+    """Time both ext2 builds (outputs kept for sizes and boots)."""
+    ours, up = [], []
+    for _ in range(repeat):
+        ours.append(timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd), "-o", str(out_ours)],
+                          lambda: shutil.rmtree(out_ours, ignore_errors=True)))
+        up.append(timed(UPSTREAM + ["--build", "-f", "ext2", str(sd), "-o", str(out_up)],
+                        lambda: shutil.rmtree(out_up, ignore_errors=True)))
+    o, u = statistics.median(ours), statistics.median(up)
+    extra = " " + " ".join(args_extra) if args_extra else ""
+    print(f"| build -f ext2{extra} {label} | {o:.3f} s | {u:.3f} s | {u / o:.1f}x |", flush=True)
+    return ext2_sizes(out_ours), ext2_sizes(out_up)
+
+
+def boot_seconds(out):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    from supermin._boot import boot
+    t = time.perf_counter()
+    console = boot(out / "kernel", out / "initrd", out / "root", None, accel="tcg", timeout=300)
+    elapsed = time.perf_counter() - t
+    assert "BENCH-INIT-RAN" in console, console[-2000:]
+    return elapsed
+
+
+def with_init(sd, tmp):
+    """A copy of appliance `sd` whose base image adds an /init that prints a
+    line and exits (the kernel then panics and qemu, -no-reboot, stops)."""
+    import io, tarfile
+    out = tmp / (sd.name + "-init")
+    shutil.copytree(sd, out)
+    data = b"#!/bin/bash\necho BENCH-INIT-RAN\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("init")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    (out / "init.tar.gz").write_bytes(buf.getvalue())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -64,6 +113,8 @@ def main():
               f"vs Debian's {subprocess.run(UPSTREAM + ['-V'], capture_output=True, text=True).stdout.strip()}, "
               f"median of {args.repeat}, {os.cpu_count()} cores")
         print("| case | ours | upstream | speed-up |\n|---|---|---|---|")
+        sizes = {}
+        boots = []
         for label, names in (("bash+coreutils", SMALL), (f"large ({len(large)} named)", large)):
             sd = tmp / f"sd-{label.split()[0]}"
             compare(f"prepare {label}", ["--prepare", *names], ["--prepare", *names], tmp / "p", args.repeat)
@@ -72,6 +123,20 @@ def main():
             subprocess.run(OURS + ["--prepare", "--use-installed", *names, "-o", str(sd)], check=True)
             compare(f"build -f chroot {label}", ["--build", "-f", "chroot", str(sd)],
                     ["--build", "-f", "chroot", str(sd)], tmp / "app", args.repeat)
+            booting = with_init(sd, tmp)
+            ours_dir, up_dir = tmp / f"ext2-ours-{label[0]}", tmp / f"ext2-up-{label[0]}"
+            sizes[label] = compare_ext2(label, booting, [], ours_dir, up_dir, args.repeat)
+            sizes[label + " (boot modules)"] = compare_ext2(label, booting, ["--modules", "boot"],
+                                                             tmp / "ext2-ours-mods", up_dir, args.repeat)
+            if label == "bash+coreutils":
+                boots = [(boot_seconds(ours_dir), boot_seconds(up_dir)) for _ in range(args.repeat)]
+        print("\n| ext2 output | ours | upstream |\n|---|---|---|")
+        for label, ((o_root, o_initrd), (u_root, u_initrd)) in sizes.items():
+            print(f"| root blocks in use, {label} | {o_root / 2**20:.0f} MiB | {u_root / 2**20:.0f} MiB |")
+            print(f"| initrd size, {label} | {o_initrd / 2**20:.1f} MiB | {u_initrd / 2**20:.1f} MiB |")
+        o = statistics.median(b[0] for b in boots)
+        u = statistics.median(b[1] for b in boots)
+        print(f"| qemu start to /init (TCG, bash+coreutils) | {o:.2f} s | {u:.2f} s |")
 
 
 if __name__ == "__main__":

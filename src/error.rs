@@ -35,11 +35,6 @@ pub enum Error {
         message: String,
     },
 
-    /// An external tool (mke2fs, debugfs) failed; `message` holds its
-    /// own explanation.
-    #[error("{program}: {message}")]
-    Tool { program: String, message: String },
-
     /// An I/O error on a named path, with what we were doing.
     #[error("{context} {}: {source}", .path.display())]
     Io {

@@ -137,15 +137,12 @@ pub fn build(
     let staging = output::Staging::new(output)?;
     let (stats, ext2) = match options.format {
         Format::Chroot => {
-            let mut owners = build::chroot::Owners::new();
             build::chroot::unpack_base_images(&appliance.base_images, staging.path(), reporter)?;
             let stats = build::chroot::write(
                 &set,
                 backend.root(),
                 staging.path(),
                 options.include_packagelist,
-                build::chroot::Mode::Chroot,
-                &mut owners,
                 reporter,
             )?;
             (stats, None)
@@ -165,8 +162,8 @@ pub fn build(
     };
     reporter.info(1, || {
         format!(
-            "build: {} files ({} bytes copied, {} linked), {} hard links",
-            stats.files, stats.bytes, stats.linked, stats.hard_links
+            "build: {} files ({} bytes), {} hard links",
+            stats.files, stats.bytes, stats.hard_links
         )
     });
     let output = staging.commit()?;

@@ -30,6 +30,12 @@ class OutputError(SuperminError):
 
     path: Path
 
+class KernelError(SuperminError):
+    """No usable kernel, or its modules are missing or unreadable."""
+
+    path: Optional[Path]
+
+
 class File:
     """One path owned by a package, with what the host has there."""
 
@@ -130,5 +136,11 @@ def _build(
     lock: Optional[str],
     verbose: int,
     progress: _Progress,
+    size: Optional[int] = None,
+    copy_kernel: bool = False,
+    host_cpu: Optional[str] = None,
+    modules: Optional[List[str]] = None,
+    uuid_seed: Optional[str] = None,
+    source_date_epoch: Optional[int] = None,
 ) -> Dict[str, Any]: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...

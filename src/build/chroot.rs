@@ -25,61 +25,30 @@ pub struct Stats {
     pub files: u64,
     pub bytes: u64,
     pub hard_links: u64,
-    /// Files staged as hard links to the host's own (ext2 staging).
-    pub linked: u64,
     /// Host files we could not read (non-root builds); never copied empty.
     pub unreadable: Vec<PathBuf>,
 }
 
-/// How [`write`] materializes the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A self-contained chroot: copies of host files, absolute symlink
-    /// targets rewritten relative so the tree works outside a chroot too.
-    Chroot,
-    /// A staging tree for an ext2 image, read once more by mke2fs: host files
-    /// are hard-linked where the filesystem allows (no bytes copied, and
-    /// nothing about the shared inode is changed), copied otherwise, and
-    /// symlinks keep their targets as the booted appliance will see them.
-    Staging,
-}
-
-pub(crate) fn is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Unpack base images in order (later ones overwrite earlier ones).
-/// Returns the owner each member asked for, by path relative to `out`:
-/// a non-root build cannot apply them, so an image writer applies them later.
-pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter) -> Result<Owners> {
-    let mut owners = Owners::new();
+pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter) -> Result<()> {
     for image in images {
         reporter.info(1, || format!("build: unpacking {}", image.path.display()));
-        let bad =
-            |e: io::Error| Error::bad_input(&image.path, format!("cannot unpack base image: {e}"));
         let mut archive = tar::Archive::new(image.open()?);
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
         archive.set_preserve_ownerships(is_root());
         archive.set_overwrite(true);
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            let path =
-                crate::build::fileset::normalize(&Path::new("/").join(entry.path().map_err(bad)?));
-            let (uid, gid) = (
-                entry.header().uid().map_err(bad)?,
-                entry.header().gid().map_err(bad)?,
-            );
-            entry.unpack_in(out).map_err(bad)?;
-            owners.insert(path, (uid as u32, gid as u32));
-        }
+        archive
+            .unpack(out)
+            .map_err(|e| Error::bad_input(&image.path, format!("cannot unpack base image: {e}")))?;
     }
-    Ok(owners)
+    Ok(())
 }
-
-/// Wanted owners by appliance path, for writers that apply them afterwards.
-pub type Owners = HashMap<PathBuf, (u32, u32)>;
 
 /// `target` rewritten relative to the directory of `link` when absolute, so
 /// the tree works both inside and outside a chroot (`/usr/bin/x -> /bin/y`
@@ -139,25 +108,27 @@ fn copy_file(source: &Path, dest: &Path, meta: &fs::Metadata, keep_owner: bool) 
     Ok(n)
 }
 
-/// How a regular file reached the tree.
-enum Transfer {
-    Copied(u64),
-    Linked,
-}
-
-/// A hard link to the host's file when allowed (same filesystem, and for a
-/// non-root user, `protected_hardlinks` permitting), else a copy.
-fn link_or_copy(
-    source: &Path,
-    dest: &Path,
-    meta: &fs::Metadata,
-    keep_owner: bool,
-) -> io::Result<Transfer> {
-    clear(dest)?;
-    match fs::hard_link(source, dest) {
-        Ok(()) => Ok(Transfer::Linked),
-        Err(_) => copy_file(source, dest, meta, keep_owner).map(Transfer::Copied),
+/// One warning for host files this user cannot read (non-root builds).
+pub fn warn_unreadable(stats: &Stats, reporter: &Reporter) {
+    if stats.unreadable.is_empty() {
+        return;
     }
+    let shown: Vec<String> = stats
+        .unreadable
+        .iter()
+        .take(5)
+        .map(|p| p.display().to_string())
+        .collect();
+    reporter.warn(format!(
+        "{} host files are unreadable by this user and were skipped: {}{}",
+        stats.unreadable.len(),
+        shown.join(", "),
+        if stats.unreadable.len() > 5 {
+            ", ..."
+        } else {
+            ""
+        }
+    ));
 }
 
 fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
@@ -183,8 +154,6 @@ pub fn write(
     root: &Path,
     out: &Path,
     packagelist: bool,
-    mode: Mode,
-    owners: &mut Owners,
     reporter: &Reporter,
 ) -> Result<Stats> {
     let keep_owner = is_root();
@@ -207,7 +176,6 @@ pub fn write(
             }
             Err(_) => continue,
         };
-        owners.insert(entry.path.clone(), (meta.uid(), meta.gid()));
         let ft = meta.file_type();
         if ft.is_dir() {
             match fs::create_dir(&dest) {
@@ -225,10 +193,7 @@ pub fn write(
                 continue;
             }
             let target = fs::read_link(&source).at("reading symlink", &source)?;
-            let target = match mode {
-                Mode::Chroot => relative_target(&entry.path, &target),
-                Mode::Staging => target,
-            };
+            let target = relative_target(&entry.path, &target);
             std::os::unix::fs::symlink(&target, &dest).at("creating symlink", &dest)?;
             if keep_owner {
                 std::os::unix::fs::lchown(&dest, Some(meta.uid()), Some(meta.gid()))
@@ -262,14 +227,11 @@ pub fn write(
 
     // Pass 2, in parallel: regular files.
     let counter = reporter.counter("copying files", copies.len() as u64);
-    let results: Vec<(usize, io::Result<Transfer>)> = copies
+    let results: Vec<(usize, io::Result<u64>)> = copies
         .par_iter()
         .enumerate()
         .map(|(i, (source, dest, meta))| {
-            let r = match mode {
-                Mode::Staging => link_or_copy(source, dest, meta, keep_owner),
-                Mode::Chroot => copy_file(source, dest, meta, keep_owner).map(Transfer::Copied),
-            };
+            let r = copy_file(source, dest, meta, keep_owner);
             counter.tick();
             (i, r)
         })
@@ -278,13 +240,9 @@ pub fn write(
     for (i, result) in results {
         let (source, dest, _) = &copies[i];
         match result {
-            Ok(Transfer::Copied(n)) => {
+            Ok(n) => {
                 stats.files += 1;
                 stats.bytes += n;
-            }
-            Ok(Transfer::Linked) => {
-                stats.files += 1;
-                stats.linked += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !keep_owner => {
                 stats.unreadable.push(source.clone());
@@ -302,24 +260,7 @@ pub fn write(
             .at("creating hard link", &dest)?;
         stats.hard_links += 1;
     }
-    if !stats.unreadable.is_empty() {
-        let shown: Vec<String> = stats
-            .unreadable
-            .iter()
-            .take(5)
-            .map(|p| p.display().to_string())
-            .collect();
-        reporter.warn(format!(
-            "{} host files are unreadable by this user and were skipped: {}{}",
-            stats.unreadable.len(),
-            shown.join(", "),
-            if stats.unreadable.len() > 5 {
-                ", ..."
-            } else {
-                ""
-            }
-        ));
-    }
+    warn_unreadable(&stats, reporter);
 
     if packagelist {
         let path = out.join("packagelist");

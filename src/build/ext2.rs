@@ -1,32 +1,31 @@
 //! The `ext2` format (compat-spec §5): `OUT/kernel`, `OUT/initrd` and
 //! `OUT/root`, a sparse ext2 image the appliance boots from.
 //!
-//! The image is made by e2fsprogs' `mke2fs -d` from a staging tree in which
-//! host files are hard links to the host's own (so their bytes are read
-//! once, by mke2fs, and never copied twice). One `debugfs -w` pass then
-//! sets what a staging tree cannot carry: the owners a non-root build could
-//! not give (package files root-owned, base-image files the tarball's
-//! owners), and, for reproducible builds, times clamped to
-//! `SOURCE_DATE_EPOCH` (mke2fs copies each staged inode's ctime and atime,
-//! which no one can set).
+//! The appliance is assembled as an in-memory [`Tree`] (base images, then
+//! package files, `/packagelist` and the kernel's modules) and written by
+//! [`ext2fs::write_image`]: no staging directory, no external tools, file
+//! bytes moved once by the kernel. Owners are exact whoever builds: host
+//! files keep the host's (root) owners and base-image files the tarball's;
+//! with `SOURCE_DATE_EPOCH` and a UUID seed the image is reproducible.
 
-use std::ffi::OsStr;
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use md5::{Digest, Md5};
 use walkdir::WalkDir;
 
-use super::chroot::{self, Mode, Owners};
+use super::chroot;
+use super::ext2fs::{self, Data, Kind, Meta, Node, Tree};
+use super::fileset::normalize;
 use super::initrd;
 use super::kernel::{self, Kernel};
-use super::FileSet;
+use super::{FileSet, Origin};
 use crate::appliance::BaseImage;
+use crate::backend::host_path;
 use crate::error::{Error, IoContext, Result};
 use crate::report::Reporter;
 
@@ -67,6 +66,7 @@ pub struct Outcome {
     pub initrd_modules: Vec<String>,
     pub initrd_bytes: u64,
     pub files: chroot::Stats,
+    pub image: ext2fs::ImageStats,
 }
 
 /// Build `OUT/{kernel,initrd,root}` in `out` (the staging output dir).
@@ -83,30 +83,72 @@ pub fn write(
     let search = kernel::Search::host(options.host_cpu.as_deref());
     let kernel = kernel::find(&options.kernel, &search, reporter)?;
     let size = options.size.unwrap_or(DEFAULT_SIZE);
-
-    let scratch = crate::output::scratch_dir()?;
-    let tree = scratch.path().join("root");
-    fs::create_dir(&tree).at("creating", &tree)?;
-    let mut owners = chroot::unpack_base_images(base_images, &tree, reporter)?;
-    let files = chroot::write(
-        set,
-        host_root,
-        &tree,
-        packagelist,
-        Mode::Staging,
-        &mut owners,
-        reporter,
-    )?;
-    stage_modules(&kernel, &options.modules, &tree, reporter)?;
+    let now = options.epoch.map(|e| e as i64).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let directory = Meta {
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: now,
+        atime: now,
+    };
+    let mut tree = Tree::new(directory);
+    add_base_images(&mut tree, base_images, reporter)?;
+    let files = add_host_files(&mut tree, set, host_root, reporter)?;
+    if packagelist {
+        let meta = Meta {
+            perm: 0o644,
+            ..directory
+        };
+        tree.insert(
+            Path::new("/packagelist"),
+            Node {
+                meta,
+                kind: Kind::File(Data::Bytes(set.packagelist().into_bytes())),
+            },
+        )?;
+    }
+    add_modules(&mut tree, &kernel, &options.modules, directory, reporter)?;
+    if !tree.exists(Path::new("/lost+found")) {
+        let meta = Meta {
+            perm: 0o700,
+            ..directory
+        };
+        tree.insert(
+            Path::new("/lost+found"),
+            Node {
+                meta,
+                kind: Kind::Dir(Default::default()),
+            },
+        )?;
+    }
+    if let Some(epoch) = options.epoch {
+        tree.clamp_times(epoch as i64);
+    }
 
     let uuid = match &options.uuid_seed {
         Some(seed) => uuid_from_seed(seed),
         None => random_uuid()?,
     };
     let image = out.join("root");
-    make_filesystem(&tree, &image, size, &uuid, options.epoch, reporter)?;
-    fix_inodes(&tree, &image, &owners, options.epoch, reporter)?;
-    drop(scratch);
+    reporter.info(1, || {
+        format!(
+            "ext2: writing {} ({size} bytes, UUID {})",
+            image.display(),
+            format_uuid(uuid)
+        )
+    });
+    let image_stats = ext2fs::write_image(&tree, &image, size, uuid, now, reporter)?;
+    reporter.info(1, || {
+        format!(
+            "ext2: {} inodes, {} blocks in use, {} bytes of host files",
+            image_stats.inodes, image_stats.blocks_used, image_stats.data_bytes
+        )
+    });
 
     let initrd = initrd::write(
         &kernel.modules,
@@ -118,72 +160,225 @@ pub fn write(
     kernel::install(&kernel, &out.join("kernel"), options.copy_kernel)?;
     Ok(Outcome {
         kernel: Some(kernel),
-        uuid,
+        uuid: format_uuid(uuid),
         initrd_modules: initrd.modules,
         initrd_bytes: initrd.bytes,
         files,
+        image: image_stats,
     })
 }
 
-/// Follow `path` (absolute, inside the tree) through the tree's own
-/// symlinks, never leaving the tree: `/lib/modules` in a merged-/usr
-/// appliance is `/usr/lib/modules`.
-fn resolve_in_tree(tree: &Path, path: &Path) -> PathBuf {
-    let mut resolved = PathBuf::from("/");
-    let mut pending: Vec<PathBuf> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => Some(PathBuf::from(n)),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(name) = pending.pop() {
-        let candidate = resolved.join(&name);
-        let on_disk = super::super::backend::host_path(tree, &candidate);
-        match fs::read_link(&on_disk) {
-            Ok(target) if hops < 40 => {
-                hops += 1;
-                if target.is_absolute() {
-                    resolved = PathBuf::from("/");
+/// Base images in order, later ones replacing earlier ones' files, with
+/// the tarballs' own owners, modes and times.
+fn add_base_images(tree: &mut Tree, images: &[BaseImage], reporter: &Reporter) -> Result<()> {
+    for image in images {
+        reporter.info(1, || {
+            format!("build: reading base image {}", image.path.display())
+        });
+        let bad = |e: std::io::Error| {
+            Error::bad_input(&image.path, format!("cannot read base image: {e}"))
+        };
+        let mut archive = tar::Archive::new(image.open()?);
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let path = normalize(&Path::new("/").join(entry.path().map_err(bad)?));
+            if path == Path::new("/") {
+                continue;
+            }
+            let header = entry.header();
+            let mtime = header.mtime().map_err(bad)? as i64;
+            let meta = Meta {
+                perm: (header.mode().map_err(bad)? & 0o7777) as u16,
+                uid: header.uid().map_err(bad)? as u32,
+                gid: header.gid().map_err(bad)? as u32,
+                mtime,
+                atime: mtime,
+            };
+            let kind = match header.entry_type() {
+                tar::EntryType::Directory => Kind::Dir(Default::default()),
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let mut bytes = Vec::with_capacity(entry.size() as usize);
+                    entry.read_to_end(&mut bytes).map_err(bad)?;
+                    Kind::File(Data::Bytes(bytes))
                 }
-                for c in target.components().rev() {
-                    match c {
-                        std::path::Component::Normal(n) => pending.push(PathBuf::from(n)),
-                        std::path::Component::ParentDir => pending.push(PathBuf::from("..")),
-                        _ => {}
+                tar::EntryType::Symlink => {
+                    let target = entry.link_name_bytes().ok_or_else(|| {
+                        Error::bad_input(
+                            &image.path,
+                            format!("{}: symlink without a target", path.display()),
+                        )
+                    })?;
+                    Kind::Symlink(target.into_owned())
+                }
+                tar::EntryType::Link => {
+                    let target = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                        Error::bad_input(
+                            &image.path,
+                            format!("{}: hard link without a target", path.display()),
+                        )
+                    })?;
+                    let target = normalize(&Path::new("/").join(target));
+                    let index = tree.lookup(&target)?.ok_or_else(|| {
+                        Error::bad_input(
+                            &image.path,
+                            format!(
+                                "{}: hard link to {}, which is not in the image",
+                                path.display(),
+                                target.display()
+                            ),
+                        )
+                    })?;
+                    tree.link(&path, index)?;
+                    continue;
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    let major = header.device_major().ok().flatten().unwrap_or(0);
+                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                    let file_type = match header.entry_type() {
+                        tar::EntryType::Char => ext2fs::S_IFCHR,
+                        tar::EntryType::Block => ext2fs::S_IFBLK,
+                        _ => ext2fs::S_IFIFO,
+                    };
+                    Kind::Special {
+                        file_type,
+                        rdev: libc::makedev(major, minor),
                     }
                 }
-            }
-            _ if name.as_os_str() == ".." => {
-                resolved.pop();
-            }
-            _ => resolved = candidate,
+                other => {
+                    reporter.warn(format!(
+                        "{}: skipping {} (tar entry type {:?})",
+                        image.path.display(),
+                        path.display(),
+                        other
+                    ));
+                    continue;
+                }
+            };
+            tree.insert(&path, Node { meta, kind })
+                .map_err(|e| Error::bad_input(&image.path, e.to_string()))?;
         }
     }
-    resolved
+    Ok(())
 }
 
-/// Put the kernel's module tree at `/lib/modules/VERSION` in the staging
-/// tree: every file, or the boot modules and the named ones.
-fn stage_modules(
+fn is_readable(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c is a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
+}
+
+fn meta_of(m: &fs::Metadata) -> Meta {
+    Meta {
+        perm: (m.mode() & 0o7777) as u16,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        // The host's atime changes as files are read; mtime keeps the image
+        // a function of the files.
+        atime: m.mtime(),
+    }
+}
+
+/// The file set's host files, with the host's owners, modes and times.
+fn add_host_files(
+    tree: &mut Tree,
+    set: &FileSet,
+    root: &Path,
+    reporter: &Reporter,
+) -> Result<chroot::Stats> {
+    let mut stats = chroot::Stats::default();
+    let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    for entry in &set.entries {
+        let source = host_path(root, &entry.source);
+        let meta = match fs::symlink_metadata(&source) {
+            Ok(m) => m,
+            Err(_) if entry.origin == Origin::Implied => {
+                tree.mkdir_p(&entry.path)?;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let ft = meta.file_type();
+        let node_meta = meta_of(&meta);
+        let kind = if ft.is_dir() {
+            Kind::Dir(Default::default())
+        } else if ft.is_symlink() {
+            // As upstream: a symlink from a base image is kept.
+            if tree.exists(&entry.path) {
+                continue;
+            }
+            let target = fs::read_link(&source).at("reading symlink", &source)?;
+            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 {
+                if let Some(&first) = first_of_inode.get(&key) {
+                    tree.link(&entry.path, first)?;
+                    stats.hard_links += 1;
+                    continue;
+                }
+            }
+            if !is_readable(&source) {
+                stats.unreadable.push(source.clone());
+                continue;
+            }
+            stats.files += 1;
+            stats.bytes += meta.len();
+            let index = tree.insert(
+                &entry.path,
+                Node {
+                    meta: node_meta,
+                    kind: Kind::File(Data::Host {
+                        path: source.clone(),
+                        size: meta.len(),
+                    }),
+                },
+            )?;
+            if meta.nlink() > 1 {
+                first_of_inode.insert(key, index);
+            }
+            continue;
+        } else {
+            // An image can hold device nodes whoever builds it.
+            Kind::Special {
+                file_type: (meta.mode() & libc::S_IFMT) as u16,
+                rdev: meta.rdev(),
+            }
+        };
+        tree.insert(
+            &entry.path,
+            Node {
+                meta: node_meta,
+                kind,
+            },
+        )?;
+    }
+    chroot::warn_unreadable(&stats, reporter);
+    Ok(stats)
+}
+
+/// The kernel's module tree at `/lib/modules/VERSION`, root-owned: every
+/// file, or the boot modules and the named ones.
+fn add_modules(
+    tree: &mut Tree,
     kernel: &Kernel,
     choice: &Modules,
-    tree: &Path,
+    directory: Meta,
     reporter: &Reporter,
 ) -> Result<()> {
-    let inside = resolve_in_tree(tree, &Path::new("/lib/modules").join(&kernel.version));
-    let dest = crate::backend::host_path(tree, &inside);
-    fs::create_dir_all(&dest).at("creating", &dest)?;
     let source = &kernel.modules;
-    let wanted: Option<std::collections::HashSet<PathBuf>> = match choice {
+    let dest = Path::new("/lib/modules").join(&kernel.version);
+    let wanted: Option<HashSet<PathBuf>> = match choice {
         Modules::All => None,
         Modules::Only(extra) => {
             let deps = initrd::read_module_deps(source)?;
             Some(initrd::selected_modules(&deps, extra).into_iter().collect())
         }
     };
+    let top = tree.mkdir_p(&dest)?;
+    tree.set_meta(top, directory);
     let mut count = 0u64;
     for entry in WalkDir::new(source).min_depth(1).sort_by_file_name() {
         let entry = entry.map_err(|e| Error::Kernel {
@@ -191,74 +386,78 @@ fn stage_modules(
             message: format!("cannot read the module tree {}: {e}", source.display()),
         })?;
         let relative = entry.path().strip_prefix(source).expect("inside");
-        let target = dest.join(relative);
-        let ft = entry.file_type();
         let is_module = relative.to_string_lossy().contains(".ko");
         if let (Some(wanted), true) = (&wanted, is_module) {
             if !wanted.contains(relative) {
                 continue;
             }
         }
-        if ft.is_dir() {
-            if wanted.is_none() || !relative.starts_with("kernel") {
-                fs::create_dir_all(&target).at("creating", &target)?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io("reading", entry.path(), e.into()))?;
+        let node_meta = Meta {
+            uid: 0,
+            gid: 0,
+            ..meta_of(&meta)
+        };
+        let path = dest.join(relative);
+        let kind = if meta.is_dir() {
+            // With a selection, directories come with the modules in them.
+            if wanted.is_some() && relative.starts_with("kernel") {
+                continue;
             }
+            let index = tree.mkdir_p(&path)?;
+            tree.set_meta(index, node_meta);
             continue;
-        }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).at("creating", parent)?;
-        }
-        // The appliance's own packages may have put a file here (a hard
-        // link to the host's): replace it, never write through it.
-        match fs::symlink_metadata(&target) {
-            Ok(m) if !m.is_dir() => fs::remove_file(&target).at("replacing", &target)?,
-            _ => {}
-        }
-        if ft.is_symlink() {
-            let link = fs::read_link(entry.path()).at("reading symlink", entry.path())?;
-            std::os::unix::fs::symlink(&link, &target).at("creating symlink", &target)?;
-        } else if ft.is_file() {
-            if fs::hard_link(entry.path(), &target).is_err() {
-                copy_new(entry.path(), &target).at("copying module", entry.path())?;
-            }
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(entry.path()).at("reading symlink", entry.path())?;
+            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else if meta.is_file() {
             count += 1;
-        }
+            Kind::File(Data::Host {
+                path: entry.path().to_path_buf(),
+                size: meta.len(),
+            })
+        } else {
+            continue;
+        };
+        tree.insert(
+            &path,
+            Node {
+                meta: node_meta,
+                kind,
+            },
+        )?;
     }
     reporter.info(1, || {
-        format!(
-            "ext2: {count} module files staged from {}",
-            source.display()
-        )
+        format!("ext2: {count} module files from {}", source.display())
     });
     Ok(())
 }
 
-/// Copy into a file that must not exist yet.
-fn copy_new(source: &Path, dest: &Path) -> std::io::Result<u64> {
-    let mut input = fs::File::open(source)?;
-    let mut output = fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
-    std::io::copy(&mut input, &mut output)
-}
-
 /// A version-4-style UUID from MD5 of the seed: stable for a seed.
-pub fn uuid_from_seed(seed: &str) -> String {
+pub fn uuid_from_seed(seed: &str) -> [u8; 16] {
     let digest = Md5::digest(seed.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest);
-    format_uuid(bytes)
+    as_version_4(bytes)
 }
 
-fn random_uuid() -> Result<String> {
+fn random_uuid() -> Result<[u8; 16]> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .at("reading", "/dev/urandom")?;
-    Ok(format_uuid(bytes))
+    Ok(as_version_4(bytes))
 }
 
-fn format_uuid(mut b: [u8; 16]) -> String {
+fn as_version_4(mut b: [u8; 16]) -> [u8; 16] {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    b
+}
+
+pub fn format_uuid(b: [u8; 16]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -270,183 +469,16 @@ fn format_uuid(mut b: [u8; 16]) -> String {
     )
 }
 
-/// Run a tool, turning a failure into an error that carries its stderr.
-fn run(command: &mut Command, program: &str) -> Result<String> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Tool {
-            program: program.into(),
-            message: format!("cannot run it ({e}); install e2fsprogs"),
-        })?;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    if !output.status.success() {
-        return Err(Error::Tool {
-            program: program.into(),
-            message: stderr,
-        });
-    }
-    Ok(stderr)
-}
-
-fn make_filesystem(
-    tree: &Path,
-    image: &Path,
-    size: u64,
-    uuid: &str,
-    epoch: Option<u64>,
-    reporter: &Reporter,
-) -> Result<()> {
-    let file = fs::File::create(image).at("creating", image)?;
-    file.set_len(size).at("sizing", image)?;
-    drop(file);
-    reporter.info(1, || {
-        format!("ext2: mke2fs -d {} ({size} bytes)", tree.display())
-    });
-    let mut mke2fs = Command::new("mke2fs");
-    mke2fs
-        .args(["-t", "ext2", "-F", "-q", "-U", uuid])
-        .arg("-E")
-        .arg(format!("root_owner=0:0,hash_seed={uuid}"))
-        .arg("-d")
-        .arg(tree)
-        .arg(image);
-    if let Some(epoch) = epoch {
-        // libext2fs's clock for the superblock and new inodes.
-        mke2fs.env("E2FSPROGS_FAKE_TIME", epoch.to_string());
-    }
-    run(&mut mke2fs, "mke2fs").map_err(|e| match e {
-        Error::Tool { message, .. }
-            if message.contains("Could not allocate")
-                || message.contains("No space")
-                || message.contains("too small") =>
-        {
-            Error::Usage(format!(
-                "the appliance does not fit in a {} root image (--size); \
-                 give a larger --size (mke2fs: {})",
-                human_size(size),
-                message.lines().last().unwrap_or("")
-            ))
-        }
-        other => other,
-    })?;
-    Ok(())
-}
-
-fn human_size(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
-        format!("{}G", bytes >> 30)
-    } else if bytes >= 1 << 20 {
-        format!("{}M", bytes >> 20)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
-
-/// One `debugfs -w` pass over the image: owners the staging tree could not
-/// carry, and times clamped for reproducible builds.
-fn fix_inodes(
-    tree: &Path,
-    image: &Path,
-    owners: &Owners,
-    epoch: Option<u64>,
-    reporter: &Reporter,
-) -> Result<()> {
-    let mut script = String::new();
-    let mut skipped = 0usize;
-    for entry in WalkDir::new(tree).sort_by_file_name() {
-        let entry = entry.map_err(|e| Error::io("reading", tree, e.into()))?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io("reading", entry.path(), e.into()))?;
-        let relative = Path::new("/").join(entry.path().strip_prefix(tree).expect("inside"));
-        let Some(quoted) = debugfs_quote(relative.as_os_str()) else {
-            skipped += 1;
-            continue;
-        };
-        let (uid, gid) = owners.get(&relative).copied().unwrap_or((0, 0));
-        if meta.uid() != uid {
-            let _ = writeln!(script, "sif {quoted} uid {uid}");
-        }
-        if meta.gid() != gid {
-            let _ = writeln!(script, "sif {quoted} gid {gid}");
-        }
-        if let Some(epoch) = epoch {
-            let mtime = (meta.mtime().max(0) as u64).min(epoch);
-            if meta.mtime() as u64 != mtime {
-                let _ = writeln!(script, "sif {quoted} mtime {mtime}");
-            }
-            let _ = writeln!(script, "sif {quoted} atime {mtime}");
-            let _ = writeln!(script, "sif {quoted} ctime {mtime}");
-        }
-    }
-    if skipped > 0 {
-        reporter.warn(format!(
-            "{skipped} paths with a double quote or newline in their names keep \
-             the staging owner and times"
-        ));
-    }
-    if script.is_empty() {
-        return Ok(());
-    }
-    let commands = image.with_extension("debugfs");
-    fs::write(&commands, &script).at("writing", &commands)?;
-    let result = run(
-        Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(&commands)
-            .arg(image),
-        "debugfs",
-    );
-    let _ = fs::remove_file(&commands);
-    let stderr = result?;
-    // debugfs reports a failed command on stderr but still exits 0.
-    if let Some(line) = stderr.lines().find(|l| !l.starts_with("debugfs ")) {
-        return Err(Error::Tool {
-            program: "debugfs".into(),
-            message: format!("fixing owners and times in {}: {line}", image.display()),
-        });
-    }
-    Ok(())
-}
-
-/// A path as one debugfs argument: double-quoted; names that cannot be
-/// quoted for its parser give None.
-fn debugfs_quote(path: &OsStr) -> Option<String> {
-    let text = std::str::from_utf8(path.as_bytes()).ok()?;
-    if text.contains('"') || text.contains('\n') {
-        return None;
-    }
-    Some(format!("\"{text}\""))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn seeded_uuids_are_stable_and_valid() {
-        let a = uuid_from_seed("x");
-        assert_eq!(a, uuid_from_seed("x"));
-        assert_ne!(a, uuid_from_seed("y"));
+        let a = format_uuid(uuid_from_seed("x"));
+        assert_eq!(a, format_uuid(uuid_from_seed("x")));
+        assert_ne!(a, format_uuid(uuid_from_seed("y")));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
-    }
-
-    #[test]
-    fn symlinks_are_followed_inside_the_tree() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("usr/lib")).unwrap();
-        std::os::unix::fs::symlink("usr/lib", dir.path().join("lib")).unwrap();
-        std::os::unix::fs::symlink("/usr", dir.path().join("abs")).unwrap();
-        assert_eq!(
-            resolve_in_tree(dir.path(), Path::new("/lib/modules/6")),
-            PathBuf::from("/usr/lib/modules/6")
-        );
-        assert_eq!(
-            resolve_in_tree(dir.path(), Path::new("/abs/lib")),
-            PathBuf::from("/usr/lib")
-        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod chroot;
 pub mod ext2;
+pub mod ext2fs;
 pub mod fileset;
 pub mod initrd;
 pub mod kernel;

@@ -56,13 +56,6 @@ create_exception!(
     "No usable kernel or kernel modules; see .path (may be None)."
 );
 
-create_exception!(
-    _supermin,
-    ToolError,
-    SuperminError,
-    "An external tool (mke2fs, debugfs) failed; see .program."
-);
-
 fn to_py(err: Error) -> PyErr {
     let message = err.to_string();
     Python::attach(|py| {
@@ -101,18 +94,6 @@ fn to_py(err: Error) -> PyErr {
                 Some((
                     "path",
                     path.clone().into_pyobject(py).unwrap().into_any().unbind(),
-                )),
-            ),
-            Error::Tool { program, .. } => (
-                ToolError::new_err(message),
-                Some((
-                    "program",
-                    program
-                        .clone()
-                        .into_pyobject(py)
-                        .unwrap()
-                        .into_any()
-                        .unbind(),
                 )),
             ),
             Error::Usage(_) | Error::Internal(_) => (SuperminError::new_err(message), None),
@@ -640,7 +621,6 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ApplianceError", py.get_type::<ApplianceError>())?;
     m.add("BackendError", py.get_type::<BackendError>())?;
     m.add("KernelError", py.get_type::<KernelError>())?;
-    m.add("ToolError", py.get_type::<ToolError>())?;
     m.add("OutputError", py.get_type::<OutputError>())?;
     m.add_class::<PyBackend>()?;
     m.add_class::<PyPackage>()?;
