@@ -34,7 +34,15 @@ fn main() {
             "-C",
             "strip=symbols",
         ])
-        .args(["-C", "target-feature=+crt-static", "-C", "codegen-units=1"])
+        .args([
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "codegen-units=1",
+            "-C",
+            "lto=fat",
+        ])
+        .args(["-D", "warnings"])
         .arg("-o")
         .arg(&out)
         .arg(source)

@@ -220,6 +220,7 @@ fn wait_for(init: &Init, what: &str, probe: impl Fn() -> Option<(u32, u32)>) -> 
     let mut hinted = false;
     loop {
         if let Some(dev) = probe() {
+            init.say(&format!("{what} found after {:?}", start.elapsed()));
             return dev;
         }
         if start.elapsed() > ROOT_WAIT {

@@ -210,8 +210,8 @@ def test_compressed_modules_are_decompressed_and_boot(marker_appliance, ext2_app
         assert loaded == ext2_app.initrd_modules
         for name in loaded:
             assert Path(d, name).read_bytes()[:4] == b"\x7fELF", f"{name} still compressed"
-    app = supermin.BuildResult(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd",
-                               root=out / "root")
+    app = supermin.BuildResult.from_output(out)
+    assert app.format == "ext2" and app.uuid == filesystem_uuid(out / "root")
     console = app.boot(None, timeout=BOOT_TIMEOUT)
     assert MARKER in console, console[-3000:]
 

@@ -158,6 +158,18 @@ class BuildResult:
     uuid: Optional[str] = None
     initrd_modules: List[str] = field(default_factory=list)
 
+    @classmethod
+    def from_output(cls, output: PathLike) -> "BuildResult":
+        """Describe an existing build output (e.g. to :meth:`boot` it): ext2
+        when it holds ``kernel``, ``initrd`` and ``root``, else chroot."""
+        out = Path(os.fspath(output)).absolute()
+        if not out.is_dir():
+            raise OutputError(f"{out}: not a build output directory")
+        if all((out / name).exists() for name in ("kernel", "initrd", "root")):
+            return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
+                       uuid=filesystem_uuid(out / "root"))
+        return cls(output=out, format="chroot")
+
     def boot(
         self,
         command: Optional[str] = None,
