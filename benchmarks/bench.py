@@ -38,23 +38,36 @@ def installed(names):
     return [l.split()[0] for l in out.splitlines() if l.split()[1:] == ["ii"]]
 
 
-def timed(cmd, cleanup):
-    cleanup()
+_run = 0
+
+
+def fresh(base: Path) -> Path:
+    """A new output path for every run.  Deleting the previous output just
+    before a run makes that run pay for the filesystem freeing (and the
+    virtual disk discarding) hundreds of MB, a cost that lands on whichever
+    tool runs next; so outputs are kept until the whole benchmark ends."""
+    global _run
+    _run += 1
+    return base.parent / f"{base.name}.{_run}"
+
+
+def timed(cmd, out):
+    # Start each run with no dirty pages: otherwise a run pays for writing
+    # back what the previous run (often the other tool) left in the page
+    # cache, and the order of the runs decides the ratio.
+    os.sync()
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd + ["-o", str(out)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
 
 
 def compare(label, args_ours, args_up, out, repeat):
-    def cleanup():
-        shutil.rmtree(out, ignore_errors=True)
     ours, up = [], []
     for _ in range(repeat):
-        ours.append(timed(OURS + args_ours + ["-o", str(out)], cleanup))
-        up.append(timed(UPSTREAM + args_up + ["-o", str(out)], cleanup))
+        ours.append(timed(OURS + args_ours, fresh(out)))
+        up.append(timed(UPSTREAM + args_up, fresh(out)))
     o, u = statistics.median(ours), statistics.median(up)
     print(f"| {label} | {o:.3f} s | {u:.3f} s | {u / o:.1f}x |", flush=True)
-    cleanup()
 
 
 def ext2_sizes(out):
@@ -66,14 +79,13 @@ def compare_ext2(label, sd, args_extra, out_ours, out_up, repeat):
     """Time both ext2 builds (outputs kept for sizes and boots)."""
     ours, up = [], []
     for _ in range(repeat):
-        ours.append(timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd), "-o", str(out_ours)],
-                          lambda: shutil.rmtree(out_ours, ignore_errors=True)))
-        up.append(timed(UPSTREAM + ["--build", "-f", "ext2", str(sd), "-o", str(out_up)],
-                        lambda: shutil.rmtree(out_up, ignore_errors=True)))
+        ours_dir, up_dir = fresh(out_ours), fresh(out_up)
+        ours.append(timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd)], ours_dir))
+        up.append(timed(UPSTREAM + ["--build", "-f", "ext2", str(sd)], up_dir))
     o, u = statistics.median(ours), statistics.median(up)
     extra = " " + " ".join(args_extra) if args_extra else ""
     print(f"| build -f ext2{extra} {label} | {o:.3f} s | {u:.3f} s | {u / o:.1f}x |", flush=True)
-    return ext2_sizes(out_ours), ext2_sizes(out_up)
+    return (ext2_sizes(ours_dir), ext2_sizes(up_dir)), (ours_dir, up_dir)
 
 
 def boot_seconds(out):
@@ -125,9 +137,9 @@ def main():
                     ["--build", "-f", "chroot", str(sd)], tmp / "app", args.repeat)
             booting = with_init(sd, tmp)
             ours_dir, up_dir = tmp / f"ext2-ours-{label[0]}", tmp / f"ext2-up-{label[0]}"
-            sizes[label] = compare_ext2(label, booting, [], ours_dir, up_dir, args.repeat)
-            sizes[label + " (boot modules)"] = compare_ext2(label, booting, ["--modules", "boot"],
-                                                             tmp / "ext2-ours-mods", up_dir, args.repeat)
+            sizes[label], (ours_dir, up_dir) = compare_ext2(label, booting, [], ours_dir, up_dir, args.repeat)
+            sizes[label + " (boot modules)"], _ = compare_ext2(label, booting, ["--modules", "boot"],
+                                                               tmp / "ext2-ours-mods", up_dir, args.repeat)
             if label == "bash+coreutils":
                 boots = [(boot_seconds(ours_dir), boot_seconds(up_dir)) for _ in range(args.repeat)]
         print("\n| ext2 output | ours | upstream |\n|---|---|---|")

@@ -20,6 +20,11 @@ fn corrupt(deb: &Path, what: impl std::fmt::Display) -> Error {
 
 /// Open the decompressed `data.tar` stream of a `.deb` and hand it to `f`.
 fn with_data_tar<T>(deb: &Path, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
+    with_member(deb, "data.tar", f)
+}
+
+/// Open the decompressed `PREFIX[.gz|.xz|.zst]` member of a `.deb`.
+fn with_member<T>(deb: &Path, prefix: &str, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
     let file = std::fs::File::open(deb)
         .map_err(|e| Error::backend("deb", format!("{}: {e}", deb.display())))?;
     let mut archive = ar::Archive::new(std::io::BufReader::new(file));
@@ -28,14 +33,14 @@ fn with_data_tar<T>(deb: &Path, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> R
         let name = String::from_utf8_lossy(entry.header().identifier())
             .trim_end_matches('/')
             .to_string();
-        if !name.starts_with("data.tar") {
+        let Some(suffix) = name.strip_prefix(prefix) else {
             continue;
-        }
-        let mut reader: Box<dyn Read> = match name.as_str() {
-            "data.tar" => Box::new(entry),
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(entry)),
-            "data.tar.zst" => {
+        };
+        let mut reader: Box<dyn Read> = match suffix {
+            "" => Box::new(entry),
+            ".gz" => Box::new(flate2::read::GzDecoder::new(entry)),
+            ".xz" => Box::new(liblzma::read::XzDecoder::new(entry)),
+            ".zst" => {
                 Box::new(zstd::stream::read::Decoder::new(entry).map_err(|e| corrupt(deb, e))?)
             }
             other => {
@@ -47,7 +52,54 @@ fn with_data_tar<T>(deb: &Path, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> R
         };
         return f(&mut reader);
     }
-    Err(corrupt(deb, "no data.tar member"))
+    Err(corrupt(deb, format!("no {prefix} member")))
+}
+
+/// A `.deb`'s package (from its `control` file) and files.
+pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<File>)> {
+    let control = with_member(deb, "control.tar", |data| {
+        let mut tar = tar::Archive::new(data);
+        for entry in tar.entries().map_err(|e| corrupt(deb, e))? {
+            let mut entry = entry.map_err(|e| corrupt(deb, e))?;
+            if package_path(&entry.path().map_err(|e| corrupt(deb, e))?) == Path::new("/control") {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).map_err(|e| corrupt(deb, e))?;
+                return Ok(text);
+            }
+        }
+        Err(corrupt(deb, "no control file"))
+    })?;
+    let stanza = super::dpkg::stanzas(&control).into_iter().next().unwrap_or_default();
+    let field = |name: &str| {
+        stanza
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (name, version, arch) = (field("Package"), field("Version"), field("Architecture"));
+    if name.is_empty() {
+        return Err(corrupt(deb, "control file has no Package field"));
+    }
+    let mut depends: Vec<String> = Vec::new();
+    for key in ["Pre-Depends", "Depends"] {
+        depends.extend(
+            field(key)
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let package = crate::package::Package {
+        full_name: format!("{name}_{version}_{arch}"),
+        name,
+        version,
+        arch,
+        depends,
+        id: 0,
+    };
+    Ok((package, list_files(deb)?))
 }
 
 /// `./etc/foo` (as in a data.tar) -> `/etc/foo`.

@@ -154,7 +154,7 @@ pub struct Dpkg {
 
 /// Split a deb822 file into stanzas of `(field, value)`; continuation lines
 /// are joined with `\n`.
-fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
+pub(crate) fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
     let mut out = Vec::new();
     let mut cur: Vec<(&str, String)> = Vec::new();
     for line in text.lines() {

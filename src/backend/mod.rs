@@ -5,6 +5,7 @@
 
 pub mod deb;
 pub mod dpkg;
+pub mod rpm;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -104,7 +105,7 @@ pub struct Driver {
     pub open: fn(&Path) -> Result<Box<dyn Backend>>,
 }
 
-pub const DRIVERS: &[Driver] = &[dpkg::DRIVER];
+pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE];
 
 /// The backend of the package manager that manages `root`.
 pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
@@ -158,6 +159,24 @@ pub fn os_release_ids(root: &Path) -> Vec<String> {
         }
     }
     ids
+}
+
+/// A package file (`.rpm` or `.deb`, told apart by content): its package
+/// and the files it would install (the in-process `rpm -qlp` / `dpkg -c`).
+pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| Error::io("reading", path, e))?;
+    match &magic[..n] {
+        [0xed, 0xab, 0xee, 0xdb, ..] => rpm::read_package_file(path),
+        b"!<arch>\n" => deb::read_package_file(path),
+        _ => Err(Error::backend(
+            "package file",
+            format!("{}: neither an .rpm nor a .deb file", path.display()),
+        )),
+    }
 }
 
 /// `root` joined with an absolute package path (`/usr/bin/bash`).

@@ -183,7 +183,31 @@ impl PyFile {
 #[pyclass(frozen, name = "Package", module = "supermin")]
 pub struct PyPackage {
     inner: Package,
-    backend: Arc<dyn Backend>,
+    files_from: FilesFrom,
+}
+
+/// Where a package's file list comes from.
+enum FilesFrom {
+    /// The package database of an installed package.
+    Database(Arc<dyn Backend>),
+    /// A package file, already read.
+    Archive(Arc<Vec<crate::package::File>>),
+}
+
+impl PyPackage {
+    fn installed(inner: Package, backend: Arc<dyn Backend>) -> Self {
+        PyPackage {
+            inner,
+            files_from: FilesFrom::Database(backend),
+        }
+    }
+
+    fn load_files(&self, py: Python<'_>) -> PyResult<Vec<crate::package::File>> {
+        match &self.files_from {
+            FilesFrom::Archive(files) => Ok(files.as_ref().clone()),
+            FilesFrom::Database(backend) => run(py, || backend.files(&self.inner)),
+        }
+    }
 }
 
 #[pymethods]
@@ -211,8 +235,18 @@ impl PyPackage {
     /// The package's files, with kinds and modes read from the host.
     #[getter]
     fn files(&self, py: Python<'_>) -> PyResult<Vec<PyFile>> {
-        let files = run(py, || self.backend.files(&self.inner))?;
+        let files = self.load_files(py)?;
         Ok(files.into_iter().map(PyFile::from).collect())
+    }
+    /// A package read from a `.rpm` or `.deb` file, with the files it
+    /// would install (kinds and modes from the package, not the host).
+    #[staticmethod]
+    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<PyPackage> {
+        let (inner, files) = run(py, || crate::backend::read_package_file(&path))?;
+        Ok(PyPackage {
+            inner,
+            files_from: FilesFrom::Archive(Arc::new(files)),
+        })
     }
     fn __repr__(&self) -> String {
         format!("<Package {}>", self.inner.full_name)
@@ -233,7 +267,7 @@ impl PyPackage {
         h.finish()
     }
     fn _repr_html_(&self, py: Python<'_>) -> PyResult<String> {
-        let files = run(py, || self.backend.files(&self.inner))?;
+        let files = self.load_files(py)?;
         let mut html = format!(
             "<table><caption>{}</caption><tr><th>name</th><td>{}</td></tr><tr><th>version</th><td>{}</td></tr>\
              <tr><th>arch</th><td>{}</td></tr><tr><th>depends</th><td>{}</td></tr><tr><th>files</th><td>{}</td></tr></table>",
@@ -273,10 +307,7 @@ pub struct PyBackend {
 
 impl PyBackend {
     fn wrap(&self, p: Package) -> PyPackage {
-        PyPackage {
-            inner: p,
-            backend: self.inner.clone(),
-        }
+        PyPackage::installed(p, self.inner.clone())
     }
 }
 
@@ -512,10 +543,7 @@ fn _prepare<'py>(
     let closure: Vec<PyPackage> = prepared
         .closure
         .into_iter()
-        .map(|p| PyPackage {
-            inner: p,
-            backend: backend.clone(),
-        })
+        .map(|p| PyPackage::installed(p, backend.clone()))
         .collect();
     d.set_item("closure", closure)?;
     d.set_item("config_files", prepared.config_files)?;
@@ -578,10 +606,7 @@ fn _build<'py>(
     let packages: Vec<PyPackage> = outcome
         .packages
         .into_iter()
-        .map(|p| PyPackage {
-            inner: p,
-            backend: backend.clone(),
-        })
+        .map(|p| PyPackage::installed(p, backend.clone()))
         .collect();
     d.set_item("packages", packages)?;
     d.set_item("paths", outcome.paths)?;

@@ -1,0 +1,813 @@
+//! The RPM backend: Fedora, RHEL and kin, openSUSE, CBL-Mariner/Azure Linux.
+//!
+//! The installed database is read in-process: `rpmdb.sqlite` (rpm >= 4.16)
+//! holds one header blob per package, parsed with the `rpm` crate. Older
+//! BerkeleyDB `Packages` and SUSE's NDB `Packages.db` databases are exported
+//! with `rpmdb --exportdb` (one process, all headers) and parsed the same
+//! way. Requires are resolved through provides and file paths, versions
+//! compared in RPM EVR order, and rich (boolean) dependencies handled.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use rpm::{DependencyFlags, FileFlags};
+
+use super::{ConfigFile, Driver};
+use crate::backend::{host_path, os_release_ids, Backend};
+use crate::error::{Error, Result};
+use crate::package::{File, FileKind, Package};
+use crate::report::Reporter;
+use crate::resolve::{self, Clause, Graph};
+
+/// `ID`/`ID_LIKE` words of the RPM family, as upstream's handlers and beyond.
+const FEDORA_LIKE: &[&str] = &[
+    "fedora", "rhel", "centos", "rocky", "almalinux", "ol", "amzn", "mariner", "azurelinux", "scientific",
+    "redhat", "cloudlinux", "circle", "eurolinux", "navy", "miraclelinux",
+];
+const SUSE_LIKE: &[&str] = &["suse", "opensuse", "sles", "sled", "opensuse-leap", "opensuse-tumbleweed"];
+
+pub const FEDORA: Driver = Driver {
+    name: "fedora/rpm",
+    kind: "rpm",
+    detect: detect_fedora,
+    open,
+};
+
+pub const SUSE: Driver = Driver {
+    name: "suse/rpm",
+    kind: "rpm",
+    detect: detect_suse,
+    open,
+};
+
+fn detect_with(root: &Path, family: &[&str]) -> bool {
+    let ids = os_release_ids(root);
+    ids.iter().any(|id| family.contains(&id.as_str())) && database_path(root).is_some()
+}
+
+fn detect_fedora(root: &Path) -> bool {
+    detect_with(root, FEDORA_LIKE)
+}
+
+fn detect_suse(root: &Path) -> bool {
+    detect_with(root, SUSE_LIKE)
+}
+
+fn open(root: &Path) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(Rpm::open(root)?))
+}
+
+/// Where the database lives, and which kind it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// BerkeleyDB `Packages` or NDB `Packages.db`: read through `rpmdb`.
+    Legacy { dbpath: PathBuf },
+}
+
+/// The database under `root`, newest layout first.
+pub fn database_path(root: &Path) -> Option<Database> {
+    for dir in ["usr/lib/sysimage/rpm", "var/lib/rpm"] {
+        let sqlite = root.join(dir).join("rpmdb.sqlite");
+        if sqlite.is_file() {
+            return Some(Database::Sqlite(sqlite));
+        }
+    }
+    for dir in ["usr/lib/sysimage/rpm", "var/lib/rpm"] {
+        for name in ["Packages", "Packages.db"] {
+            if root.join(dir).join(name).is_file() {
+                return Some(Database::Legacy {
+                    dbpath: Path::new("/").join(dir),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn backend_error(message: impl Into<String>) -> Error {
+    Error::backend("rpm", message)
+}
+
+/// The `rpm` crate parses headers inside a package frame only; the
+/// database stores bare headers (no magic). Frame one: a lead with the
+/// package magic, an empty signature header, then the header with its magic.
+fn metadata_from_header(bare: &[u8]) -> std::result::Result<rpm::PackageMetadata, rpm::Error> {
+    let mut frame = Vec::with_capacity(96 + 16 + 8 + bare.len());
+    frame.extend_from_slice(&[0xed, 0xab, 0xee, 0xdb, 3, 0]);
+    frame.resize(96, 0);
+    frame[78..80].copy_from_slice(&5u16.to_be_bytes()); // signature type: header
+    frame.extend_from_slice(&[0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0]);
+    frame.extend_from_slice(&[0u8; 8]); // no entries, no data
+    frame.extend_from_slice(&[0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0]);
+    frame.extend_from_slice(bare);
+    rpm::PackageMetadata::parse(&mut std::io::Cursor::new(frame))
+}
+
+/// A requirement or provide: name, comparison, EVR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dep {
+    pub name: String,
+    pub flags: DependencyFlags,
+    pub version: String,
+}
+
+impl Dep {
+    fn from(d: rpm::Dependency) -> Dep {
+        Dep {
+            name: d.name,
+            flags: d.flags,
+            version: d.version,
+        }
+    }
+
+    fn text(&self) -> String {
+        let op = comparison(self.flags);
+        if op.is_empty() || self.version.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} {op} {}", self.name, self.version)
+        }
+    }
+}
+
+fn comparison(flags: DependencyFlags) -> &'static str {
+    let less = flags.contains(DependencyFlags::LESS);
+    let greater = flags.contains(DependencyFlags::GREATER);
+    let equal = flags.contains(DependencyFlags::EQUAL);
+    match (less, greater, equal) {
+        (true, false, true) => "<=",
+        (true, false, false) => "<",
+        (false, true, true) => ">=",
+        (false, true, false) => ">",
+        (false, false, true) => "=",
+        _ => "",
+    }
+}
+
+/// Does a provide of version `provided` satisfy `op required`? Versions
+/// compare in RPM EVR order; a missing epoch on the requirement side
+/// matches any epoch, as rpm does.
+pub fn version_satisfies(provided: &str, flags: DependencyFlags, required: &str) -> bool {
+    let op = comparison(flags);
+    if op.is_empty() || required.is_empty() || provided.is_empty() {
+        return true;
+    }
+    let provided = if !required.contains(':') {
+        provided.split_once(':').map_or(provided, |(_, rest)| rest)
+    } else {
+        provided
+    };
+    // A requirement without a release matches every release.
+    let provided = if !required.contains('-') {
+        provided.rsplit_once('-').map_or(provided, |(v, _)| v)
+    } else {
+        provided
+    };
+    let order = rpm::rpm_evr_compare(provided, required);
+    use std::cmp::Ordering::*;
+    match op {
+        "<=" => order != Greater,
+        "<" => order == Less,
+        ">=" => order != Less,
+        ">" => order == Greater,
+        _ => order == Equal,
+    }
+}
+
+/// One installed package as the backend keeps it.
+#[derive(Debug, Clone)]
+struct Installed {
+    package: Package,
+    provides: Vec<Dep>,
+    requires: Vec<Dep>,
+    /// Path, mode, config flag (ghosts dropped).
+    files: Vec<(PathBuf, u32, bool)>,
+}
+
+/// An RPM database, loaded.
+#[derive(Debug)]
+pub struct Rpm {
+    root: PathBuf,
+    database: Database,
+    installed: Vec<Installed>,
+    /// Provide name -> (package, provide index).
+    provides: HashMap<String, Vec<(usize, usize)>>,
+    /// File path -> owning packages.
+    owners: HashMap<PathBuf, Vec<usize>>,
+    native_arch: String,
+}
+
+/// The EVR as `[epoch:]version-release`.
+fn evr(epoch: u32, version: &str, release: &str) -> String {
+    if epoch == 0 {
+        format!("{version}-{release}")
+    } else {
+        format!("{epoch}:{version}-{release}")
+    }
+}
+
+/// Turn one parsed header into the package model.
+fn installed_from(metadata: &rpm::PackageMetadata, id: usize) -> std::result::Result<Installed, rpm::Error> {
+    let name = metadata.get_name()?.to_string();
+    let epoch = metadata.get_epoch().unwrap_or(0);
+    let version = metadata.get_version()?.to_string();
+    let release = metadata.get_release()?.to_string();
+    let arch = metadata.get_arch().unwrap_or("").to_string();
+    let full_name = if arch.is_empty() {
+        format!("{name}-{}", evr(epoch, &version, &release))
+    } else {
+        format!("{name}-{}.{arch}", evr(epoch, &version, &release))
+    };
+    let requires: Vec<Dep> = metadata
+        .get_requires()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Dep::from)
+        .collect();
+    let provides: Vec<Dep> = metadata
+        .get_provides()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Dep::from)
+        .collect();
+    let files = metadata
+        .get_file_entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !f.flags.contains(FileFlags::GHOST))
+        .map(|f| (f.path, f.mode.raw_mode() as u32, f.flags.contains(FileFlags::CONFIG)))
+        .collect();
+    Ok(Installed {
+        package: Package {
+            name,
+            version: evr(epoch, &version, &release),
+            arch,
+            full_name,
+            depends: requires.iter().map(Dep::text).collect(),
+            id,
+        },
+        provides,
+        requires,
+        files,
+    })
+}
+
+/// Read every header blob of an `rpmdb.sqlite`, read-only. A database in
+/// WAL mode needs its `-shm` index; when the directory is not writable
+/// (a non-root user, a read-only mount) and there is nothing in the WAL,
+/// the file is opened immutable; otherwise a private copy is read.
+fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
+    use rusqlite::{Connection, OpenFlags};
+    let query = |conn: &Connection| -> rusqlite::Result<Vec<Vec<u8>>> {
+        let mut stmt = conn.prepare("SELECT blob FROM Packages ORDER BY hnum")?;
+        let rows = stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
+        rows.collect()
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let wal_empty = fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true);
+    let uri = |p: &Path, immutable: bool| {
+        format!(
+            "file:{}{}",
+            p.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23"),
+            if immutable { "?immutable=1" } else { "?mode=ro" }
+        )
+    };
+    let first = Connection::open_with_flags(uri(path, wal_empty), flags).and_then(|c| query(&c));
+    match first {
+        Ok(blobs) => Ok(blobs),
+        Err(first_error) => {
+            // A copy of the database and its WAL, in a directory we own.
+            let scratch = crate::output::scratch_dir()?;
+            let copy = scratch.path().join("rpmdb.sqlite");
+            fs::copy(path, &copy).map_err(|e| Error::io("copying", path, e))?;
+            if !wal_empty {
+                fs::copy(&wal, scratch.path().join("rpmdb.sqlite-wal")).map_err(|e| Error::io("copying", &wal, e))?;
+            }
+            let conn = Connection::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .map_err(|e| backend_error(format!("{}: {e} (first: {first_error})", path.display())))?;
+            query(&conn).map_err(|e| backend_error(format!("{}: not an rpm database: {e}", path.display())))
+        }
+    }
+}
+
+/// `rpmdb --exportdb` output: headers with their magic, one after another.
+fn exported_blobs(root: &Path, dbpath: &Path) -> Result<Vec<Vec<u8>>> {
+    let output = Command::new("rpmdb")
+        .arg("--root")
+        .arg(root)
+        .arg("--dbpath")
+        .arg(dbpath)
+        .arg("--exportdb")
+        .output()
+        .map_err(|e| {
+            backend_error(format!(
+                "{}: a BerkeleyDB/NDB rpm database needs the rpm tools to read it ({e}); install rpm",
+                host_path(root, dbpath).display()
+            ))
+        })?;
+    if !output.status.success() {
+        return Err(backend_error(format!(
+            "rpmdb --exportdb of {}: {}",
+            host_path(root, dbpath).display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let mut blobs = Vec::new();
+    let mut rest = output.stdout.as_slice();
+    while rest.len() >= 16 {
+        let il = u32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        let dl = u32::from_be_bytes(rest[12..16].try_into().unwrap()) as usize;
+        let end = 16 + il * 16 + dl;
+        if rest[0..3] != [0x8e, 0xad, 0xe8] || end > rest.len() {
+            return Err(backend_error("rpmdb --exportdb printed something that is not a header list"));
+        }
+        blobs.push(rest[8..end].to_vec());
+        rest = &rest[end..];
+    }
+    Ok(blobs)
+}
+
+impl Rpm {
+    pub fn open(root: &Path) -> Result<Rpm> {
+        let database = database_path(root).ok_or_else(|| {
+            backend_error(format!(
+                "no rpm database under {} (looked for usr/lib/sysimage/rpm and var/lib/rpm)",
+                root.display()
+            ))
+        })?;
+        let blobs = match &database {
+            Database::Sqlite(path) => sqlite_blobs(path)?,
+            Database::Legacy { dbpath } => exported_blobs(root, dbpath)?,
+        };
+        let where_ = match &database {
+            Database::Sqlite(p) => p.clone(),
+            Database::Legacy { dbpath } => host_path(root, dbpath),
+        };
+        let mut installed = Vec::with_capacity(blobs.len());
+        for (i, blob) in blobs.iter().enumerate() {
+            let metadata = metadata_from_header(blob).map_err(|e| {
+                backend_error(format!("{}: header {} is corrupt: {e}", where_.display(), i + 1))
+            })?;
+            let name = metadata.get_name().unwrap_or("");
+            if name == "gpg-pubkey" {
+                continue; // imported signing keys, not packages
+            }
+            let id = installed.len();
+            installed.push(installed_from(&metadata, id).map_err(|e| {
+                backend_error(format!("{}: header {} is incomplete: {e}", where_.display(), i + 1))
+            })?);
+        }
+        Ok(Rpm::from_installed(root, database, installed))
+    }
+
+    fn from_installed(root: &Path, database: Database, installed: Vec<Installed>) -> Rpm {
+        let mut provides: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut owners: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (id, p) in installed.iter().enumerate() {
+            for (j, d) in p.provides.iter().enumerate() {
+                provides.entry(d.name.clone()).or_default().push((id, j));
+            }
+            for (path, _, _) in &p.files {
+                owners.entry(path.clone()).or_default().push(id);
+            }
+        }
+        let native_arch = match std::env::consts::ARCH {
+            "x86" => "i686",
+            other => other,
+        }
+        .to_string();
+        Rpm {
+            root: root.to_path_buf(),
+            database,
+            installed,
+            provides,
+            owners,
+            native_arch,
+        }
+    }
+
+    /// Packages that satisfy one simple requirement, best first: native
+    /// arch or noarch, then upstream's rule (shortest name, then lexical).
+    fn providers(&self, dep: &Dep) -> Vec<usize> {
+        let mut found: Vec<usize> = Vec::new();
+        if dep.name.starts_with('/') {
+            if let Some(ids) = self.owners.get(Path::new(&dep.name)) {
+                found.extend(ids);
+            }
+        }
+        if let Some(list) = self.provides.get(&dep.name) {
+            for &(id, j) in list {
+                let provide = &self.installed[id].provides[j];
+                if version_satisfies(&provide.version, dep.flags, &dep.version) {
+                    found.push(id);
+                }
+            }
+        }
+        found.sort_by(|&a, &b| {
+            let (pa, pb) = (&self.installed[a].package, &self.installed[b].package);
+            let rank = |p: &Package| !(p.arch == self.native_arch || p.arch == "noarch");
+            rank(pa)
+                .cmp(&rank(pb))
+                .then(pa.name.len().cmp(&pb.name.len()))
+                .then(pa.name.cmp(&pb.name))
+                .then(a.cmp(&b))
+        });
+        found.dedup();
+        found
+    }
+
+    /// Clauses for one requirement, simple or rich.
+    fn clauses_for(&self, dep: &Dep) -> Vec<Clause> {
+        if dep.name.starts_with('(') {
+            match rich::parse(&dep.name) {
+                Some(expr) => return self.rich_clauses(&expr, &dep.name),
+                None => {
+                    return vec![Clause {
+                        text: dep.name.clone(),
+                        alternatives: vec![],
+                    }]
+                }
+            }
+        }
+        vec![Clause {
+            text: dep.text(),
+            alternatives: vec![self.providers(dep)],
+        }]
+    }
+
+    /// A boolean dependency as clauses: `and` is several clauses, `or`
+    /// one clause with alternatives; `if`/`unless` depend on what is
+    /// installed (the database is a consistent state: a condition that
+    /// holds there holds for the appliance); `with` keeps providers of
+    /// both sides, `without` those of the left not of the right.
+    fn rich_clauses(&self, expr: &rich::Expr, text: &str) -> Vec<Clause> {
+        use rich::Expr::*;
+        match expr {
+            Atom(dep) => self
+                .clauses_for(dep)
+                .into_iter()
+                .map(|c| Clause {
+                    text: format!("{} (in {text})", c.text),
+                    ..c
+                })
+                .collect(),
+            And(items) => items.iter().flat_map(|e| self.rich_clauses(e, text)).collect(),
+            Or(items) => vec![Clause {
+                text: text.to_string(),
+                alternatives: items.iter().map(|e| self.candidates(e)).collect(),
+            }],
+            If(then, cond, otherwise) => {
+                if !self.candidates(cond).is_empty() {
+                    self.rich_clauses(then, text)
+                } else if let Some(e) = otherwise {
+                    self.rich_clauses(e, text)
+                } else {
+                    vec![]
+                }
+            }
+            Unless(then, cond, otherwise) => {
+                if self.candidates(cond).is_empty() {
+                    self.rich_clauses(then, text)
+                } else if let Some(e) = otherwise {
+                    self.rich_clauses(e, text)
+                } else {
+                    vec![]
+                }
+            }
+            With(a, b) => {
+                let right = self.candidates(b);
+                vec![Clause {
+                    text: text.to_string(),
+                    alternatives: vec![self.candidates(a).into_iter().filter(|c| right.contains(c)).collect()],
+                }]
+            }
+            Without(a, b) => {
+                let right = self.candidates(b);
+                vec![Clause {
+                    text: text.to_string(),
+                    alternatives: vec![self.candidates(a).into_iter().filter(|c| !right.contains(c)).collect()],
+                }]
+            }
+        }
+    }
+
+    /// Every package that could satisfy an expression on its own.
+    fn candidates(&self, expr: &rich::Expr) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for clause in self.rich_clauses(expr, "") {
+            for alt in clause.alternatives {
+                for c in alt {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Graph for Rpm {
+    fn clauses(&self, id: usize) -> Vec<Clause> {
+        let mut out = Vec::new();
+        for dep in &self.installed[id].requires {
+            // rpmlib() features are the rpm binary's, not packages.
+            if dep.name.starts_with("rpmlib(") || dep.flags.contains(DependencyFlags::RPMLIB) {
+                continue;
+            }
+            out.extend(self.clauses_for(dep));
+        }
+        out
+    }
+}
+
+impl Backend for Rpm {
+    fn name(&self) -> &'static str {
+        "rpm"
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn packages(&self) -> Vec<Package> {
+        let mut all: Vec<Package> = self.installed.iter().map(|i| i.package.clone()).collect();
+        all.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+        all
+    }
+
+    fn lookup(&self, name: &str) -> Option<Package> {
+        let mut matches: Vec<&Installed> = self
+            .installed
+            .iter()
+            .filter(|i| i.package.name == name || i.package.full_name == name)
+            .collect();
+        // Several installed arches (or kernels): the native one, then the
+        // newest.
+        matches.sort_by(|a, b| {
+            let native = |p: &Package| p.arch == self.native_arch || p.arch == "noarch";
+            native(&b.package)
+                .cmp(&native(&a.package))
+                .then_with(|| rpm::rpm_evr_compare(&b.package.version, &a.package.version))
+        });
+        matches.first().map(|i| i.package.clone())
+    }
+
+    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
+        let ids: Vec<usize> = roots.iter().map(|p| p.id).collect();
+        let (closure, unresolved) = resolve::closure(self, &ids);
+        for (id, text) in unresolved {
+            reporter.info(1, || {
+                format!(
+                    "rpm: {}: '{text}' is not provided by any installed package",
+                    self.installed[id].package.name
+                )
+            });
+        }
+        let mut out: Vec<Package> = closure.into_iter().map(|i| self.installed[i].package.clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+        Ok(out)
+    }
+
+    fn files(&self, package: &Package) -> Result<Vec<File>> {
+        let installed = &self.installed[package.id];
+        let mut out = Vec::with_capacity(installed.files.len());
+        for (path, mode, is_config) in &installed.files {
+            let (kind, mode) = match fs::symlink_metadata(host_path(&self.root, path)) {
+                Ok(meta) => {
+                    use std::os::unix::fs::MetadataExt;
+                    (FileKind::of(&meta), meta.mode())
+                }
+                Err(_) => (FileKind::Missing, *mode),
+            };
+            out.push(File {
+                path: path.clone(),
+                source: None,
+                kind,
+                mode,
+                is_config: *is_config,
+            });
+        }
+        Ok(out)
+    }
+
+    fn database_mtime(&self) -> Result<SystemTime> {
+        let path = match &self.database {
+            Database::Sqlite(p) => p.clone(),
+            Database::Legacy { dbpath } => host_path(&self.root, dbpath),
+        };
+        let mut newest = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::io("reading", &path, e))?;
+        if let Ok(t) = fs::metadata(format!("{}-wal", path.display())).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+        Ok(newest)
+    }
+
+    fn pristine_config_files(
+        &self,
+        _wanted: &[(Package, Vec<PathBuf>)],
+        _scratch: &Path,
+        _packager_config: Option<&Path>,
+        _always_download: bool,
+        _reporter: &Reporter,
+    ) -> Result<Vec<ConfigFile>> {
+        Err(backend_error(
+            "fetching pristine config files from downloaded .rpm files is not available yet; \
+             use --use-installed (use_installed=True)",
+        ))
+    }
+}
+
+/// A `.rpm` file: its package and files (the in-process `rpm -qlp`).
+pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
+    let corrupt = |e: &dyn std::fmt::Display| backend_error(format!("{}: not a valid .rpm file: {e}", path.display()));
+    let mut file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut head = Vec::new();
+    (&mut file).take(4).read_to_end(&mut head).map_err(|e| Error::io("reading", path, e))?;
+    if head != [0xed, 0xab, 0xee, 0xdb] {
+        return Err(corrupt(&"no rpm lead magic"));
+    }
+    let metadata = rpm::PackageMetadata::open(path).map_err(|e| corrupt(&e))?;
+    let installed = installed_from(&metadata, 0).map_err(|e| corrupt(&e))?;
+    let entries = metadata.get_file_entries().unwrap_or_default();
+    let files = entries
+        .into_iter()
+        .map(|f| {
+            let mode = f.mode.raw_mode() as u32;
+            let kind = match mode & 0o170000 {
+                0o040000 => FileKind::Directory,
+                0o120000 => FileKind::Symlink,
+                0o100000 => FileKind::Regular,
+                _ => FileKind::Special,
+            };
+            File {
+                path: f.path,
+                source: None,
+                kind,
+                mode,
+                is_config: f.flags.contains(FileFlags::CONFIG),
+            }
+        })
+        .collect();
+    Ok((installed.package, files))
+}
+
+/// Rich (boolean) dependencies: `(a or (b and c))`, `(a if b else c)`.
+pub mod rich {
+    use super::Dep;
+    use rpm::DependencyFlags;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Expr {
+        Atom(Dep),
+        And(Vec<Expr>),
+        Or(Vec<Expr>),
+        If(Box<Expr>, Box<Expr>, Option<Box<Expr>>),
+        Unless(Box<Expr>, Box<Expr>, Option<Box<Expr>>),
+        With(Box<Expr>, Box<Expr>),
+        Without(Box<Expr>, Box<Expr>),
+    }
+
+    fn tokens(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut word = String::new();
+        for c in text.chars() {
+            match c {
+                '(' | ')' => {
+                    if !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    out.push(c.to_string());
+                }
+                c if c.is_whitespace() => {
+                    if !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
+    /// Parse a rich dependency; None when it is malformed.
+    pub fn parse(text: &str) -> Option<Expr> {
+        let tokens = tokens(text);
+        let mut pos = 0;
+        let expr = parse_expr(&tokens, &mut pos)?;
+        (pos == tokens.len()).then_some(expr)
+    }
+
+    fn parse_expr(t: &[String], pos: &mut usize) -> Option<Expr> {
+        if t.get(*pos)? == "(" {
+            *pos += 1;
+            let first = parse_expr(t, pos)?;
+            let result = match t.get(*pos)?.as_str() {
+                ")" => first,
+                op @ ("and" | "or" | "with") => {
+                    let mut items = vec![first];
+                    while t.get(*pos).map(String::as_str) == Some(op) {
+                        *pos += 1;
+                        items.push(parse_expr(t, pos)?);
+                    }
+                    match op {
+                        "and" => Expr::And(items),
+                        "or" => Expr::Or(items),
+                        _ => items
+                            .into_iter()
+                            .reduce(|a, b| Expr::With(Box::new(a), Box::new(b)))?,
+                    }
+                }
+                op @ ("if" | "unless") => {
+                    *pos += 1;
+                    let cond = parse_expr(t, pos)?;
+                    let otherwise = if t.get(*pos).map(String::as_str) == Some("else") {
+                        *pos += 1;
+                        Some(Box::new(parse_expr(t, pos)?))
+                    } else {
+                        None
+                    };
+                    if op == "if" {
+                        Expr::If(Box::new(first), Box::new(cond), otherwise)
+                    } else {
+                        Expr::Unless(Box::new(first), Box::new(cond), otherwise)
+                    }
+                }
+                "without" => {
+                    *pos += 1;
+                    Expr::Without(Box::new(first), Box::new(parse_expr(t, pos)?))
+                }
+                _ => return None,
+            };
+            if t.get(*pos)? != ")" {
+                return None;
+            }
+            *pos += 1;
+            return Some(result);
+        }
+        // A simple dependency: NAME [OP VERSION].
+        let name = t.get(*pos)?.clone();
+        if ["and", "or", "if", "unless", "else", "with", "without", ")"].contains(&name.as_str()) {
+            return None;
+        }
+        *pos += 1;
+        let flags = match t.get(*pos).map(String::as_str) {
+            Some("<") => DependencyFlags::LESS,
+            Some("<=") => DependencyFlags::LE,
+            Some(">") => DependencyFlags::GREATER,
+            Some(">=") => DependencyFlags::GE,
+            Some("=") | Some("==") => DependencyFlags::EQUAL,
+            _ => {
+                return Some(Expr::Atom(Dep {
+                    name,
+                    flags: DependencyFlags::ANY,
+                    version: String::new(),
+                }))
+            }
+        };
+        *pos += 1;
+        let version = t.get(*pos)?.clone();
+        *pos += 1;
+        Some(Expr::Atom(Dep { name, flags, version }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evr_comparison_follows_rpm() {
+        assert!(version_satisfies("1:2.0-1", DependencyFlags::GE, "1:1.9"));
+        assert!(version_satisfies("2.0-1.el9", DependencyFlags::GE, "2.0"));
+        assert!(!version_satisfies("2.0-1", DependencyFlags::GREATER, "2.0"));
+        assert!(version_satisfies("2.10-1", DependencyFlags::GREATER, "2.9-9"));
+        assert!(!version_satisfies("1.0~rc1-1", DependencyFlags::GE, "1.0-1"));
+        assert!(version_satisfies("3", DependencyFlags::ANY, ""));
+    }
+
+    #[test]
+    fn rich_dependencies_parse() {
+        use rich::Expr::*;
+        let e = rich::parse("(foo >= 1.2 or (bar and baz))").unwrap();
+        let Or(items) = e else { panic!("{e:?}") };
+        assert_eq!(items.len(), 2);
+        assert!(matches!(&items[0], Atom(d) if d.name == "foo" && d.version == "1.2"));
+        assert!(matches!(&items[1], And(v) if v.len() == 2));
+        assert!(matches!(rich::parse("(a if b else c)").unwrap(), If(_, _, Some(_))));
+        assert!(matches!(rich::parse("(a without b)").unwrap(), Without(_, _)));
+        assert!(rich::parse("(a or)").is_none());
+        assert!(rich::parse("(a or b").is_none());
+    }
+}
