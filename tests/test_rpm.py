@@ -219,3 +219,38 @@ def test_corrupt_header_and_missing_database_are_clear(tmp_path):
     assert not (root / "var/lib/rpm/rpmdb.sqlite-wal").exists() or (root / "var/lib/rpm/rpmdb.sqlite-wal").stat().st_size == 0
     with pytest.raises(supermin.BackendError, match="no rpm database"):
         supermin.Backend.open("rpm", root=str(tmp_path / "empty"))
+
+
+# -- an RPM root made here with rpm itself -------------------------------------
+
+
+def test_prepare_and_build_chroot_from_an_installed_rpm_root(tmp_path):
+    """Install rpmbuild-made packages into a fresh root with rpm, then
+    prepare (--use-installed) and build a chroot from it."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('ID="almalinux"\nID_LIKE="rhel centos fedora"\n')
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--initdb"], check=True)
+    names = ["rpm-basic", "rpm-file-attrs", "rpm-hardlinks"]
+    files = [next(p for p in PACKAGES if p.name.startswith(n + "-") and "/v6/" in str(p)) for n in names]
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts",
+                    *map(str, files)], check=True, capture_output=True)
+    sd, app = tmp_path / "sd", tmp_path / "app"
+    from conftest import run_cli
+    run_cli("--root", str(root), "--prepare", "--use-installed", *names, "-o", str(sd))
+    assert (sd / "packages").read_text().split() == sorted(names)
+    import tarfile
+    with tarfile.open(sd / "base.tar.gz") as tar:
+        config = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert config == ["etc/rpm-basic/example_config.toml", "opt/rpm-file-attrs/config",
+                      "opt/rpm-file-attrs/config_noreplace"]
+    run_cli("--root", str(root), "--build", "-f", "chroot", str(sd), "-o", str(app))
+    for name in names:
+        listed = subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-ql", name],
+                                capture_output=True, text=True, check=True).stdout.split()
+        for path in listed:
+            host = root / path.lstrip("/")
+            if os.path.lexists(host):
+                assert os.path.lexists(app / path.lstrip("/")), path
+    alphas = sorted((app / "opt/rpm-hardlinks").glob("alpha-*"))
+    assert len(alphas) > 1 and len({p.stat().st_ino for p in alphas}) == 1, "hard links kept"

@@ -51,8 +51,13 @@ class File:
         """``file``, ``directory``, ``symlink``, ``special`` or ``missing``."""
 
 class Package:
-    """An installed package."""
+    """An installed package, or one read from a package file."""
 
+    @staticmethod
+    def from_file(path: _Path) -> "Package":
+        """A ``.rpm`` or ``.deb`` file's package and the files it would
+        install (kinds and modes from the package).  BackendError if the
+        file is neither, or is corrupt."""
     @property
     def name(self) -> str: ...
     @property
@@ -61,10 +66,12 @@ class Package:
     def arch(self) -> str: ...
     @property
     def full_name(self) -> str:
-        """As upstream prints it: ``name_version_arch`` for dpkg."""
+        """As upstream prints it: ``name_version_arch`` for dpkg,
+        ``name-[epoch:]version-release.arch`` for rpm."""
     @property
     def depends(self) -> List[str]:
-        """Dependency clauses as written (Pre-Depends then Depends)."""
+        """Dependency clauses as written (dpkg: Pre-Depends then Depends;
+        rpm: the requires, ``name op version``)."""
     @property
     def files(self) -> List[File]:
         """The package's files, read from the database (kinds from the host)."""

@@ -24,7 +24,11 @@ fn with_data_tar<T>(deb: &Path, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> R
 }
 
 /// Open the decompressed `PREFIX[.gz|.xz|.zst]` member of a `.deb`.
-fn with_member<T>(deb: &Path, prefix: &str, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
+fn with_member<T>(
+    deb: &Path,
+    prefix: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
     let file = std::fs::File::open(deb)
         .map_err(|e| Error::backend("deb", format!("{}: {e}", deb.display())))?;
     let mut archive = ar::Archive::new(std::io::BufReader::new(file));
@@ -63,13 +67,18 @@ pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<Fil
             let mut entry = entry.map_err(|e| corrupt(deb, e))?;
             if package_path(&entry.path().map_err(|e| corrupt(deb, e))?) == Path::new("/control") {
                 let mut text = String::new();
-                entry.read_to_string(&mut text).map_err(|e| corrupt(deb, e))?;
+                entry
+                    .read_to_string(&mut text)
+                    .map_err(|e| corrupt(deb, e))?;
                 return Ok(text);
             }
         }
         Err(corrupt(deb, "no control file"))
     })?;
-    let stanza = super::dpkg::stanzas(&control).into_iter().next().unwrap_or_default();
+    let stanza = super::dpkg::stanzas(&control)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     let field = |name: &str| {
         stanza
             .iter()

@@ -25,10 +25,31 @@ use crate::resolve::{self, Clause, Graph};
 
 /// `ID`/`ID_LIKE` words of the RPM family, as upstream's handlers and beyond.
 const FEDORA_LIKE: &[&str] = &[
-    "fedora", "rhel", "centos", "rocky", "almalinux", "ol", "amzn", "mariner", "azurelinux", "scientific",
-    "redhat", "cloudlinux", "circle", "eurolinux", "navy", "miraclelinux",
+    "fedora",
+    "rhel",
+    "centos",
+    "rocky",
+    "almalinux",
+    "ol",
+    "amzn",
+    "mariner",
+    "azurelinux",
+    "scientific",
+    "redhat",
+    "cloudlinux",
+    "circle",
+    "eurolinux",
+    "navy",
+    "miraclelinux",
 ];
-const SUSE_LIKE: &[&str] = &["suse", "opensuse", "sles", "sled", "opensuse-leap", "opensuse-tumbleweed"];
+const SUSE_LIKE: &[&str] = &[
+    "suse",
+    "opensuse",
+    "sles",
+    "sled",
+    "opensuse-leap",
+    "opensuse-tumbleweed",
+];
 
 pub const FEDORA: Driver = Driver {
     name: "fedora/rpm",
@@ -66,7 +87,9 @@ fn open(root: &Path) -> Result<Box<dyn Backend>> {
 pub enum Database {
     Sqlite(PathBuf),
     /// BerkeleyDB `Packages` or NDB `Packages.db`: read through `rpmdb`.
-    Legacy { dbpath: PathBuf },
+    Legacy {
+        dbpath: PathBuf,
+    },
 }
 
 /// The database under `root`, newest layout first.
@@ -212,7 +235,10 @@ fn evr(epoch: u32, version: &str, release: &str) -> String {
 }
 
 /// Turn one parsed header into the package model.
-fn installed_from(metadata: &rpm::PackageMetadata, id: usize) -> std::result::Result<Installed, rpm::Error> {
+fn installed_from(
+    metadata: &rpm::PackageMetadata,
+    id: usize,
+) -> std::result::Result<Installed, rpm::Error> {
     let name = metadata.get_name()?.to_string();
     let epoch = metadata.get_epoch().unwrap_or(0);
     let version = metadata.get_version()?.to_string();
@@ -240,7 +266,13 @@ fn installed_from(metadata: &rpm::PackageMetadata, id: usize) -> std::result::Re
         .unwrap_or_default()
         .into_iter()
         .filter(|f| !f.flags.contains(FileFlags::GHOST))
-        .map(|f| (f.path, f.mode.raw_mode() as u32, f.flags.contains(FileFlags::CONFIG)))
+        .map(|f| {
+            (
+                f.path,
+                f.mode.raw_mode() as u32,
+                f.flags.contains(FileFlags::CONFIG),
+            )
+        })
         .collect();
     Ok(Installed {
         package: Package {
@@ -268,14 +300,24 @@ fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
         let rows = stmt.query_map([], |row| row.get::<_, Vec<u8>>(0))?;
         rows.collect()
     };
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     let wal_empty = fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true);
     let uri = |p: &Path, immutable: bool| {
         format!(
             "file:{}{}",
-            p.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23"),
-            if immutable { "?immutable=1" } else { "?mode=ro" }
+            p.display()
+                .to_string()
+                .replace('%', "%25")
+                .replace('?', "%3f")
+                .replace('#', "%23"),
+            if immutable {
+                "?immutable=1"
+            } else {
+                "?mode=ro"
+            }
         )
     };
     let first = Connection::open_with_flags(uri(path, wal_empty), flags).and_then(|c| query(&c));
@@ -287,11 +329,15 @@ fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
             let copy = scratch.path().join("rpmdb.sqlite");
             fs::copy(path, &copy).map_err(|e| Error::io("copying", path, e))?;
             if !wal_empty {
-                fs::copy(&wal, scratch.path().join("rpmdb.sqlite-wal")).map_err(|e| Error::io("copying", &wal, e))?;
+                fs::copy(&wal, scratch.path().join("rpmdb.sqlite-wal"))
+                    .map_err(|e| Error::io("copying", &wal, e))?;
             }
             let conn = Connection::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_WRITE)
-                .map_err(|e| backend_error(format!("{}: {e} (first: {first_error})", path.display())))?;
-            query(&conn).map_err(|e| backend_error(format!("{}: not an rpm database: {e}", path.display())))
+                .map_err(|e| {
+                    backend_error(format!("{}: {e} (first: {first_error})", path.display()))
+                })?;
+            query(&conn)
+                .map_err(|e| backend_error(format!("{}: not an rpm database: {e}", path.display())))
         }
     }
 }
@@ -325,7 +371,9 @@ fn exported_blobs(root: &Path, dbpath: &Path) -> Result<Vec<Vec<u8>>> {
         let dl = u32::from_be_bytes(rest[12..16].try_into().unwrap()) as usize;
         let end = 16 + il * 16 + dl;
         if rest[0..3] != [0x8e, 0xad, 0xe8] || end > rest.len() {
-            return Err(backend_error("rpmdb --exportdb printed something that is not a header list"));
+            return Err(backend_error(
+                "rpmdb --exportdb printed something that is not a header list",
+            ));
         }
         blobs.push(rest[8..end].to_vec());
         rest = &rest[end..];
@@ -352,7 +400,11 @@ impl Rpm {
         let mut installed = Vec::with_capacity(blobs.len());
         for (i, blob) in blobs.iter().enumerate() {
             let metadata = metadata_from_header(blob).map_err(|e| {
-                backend_error(format!("{}: header {} is corrupt: {e}", where_.display(), i + 1))
+                backend_error(format!(
+                    "{}: header {} is corrupt: {e}",
+                    where_.display(),
+                    i + 1
+                ))
             })?;
             let name = metadata.get_name().unwrap_or("");
             if name == "gpg-pubkey" {
@@ -360,7 +412,11 @@ impl Rpm {
             }
             let id = installed.len();
             installed.push(installed_from(&metadata, id).map_err(|e| {
-                backend_error(format!("{}: header {} is incomplete: {e}", where_.display(), i + 1))
+                backend_error(format!(
+                    "{}: header {} is incomplete: {e}",
+                    where_.display(),
+                    i + 1
+                ))
             })?);
         }
         Ok(Rpm::from_installed(root, database, installed))
@@ -457,7 +513,10 @@ impl Rpm {
                     ..c
                 })
                 .collect(),
-            And(items) => items.iter().flat_map(|e| self.rich_clauses(e, text)).collect(),
+            And(items) => items
+                .iter()
+                .flat_map(|e| self.rich_clauses(e, text))
+                .collect(),
             Or(items) => vec![Clause {
                 text: text.to_string(),
                 alternatives: items.iter().map(|e| self.candidates(e)).collect(),
@@ -484,14 +543,22 @@ impl Rpm {
                 let right = self.candidates(b);
                 vec![Clause {
                     text: text.to_string(),
-                    alternatives: vec![self.candidates(a).into_iter().filter(|c| right.contains(c)).collect()],
+                    alternatives: vec![self
+                        .candidates(a)
+                        .into_iter()
+                        .filter(|c| right.contains(c))
+                        .collect()],
                 }]
             }
             Without(a, b) => {
                 let right = self.candidates(b);
                 vec![Clause {
                     text: text.to_string(),
-                    alternatives: vec![self.candidates(a).into_iter().filter(|c| !right.contains(c)).collect()],
+                    alternatives: vec![self
+                        .candidates(a)
+                        .into_iter()
+                        .filter(|c| !right.contains(c))
+                        .collect()],
                 }]
             }
         }
@@ -570,7 +637,10 @@ impl Backend for Rpm {
                 )
             });
         }
-        let mut out: Vec<Package> = closure.into_iter().map(|i| self.installed[i].package.clone()).collect();
+        let mut out: Vec<Package> = closure
+            .into_iter()
+            .map(|i| self.installed[i].package.clone())
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
         Ok(out)
     }
@@ -628,10 +698,15 @@ impl Backend for Rpm {
 
 /// A `.rpm` file: its package and files (the in-process `rpm -qlp`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
-    let corrupt = |e: &dyn std::fmt::Display| backend_error(format!("{}: not a valid .rpm file: {e}", path.display()));
+    let corrupt = |e: &dyn std::fmt::Display| {
+        backend_error(format!("{}: not a valid .rpm file: {e}", path.display()))
+    };
     let mut file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let mut head = Vec::new();
-    (&mut file).take(4).read_to_end(&mut head).map_err(|e| Error::io("reading", path, e))?;
+    (&mut file)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("reading", path, e))?;
     if head != [0xed, 0xab, 0xee, 0xdb] {
         return Err(corrupt(&"no rpm lead magic"));
     }
@@ -779,7 +854,11 @@ pub mod rich {
         *pos += 1;
         let version = t.get(*pos)?.clone();
         *pos += 1;
-        Some(Expr::Atom(Dep { name, flags, version }))
+        Some(Expr::Atom(Dep {
+            name,
+            flags,
+            version,
+        }))
     }
 }
 
@@ -792,8 +871,16 @@ mod tests {
         assert!(version_satisfies("1:2.0-1", DependencyFlags::GE, "1:1.9"));
         assert!(version_satisfies("2.0-1.el9", DependencyFlags::GE, "2.0"));
         assert!(!version_satisfies("2.0-1", DependencyFlags::GREATER, "2.0"));
-        assert!(version_satisfies("2.10-1", DependencyFlags::GREATER, "2.9-9"));
-        assert!(!version_satisfies("1.0~rc1-1", DependencyFlags::GE, "1.0-1"));
+        assert!(version_satisfies(
+            "2.10-1",
+            DependencyFlags::GREATER,
+            "2.9-9"
+        ));
+        assert!(!version_satisfies(
+            "1.0~rc1-1",
+            DependencyFlags::GE,
+            "1.0-1"
+        ));
         assert!(version_satisfies("3", DependencyFlags::ANY, ""));
     }
 
@@ -805,8 +892,14 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert!(matches!(&items[0], Atom(d) if d.name == "foo" && d.version == "1.2"));
         assert!(matches!(&items[1], And(v) if v.len() == 2));
-        assert!(matches!(rich::parse("(a if b else c)").unwrap(), If(_, _, Some(_))));
-        assert!(matches!(rich::parse("(a without b)").unwrap(), Without(_, _)));
+        assert!(matches!(
+            rich::parse("(a if b else c)").unwrap(),
+            If(_, _, Some(_))
+        ));
+        assert!(matches!(
+            rich::parse("(a without b)").unwrap(),
+            Without(_, _)
+        ));
         assert!(rich::parse("(a or)").is_none());
         assert!(rich::parse("(a or b").is_none());
     }
