@@ -39,23 +39,32 @@ def installed(names):
 
 
 _run = 0
+_finished: "list[Path]" = []
 
 
 def fresh(base: Path) -> Path:
-    """A new output path for every run.  Deleting the previous output just
-    before a run makes that run pay for the filesystem freeing (and the
-    virtual disk discarding) hundreds of MB, a cost that lands on whichever
-    tool runs next; so outputs are kept until the whole benchmark ends."""
+    """A new output path for every run (so no run writes over, or waits
+    on, the previous one's files)."""
     global _run
     _run += 1
-    return base.parent / f"{base.name}.{_run}"
+    out = base.parent / f"{base.name}.{_run}"
+    _finished.append(out)
+    return out
+
+
+def settle():
+    """Delete finished outputs, write everything back, and give the disk a
+    moment: otherwise a run pays for freeing (and the virtual disk for
+    discarding) the previous run's hundreds of MB, or for writing back its
+    dirty pages, and the order of the runs decides the ratio."""
+    while len(_finished) > 1:  # the newest one is about to be written
+        shutil.rmtree(_finished.pop(0), ignore_errors=True)
+    os.sync()
+    time.sleep(1)
 
 
 def timed(cmd, out):
-    # Start each run with no dirty pages: otherwise a run pays for writing
-    # back what the previous run (often the other tool) left in the page
-    # cache, and the order of the runs decides the ratio.
-    os.sync()
+    settle()
     t = time.perf_counter()
     subprocess.run(cmd + ["-o", str(out)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -76,16 +85,19 @@ def ext2_sizes(out):
 
 
 def compare_ext2(label, sd, args_extra, out_ours, out_up, repeat):
-    """Time both ext2 builds (outputs kept for sizes and boots)."""
+    """Time both ext2 builds; return both outputs' sizes."""
     ours, up = [], []
     for _ in range(repeat):
-        ours_dir, up_dir = fresh(out_ours), fresh(out_up)
+        ours_dir = fresh(out_ours)
         ours.append(timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd)], ours_dir))
+        ours_sizes = ext2_sizes(ours_dir)
+        up_dir = fresh(out_up)
         up.append(timed(UPSTREAM + ["--build", "-f", "ext2", str(sd)], up_dir))
+        up_sizes = ext2_sizes(up_dir)
     o, u = statistics.median(ours), statistics.median(up)
     extra = " " + " ".join(args_extra) if args_extra else ""
     print(f"| build -f ext2{extra} {label} | {o:.3f} s | {u:.3f} s | {u / o:.1f}x |", flush=True)
-    return (ext2_sizes(ours_dir), ext2_sizes(up_dir)), (ours_dir, up_dir)
+    return ours_sizes, up_sizes
 
 
 def boot_seconds(out):
@@ -161,10 +173,13 @@ def main():
                     ["--build", "-f", "chroot", str(sd)], tmp / "app", args.repeat)
             booting = with_init(sd, tmp)
             ours_dir, up_dir = tmp / f"ext2-ours-{label[0]}", tmp / f"ext2-up-{label[0]}"
-            sizes[label], (ours_dir, up_dir) = compare_ext2(label, booting, [], ours_dir, up_dir, args.repeat)
-            sizes[label + " (boot modules)"], _ = compare_ext2(label, booting, ["--modules", "boot"],
-                                                               tmp / "ext2-ours-mods", up_dir, args.repeat)
+            sizes[label] = compare_ext2(label, booting, [], ours_dir, up_dir, args.repeat)
+            sizes[label + " (boot modules)"] = compare_ext2(label, booting, ["--modules", "boot"],
+                                                            tmp / "ext2-ours-mods", up_dir, args.repeat)
             if label == "bash+coreutils":
+                # Untimed builds kept for the boots.
+                subprocess.run(OURS + ["--build", "-f", "ext2", str(booting), "-o", str(ours_dir)], check=True)
+                subprocess.run(UPSTREAM + ["--build", "-f", "ext2", str(booting), "-o", str(up_dir)], check=True)
                 boots = [(boot_seconds(ours_dir), boot_seconds(up_dir)) for _ in range(args.repeat)]
         print("\n| ext2 output | ours | upstream |\n|---|---|---|")
         for label, ((o_root, o_initrd), (u_root, u_initrd)) in sizes.items():

@@ -4,7 +4,9 @@ database and files, and Debian's supermin 5.2.2 as the reference."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,28 @@ def built(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("built") / "appliance"
     supermin.build([prepared], out, format="chroot")
     return out
+
+
+@pytest.fixture(scope="session")
+def nobody_dir():
+    """A directory the `nobody` user can use, with a copy of the installed
+    package, so that the system Python can import it as that user."""
+    base = Path(tempfile.mkdtemp(prefix="supermin-nobody.", dir="/var/tmp"))
+    shutil.copytree(Path(supermin.__file__).parent, base / "pkg" / "supermin")
+    nobody = pwd.getpwnam("nobody")
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.chown(name, nobody.pw_uid, nobody.pw_gid)
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run_as_nobody(nobody_dir: Path, *args: str, env: "dict | None" = None) -> subprocess.CompletedProcess:
+    python = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
+    extra = [f"{k}={v}" for k, v in (env or {}).items()]
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", "env", f"TMPDIR={nobody_dir}", f"PYTHONPATH={nobody_dir / 'pkg'}",
+         *extra, python, "-m", "supermin", *args],
+        capture_output=True, text=True, timeout=600,
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import supermin
-from conftest import SMALL, run_cli, run_upstream, tree
+from conftest import SMALL, run_as_nobody, run_cli, run_upstream, tree
 
 
 def make_tar(path: Path, files: dict, compress: str = "gz") -> Path:
@@ -212,3 +212,26 @@ def test_atomic_swap_replaces_whole_output(prepared, good_output):
     assert not (good_output / "precious").exists() and (good_output / "usr/bin/bash").exists()
     assert good_output.stat().st_ino != inode
     assert [p.name for p in good_output.parent.iterdir()] == ["out"]
+
+
+def test_non_root_chroot_build(prepared, nobody_dir):
+    """As `nobody`: the build works, files belong to the builder (no chown
+    without root), modes are kept, and unreadable host files are skipped
+    with one warning instead of failing the build or being copied empty."""
+    import pwd
+    appliance = nobody_dir / "chroot-sd"
+    shutil.copytree(prepared, appliance)
+    for p in [appliance, *appliance.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    out = nobody_dir / "chroot-app"
+    r = run_as_nobody(nobody_dir, "--build", "-f", "chroot", str(appliance), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    nobody = pwd.getpwnam("nobody").pw_uid
+    bash = out / "usr/bin/bash"
+    assert bash.stat().st_uid == nobody and bash.stat().st_mode & 0o777 == 0o755
+    assert bash.read_bytes() == Path("/usr/bin/bash").read_bytes()
+    unreadable = [l for l in r.stderr.splitlines() if "unreadable by this user" in l]
+    assert len(unreadable) <= 1
+    for line in unreadable:  # whatever was skipped is absent, never an empty copy
+        first = line.split(": ", 2)[-1].split(", ")[0]
+        assert not (out / first.lstrip("/")).exists() or (out / first.lstrip("/")).stat().st_size > 0

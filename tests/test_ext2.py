@@ -22,7 +22,7 @@ import pytest
 import supermin
 from supermin._boot import filesystem_uuid
 
-from conftest import SMALL, run_cli, tree
+from conftest import SMALL, run_as_nobody, run_cli, tree
 
 BOOT_TIMEOUT = 240
 MARKER = "SUPERMIN-TEST-MARKER"
@@ -309,31 +309,6 @@ def test_kernel_without_modules_names_the_directory(marker_appliance, good_ext2,
 
 
 # -- non-root ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def nobody_dir():
-    """A directory the `nobody` user can use, with a copy of the installed
-    package, so that the system Python can import it as that user."""
-    base = Path(tempfile.mkdtemp(prefix="supermin-nobody.", dir="/var/tmp"))
-    shutil.copytree(Path(supermin.__file__).parent, base / "pkg" / "supermin")
-    nobody = pwd.getpwnam("nobody")
-    for dirpath, dirnames, filenames in os.walk(base):
-        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            os.chown(name, nobody.pw_uid, nobody.pw_gid)
-    base.chmod(0o755)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def run_as_nobody(nobody_dir: Path, *args: str, env: "dict | None" = None) -> subprocess.CompletedProcess:
-    python = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
-    extra = [f"{k}={v}" for k, v in (env or {}).items()]
-    return subprocess.run(
-        ["runuser", "-u", "nobody", "--", "env", f"TMPDIR={nobody_dir}", f"PYTHONPATH={nobody_dir / 'pkg'}",
-         *extra, python, "-m", "supermin", *args],
-        capture_output=True, text=True, timeout=600,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ def test_packages_file_and_config_files_match_upstream(prepared, upstream, tmp_p
     # sees mawk (base-files Pre-Depends: awk); mawk ships no config file, so
     # the sets are equal here.
     assert set(ours) == set(theirs)
+    # Byte-level names too: upstream's tar writes "./etc/...".
+    assert sorted(m.name for m in ours.values()) == sorted(m.name for m in theirs.values())
     assert "/etc/bash.bashrc" in ours and "/etc/skel/.bashrc" in ours
     for m in ours.values():
         assert m.isreg() and (m.uid, m.gid) == (0, 0)
@@ -37,7 +39,7 @@ def test_packages_file_and_config_files_match_upstream(prepared, upstream, tmp_p
 
 def test_config_files_are_the_hosts_pristine_bytes(prepared):
     with tarfile.open(prepared / "base.tar.gz") as t:
-        data = t.extractfile("etc/bash.bashrc").read()
+        data = t.extractfile("./etc/bash.bashrc").read()
     assert data == Path("/etc/bash.bashrc").read_bytes()
 
 
@@ -71,9 +73,9 @@ def test_downloaded_debs_give_pristine_files_not_local_edits(tmp_path):
     supermin.prepare(["bash"], tmp_path / "pristine", root=root)
     supermin.prepare(["bash"], tmp_path / "edited", root=root, use_installed=True)
     with tarfile.open(tmp_path / "pristine" / "base.tar.gz") as t:
-        pristine = t.extractfile("etc/bash.bashrc").read()
+        pristine = t.extractfile("./etc/bash.bashrc").read()
     with tarfile.open(tmp_path / "edited" / "base.tar.gz") as t:
-        edited = t.extractfile("etc/bash.bashrc").read()
+        edited = t.extractfile("./etc/bash.bashrc").read()
     assert edited == b"# edited by the admin\n"
     assert pristine != edited and b"System-wide .bashrc" in pristine
 

@@ -242,8 +242,8 @@ def test_prepare_and_build_chroot_from_an_installed_rpm_root(tmp_path):
     import tarfile
     with tarfile.open(sd / "base.tar.gz") as tar:
         config = sorted(m.name for m in tar.getmembers() if m.isfile())
-    assert config == ["etc/rpm-basic/example_config.toml", "opt/rpm-file-attrs/config",
-                      "opt/rpm-file-attrs/config_noreplace"]
+    assert config == ["./etc/rpm-basic/example_config.toml", "./opt/rpm-file-attrs/config",
+                      "./opt/rpm-file-attrs/config_noreplace"]
     run_cli("--root", str(root), "--build", "-f", "chroot", str(sd), "-o", str(app))
     for name in names:
         listed = subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-ql", name],
@@ -254,3 +254,169 @@ def test_prepare_and_build_chroot_from_an_installed_rpm_root(tmp_path):
                 assert os.path.lexists(app / path.lstrip("/")), path
     alphas = sorted((app / "opt/rpm-hardlinks").glob("alpha-*"))
     assert len(alphas) > 1 and len({p.stat().st_ino for p in alphas}) == 1, "hard links kept"
+
+
+# -- a whole RPM world: rpmbuild, rpm -i, createrepo_c, dnf download ----------
+
+SPECS = {
+    "sm-base": """
+Name: sm-base
+Epoch: 3
+Version: 2.0
+Release: 1
+Summary: supermin test base
+License: MIT
+BuildArch: noarch
+Provides: sm-shell = 2.0
+%description
+A config file and a versioned virtual provide.
+%install
+mkdir -p %{buildroot}/etc
+echo 'greeting=pristine' > %{buildroot}/etc/sm.conf
+%files
+%config(noreplace) /etc/sm.conf
+""",
+    "sm-lib": """
+Name: sm-lib
+Version: 1.0
+Release: 1
+Summary: supermin test library
+License: MIT
+BuildArch: noarch
+%description
+Wanted through a rich dependency.
+%install
+mkdir -p %{buildroot}/usr/share/sm-lib
+echo data > %{buildroot}/usr/share/sm-lib/data
+%files
+/usr/share/sm-lib
+""",
+    "sm-extra": """
+Name: sm-extra
+Version: 1.0
+Release: 1
+Summary: installed, never required
+License: MIT
+BuildArch: noarch
+%description
+Must stay out of the closure.
+%install
+mkdir -p %{buildroot}/usr/share/sm-extra
+echo x > %{buildroot}/usr/share/sm-extra/x
+%files
+/usr/share/sm-extra
+""",
+    "sm-busybox": """
+Name: sm-busybox
+Version: 1.35
+Release: 1
+Summary: a static busybox, so the appliance can run something
+License: GPL-2.0
+Source0: busybox
+AutoReqProv: no
+Requires: sm-shell >= 1.5
+Requires: /etc/sm.conf
+Requires: (sm-lib or sm-missing)
+Requires: (sm-absent if sm-never-installed)
+%description
+busybox from Debian's busybox-static.
+%install
+mkdir -p %{buildroot}/usr/bin
+install -m 0755 %{SOURCE0} %{buildroot}/usr/bin/busybox
+ln -s busybox %{buildroot}/usr/bin/sh
+ln -s busybox %{buildroot}/usr/bin/cat
+ln %{buildroot}/usr/bin/busybox %{buildroot}/usr/bin/bb-hardlink
+%files
+/usr/bin/busybox
+/usr/bin/sh
+/usr/bin/cat
+/usr/bin/bb-hardlink
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def rpm_world(tmp_path_factory):
+    """Packages built here with rpmbuild, installed into a fresh root with
+    rpm, and published in a createrepo_c repository for dnf."""
+    for tool in ("rpmbuild", "createrepo_c", "dnf"):
+        assert shutil.which(tool), f"{tool} is required (scripts/setup.sh installs it)"
+    base = tmp_path_factory.mktemp("rpmworld")
+    top = base / "rpmbuild"
+    for d in ("SPECS", "SOURCES", "RPMS", "BUILD", "BUILDROOT", "SRPMS"):
+        (top / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", top / "SOURCES" / "busybox")
+    for name, spec in SPECS.items():
+        (top / "SPECS" / f"{name}.spec").write_text(spec.lstrip())
+        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {top}", "--define", "debug_package %{nil}",
+                        "--define", "__os_install_post %{nil}", "--define", "_build_id_links none",
+                        str(top / "SPECS" / f"{name}.spec")], check=True, capture_output=True)
+    rpms = sorted((top / "RPMS").rglob("*.rpm"))
+    root = base / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('ID="fedora"\nVERSION_ID="40"\n')
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--initdb"], check=True)
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts",
+                    *map(str, rpms)], check=True, capture_output=True)
+    repo = base / "repo"
+    repo.mkdir()
+    for r in rpms:
+        shutil.copy(r, repo)
+    subprocess.run(["createrepo_c", "-q", str(repo)], check=True)
+    conf = base / "dnf.conf"
+    conf.write_text(f"[main]\nreposdir={base}/no-repos.d\ncachedir={base}/dnf-cache\ngpgcheck=0\n"
+                    f"[smlocal]\nname=smlocal\nbaseurl=file://{repo}\nenabled=1\ngpgcheck=0\n")
+    return {"root": root, "conf": conf, "base": base}
+
+
+def test_closure_of_the_built_packages(rpm_world):
+    b = supermin.Backend.open("rpm", root=str(rpm_world["root"]))
+    names = [p.name for p in b.resolve(["sm-busybox"])]
+    # versioned virtual provide (sm-base), file require (also sm-base), rich
+    # `or` (sm-lib), rich `if` whose condition is not installed (nothing).
+    assert names == ["sm-base", "sm-busybox", "sm-lib"]
+    assert b.package("sm-base").full_name == "sm-base-3:2.0-1.noarch"
+
+
+def test_prepare_downloads_pristine_config_files_only_when_edited(rpm_world, tmp_path):
+    from conftest import run_cli
+    import tarfile
+    root, conf = rpm_world["root"], rpm_world["conf"]
+
+    def sm_conf(sd):
+        with tarfile.open(sd / "base.tar.gz") as tar:
+            return tar.extractfile("./etc/sm.conf").read().decode()
+
+    r = run_cli("--root", str(root), "--prepare", "sm-busybox", "--packager-config", str(conf),
+                "-o", str(tmp_path / "verified"), "-v")
+    assert "1 config files verified" in r.stderr and "0 packages to download" in r.stderr, r.stderr
+    assert sm_conf(tmp_path / "verified") == "greeting=pristine\n"
+
+    (root / "etc/sm.conf").write_text("greeting=edited\n")
+    try:
+        run_cli("--root", str(root), "--prepare", "sm-busybox", "--packager-config", str(conf),
+                "-o", str(tmp_path / "pristine"))
+        assert sm_conf(tmp_path / "pristine") == "greeting=pristine\n"
+        assert not list(tmp_path.glob("pristine/*.rpm")), "downloads stay in scratch space"
+        run_cli("--root", str(root), "--prepare", "--use-installed", "sm-busybox", "-o", str(tmp_path / "host"))
+        assert sm_conf(tmp_path / "host") == "greeting=edited\n"
+    finally:
+        (root / "etc/sm.conf").write_text("greeting=pristine\n")
+
+
+def test_chroot_and_ext2_from_the_rpm_root_run_busybox(rpm_world, tmp_path):
+    from conftest import run_cli
+    root, conf = rpm_world["root"], rpm_world["conf"]
+    sd = tmp_path / "sd"
+    run_cli("--root", str(root), "--prepare", "sm-busybox", "--packager-config", str(conf), "-o", str(sd))
+    run_cli("--root", str(root), "--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "chroot"))
+    out = subprocess.run(["chroot", str(tmp_path / "chroot"), "/usr/bin/sh", "-c", "cat /etc/sm.conf; echo ran"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "greeting=pristine\nran\n"
+    assert not (tmp_path / "chroot/usr/share/sm-extra").exists()
+    bb = tmp_path / "chroot/usr/bin"
+    assert (bb / "busybox").stat().st_ino == (bb / "bb-hardlink").stat().st_ino
+    run_cli("--root", str(root), "--build", "-f", "ext2", "--modules", "boot", "--size", "200M", str(sd),
+            "-o", str(tmp_path / "ext2"))
+    app = supermin.BuildResult.from_output(tmp_path / "ext2")
+    assert app.boot("cat /etc/sm.conf", timeout=240) == "greeting=pristine\n"

@@ -56,9 +56,24 @@ pub fn write_base_image(
             None => file.mtime,
         };
         header.set_mtime(mtime);
-        let name = Path::new(".").join(file.path.strip_prefix("/").unwrap_or(&file.path));
-        tar.append_data(&mut header, &name, file.data.as_slice())
-            .at("writing", &path)?;
+        let relative = file.path.strip_prefix("/").unwrap_or(&file.path);
+        let name = format!("./{}", relative.display());
+        // The tar crate drops a leading "./" from names it is given, so
+        // the header's name field is filled in directly, as upstream's tar
+        // spells it.  (A name too long for it goes through the crate's
+        // GNU long-name path, without the "./"; extraction is the same.)
+        match header.as_gnu_mut() {
+            Some(gnu) if name.len() < gnu.name.len() => {
+                gnu.name = [0; 100];
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+                header.set_cksum();
+                tar.append(&header, file.data.as_slice())
+                    .at("writing", &path)?;
+            }
+            _ => tar
+                .append_data(&mut header, relative, file.data.as_slice())
+                .at("writing", &path)?,
+        }
     }
     let gz = tar.into_inner().at("writing", &path)?;
     let mut buf = gz.finish().at("writing", &path)?;

@@ -208,8 +208,18 @@ struct Installed {
     package: Package,
     provides: Vec<Dep>,
     requires: Vec<Dep>,
-    /// Path, mode, config flag (ghosts dropped).
-    files: Vec<(PathBuf, u32, bool)>,
+    /// Files, ghosts dropped.
+    files: Vec<InstalledFile>,
+}
+
+/// One file as the header records it.
+#[derive(Debug, Clone)]
+struct InstalledFile {
+    path: PathBuf,
+    mode: u32,
+    is_config: bool,
+    mtime: u32,
+    digest: Option<rpm::FileDigest>,
 }
 
 /// An RPM database, loaded.
@@ -266,12 +276,12 @@ fn installed_from(
         .unwrap_or_default()
         .into_iter()
         .filter(|f| !f.flags.contains(FileFlags::GHOST))
-        .map(|f| {
-            (
-                f.path,
-                f.mode.raw_mode() as u32,
-                f.flags.contains(FileFlags::CONFIG),
-            )
+        .map(|f| InstalledFile {
+            mode: f.mode.raw_mode() as u32,
+            is_config: f.flags.contains(FileFlags::CONFIG),
+            mtime: f.modified_at.0,
+            digest: f.digest,
+            path: f.path,
         })
         .collect();
     Ok(Installed {
@@ -429,8 +439,8 @@ impl Rpm {
             for (j, d) in p.provides.iter().enumerate() {
                 provides.entry(d.name.clone()).or_default().push((id, j));
             }
-            for (path, _, _) in &p.files {
-                owners.entry(path.clone()).or_default().push(id);
+            for f in &p.files {
+                owners.entry(f.path.clone()).or_default().push(id);
             }
         }
         let native_arch = match std::env::consts::ARCH {
@@ -648,20 +658,20 @@ impl Backend for Rpm {
     fn files(&self, package: &Package) -> Result<Vec<File>> {
         let installed = &self.installed[package.id];
         let mut out = Vec::with_capacity(installed.files.len());
-        for (path, mode, is_config) in &installed.files {
-            let (kind, mode) = match fs::symlink_metadata(host_path(&self.root, path)) {
+        for f in &installed.files {
+            let (kind, mode) = match fs::symlink_metadata(host_path(&self.root, &f.path)) {
                 Ok(meta) => {
                     use std::os::unix::fs::MetadataExt;
                     (FileKind::of(&meta), meta.mode())
                 }
-                Err(_) => (FileKind::Missing, *mode),
+                Err(_) => (FileKind::Missing, f.mode),
             };
             out.push(File {
-                path: path.clone(),
+                path: f.path.clone(),
                 source: None,
                 kind,
                 mode,
-                is_config: *is_config,
+                is_config: f.is_config,
             });
         }
         Ok(out)
@@ -683,17 +693,174 @@ impl Backend for Rpm {
 
     fn pristine_config_files(
         &self,
-        _wanted: &[(Package, Vec<PathBuf>)],
-        _scratch: &Path,
-        _packager_config: Option<&Path>,
-        _always_download: bool,
-        _reporter: &Reporter,
+        wanted: &[(Package, Vec<PathBuf>)],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        always_download: bool,
+        reporter: &Reporter,
     ) -> Result<Vec<ConfigFile>> {
-        Err(backend_error(
-            "fetching pristine config files from downloaded .rpm files is not available yet; \
-             use --use-installed (use_installed=True)",
-        ))
+        let mut out = Vec::new();
+        let mut to_fetch: Vec<(&Package, Vec<PathBuf>)> = Vec::new();
+        for (package, paths) in wanted {
+            let installed = &self.installed[package.id];
+            let mut missing = Vec::new();
+            for path in paths {
+                let verified = if always_download {
+                    None
+                } else {
+                    installed
+                        .files
+                        .iter()
+                        .find(|f| &f.path == path)
+                        .and_then(|f| verified_host_copy(&self.root, f))
+                };
+                match verified {
+                    Some(config) => out.push(config),
+                    None => missing.push(path.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                to_fetch.push((package, missing));
+            }
+        }
+        reporter.info(1, || {
+            format!(
+                "rpm: {} config files verified against the database's digests, {} packages to download",
+                out.len(),
+                to_fetch.len()
+            )
+        });
+        if to_fetch.is_empty() {
+            return Ok(out);
+        }
+        let names: Vec<String> = to_fetch.iter().map(|(p, _)| p.full_name.clone()).collect();
+        download(&self.root, &names, scratch, packager_config, reporter)?;
+        let mut downloaded: HashMap<String, PathBuf> = HashMap::new();
+        for entry in walkdir::WalkDir::new(scratch).into_iter().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "rpm") {
+                if let Ok((package, _)) = read_package_file(entry.path()) {
+                    downloaded.insert(package.full_name, entry.path().to_path_buf());
+                }
+            }
+        }
+        for (package, paths) in to_fetch {
+            let Some(file) = downloaded.get(&package.full_name) else {
+                return Err(backend_error(format!(
+                    "the package manager did not download {} (is the installed version still in a repository?)",
+                    package.full_name
+                )));
+            };
+            out.extend(config_files_from_rpm(file, &paths)?);
+        }
+        Ok(out)
     }
+}
+
+/// The host's copy of a config file, if its digest equals the one the
+/// database recorded for the shipped file (then it *is* the pristine file).
+fn verified_host_copy(root: &Path, file: &InstalledFile) -> Option<ConfigFile> {
+    use md5::Digest as _;
+    let digest = file.digest.as_ref()?;
+    let data = fs::read(host_path(root, &file.path)).ok()?;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let actual = match digest.algo {
+        rpm::DigestAlgorithm::Md5 => hex(&md5::Md5::digest(&data)),
+        rpm::DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(&data)),
+        rpm::DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(&data)),
+        rpm::DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(&data)),
+        _ => return None,
+    };
+    (actual == digest.digest).then(|| ConfigFile {
+        path: file.path.clone(),
+        mode: file.mode & 0o7777,
+        mtime: file.mtime as u64,
+        data,
+    })
+}
+
+/// The regular files among `paths` from an `.rpm`'s payload, unpacked
+/// in-process.
+fn config_files_from_rpm(path: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        backend_error(format!("{}: cannot unpack: {e}", path.display()))
+    };
+    let package = rpm::Package::open(path).map_err(|e| corrupt(&e))?;
+    let mut out = Vec::new();
+    for entry in package.files().map_err(|e| corrupt(&e))? {
+        let entry = entry.map_err(|e| corrupt(&e))?;
+        let meta = &entry.metadata;
+        if paths.contains(&meta.path) && meta.mode.raw_mode() as u32 & 0o170000 == 0o100000 {
+            out.push(ConfigFile {
+                path: meta.path.clone(),
+                mode: meta.mode.permissions() as u32,
+                mtime: meta.modified_at.0 as u64,
+                data: entry.content,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Download the installed versions of `names` into `dest` with the first
+/// package downloader found: dnf5, dnf, yumdownloader, zypper (as upstream).
+fn download(
+    root: &Path,
+    names: &[String],
+    dest: &Path,
+    config: Option<&Path>,
+    reporter: &Reporter,
+) -> Result<()> {
+    let which = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    let Some(tool) = ["dnf5", "dnf", "yumdownloader", "zypper"]
+        .into_iter()
+        .find(|t| which(t))
+    else {
+        return Err(backend_error(
+            "no package downloader found (dnf5, dnf, yumdownloader or zypper) to fetch pristine \
+             config files; install one, or use --use-installed",
+        ));
+    };
+    let mut command = Command::new(tool);
+    match tool {
+        "zypper" => {
+            command.arg("--non-interactive");
+            if let Some(c) = config {
+                command.arg("--config").arg(c);
+            }
+            if root != Path::new("/") {
+                command.arg("--root").arg(root);
+            }
+            command.arg("--pkg-cache-dir").arg(dest).arg("download");
+        }
+        _ => {
+            if tool != "yumdownloader" {
+                command.arg("download");
+            }
+            command.arg("--destdir").arg(dest);
+            if let Some(c) = config {
+                command.arg(format!("--config={}", c.display()));
+            } else if root != Path::new("/") {
+                command.arg("--installroot").arg(root);
+            }
+        }
+    }
+    command.args(names);
+    reporter.info(1, || format!("rpm: running {command:?}"));
+    let output = command
+        .output()
+        .map_err(|e| backend_error(format!("cannot run {tool}: {e}")))?;
+    if !output.status.success() {
+        return Err(backend_error(format!(
+            "{tool} could not download {}: {}",
+            names.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// A `.rpm` file: its package and files (the in-process `rpm -qlp`).
