@@ -57,10 +57,13 @@ def settle():
     moment: otherwise a run pays for freeing (and the virtual disk for
     discarding) the previous run's hundreds of MB, or for writing back its
     dirty pages, and the order of the runs decides the ratio."""
+    deleted = False
     while len(_finished) > 1:  # the newest one is about to be written
         shutil.rmtree(_finished.pop(0), ignore_errors=True)
+        deleted = True
     os.sync()
-    time.sleep(1)
+    # ext4 reuses freed blocks only after its journal commits (every 5 s).
+    time.sleep(6 if deleted else 1)
 
 
 def timed(cmd, out):

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # A kernel and qemu: the ext2 format boots the host's kernel, and the tests
 # boot every kind of appliance they build.
 need_apt=()
-for pkg in supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static "linux-image-$(dpkg --print-architecture)" qemu-system-x86; do
+for pkg in supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static db5.3-util "linux-image-$(dpkg --print-architecture)" qemu-system-x86; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -420,3 +420,53 @@ def test_chroot_and_ext2_from_the_rpm_root_run_busybox(rpm_world, tmp_path):
             "-o", str(tmp_path / "ext2"))
     app = supermin.BuildResult.from_output(tmp_path / "ext2")
     assert app.boot("cat /etc/sm.conf", timeout=240) == "greeting=pristine\n"
+
+
+def _berkeley_db_root(base: Path) -> Path:
+    """A root whose /var/lib/rpm/Packages is a real BerkeleyDB hash database
+    (as rpm < 4.16 wrote it: key = header number, value = header blob),
+    made from the Mariner headers with db_load."""
+    import struct
+    root = base / "bdb-root"
+    (root / "var/lib/rpm").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text("ID=centos\nVERSION_ID=7\n")
+    con = sqlite3.connect(f"file:{MARINER_DB}?immutable=1", uri=True)
+    rows = con.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()
+    con.close()
+    escape = lambda b: "".join(f"\\{x:02x}" for x in b)
+    dump = base / "packages.txt"
+    dump.write_text("".join(f"{escape(struct.pack('<I', h))}\n{escape(blob)}\n" for h, blob in rows))
+    subprocess.run(["db5.3_load", "-T", "-t", "hash", "-f", str(dump), str(root / "var/lib/rpm/Packages")],
+                   check=True)
+    return root
+
+
+def test_berkeley_db_is_read_through_rpmdb(backend, tmp_path):
+    root = _berkeley_db_root(tmp_path)
+    legacy = supermin.Backend.open("rpm", root=str(root))
+    assert [p.full_name for p in legacy.packages()] == [p.full_name for p in backend.packages()]
+    assert [p.full_name for p in legacy.resolve(["bash"])] == [p.full_name for p in backend.resolve(["bash"])]
+    # Without the rpm tools: a clear error that says what is missing.
+    env = dict(os.environ, PATH="/nonexistent")
+    r = subprocess.run([os.sys.executable, "-m", "supermin", "--root", str(root), "--prepare", "--use-installed",
+                        "bash", "-o", str(tmp_path / "sd")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "needs the rpm tools" in r.stderr, r.stderr
+    assert not (tmp_path / "sd").exists()
+
+
+def test_a_locked_database_is_still_read_and_left_alone(tmp_path):
+    """Another process holds a write lock (as rpm does during a
+    transaction): we read the last committed state, write nothing."""
+    root = make_root(tmp_path)
+    db = root / "var/lib/rpm/rpmdb.sqlite"
+    before = db.read_bytes()
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        b = supermin.Backend.open("rpm", root=str(root))
+        assert len(b.packages()) == 129
+    finally:
+        holder.rollback()
+        holder.close()
+    assert db.read_bytes() == before
