@@ -7,7 +7,8 @@ same inputs, in one run, reported as ratios.
 Cases: prepare (default mode and --use-installed), build -f chroot and
 build -f ext2 (same host kernel for both), for bash+coreutils and for a 140+
 package appliance.  Each command runs N times (default 3) alternating
-ours/upstream; the median wall time is reported.  For ext2 it also reports
+ours/upstream, after one untimed warm-up run of each, every run into a
+fresh output after a `sync`; the median wall time is reported.  For ext2 it also reports
 root image blocks in use and initrd size, and boots both small appliances
 under TCG (same kernel, an /init that prints a line) to compare the time
 from starting qemu to the appliance's /init running.
@@ -53,17 +54,15 @@ def fresh(base: Path) -> Path:
 
 
 def settle():
-    """Delete finished outputs, write everything back, and give the disk a
-    moment: otherwise a run pays for freeing (and the virtual disk for
-    discarding) the previous run's hundreds of MB, or for writing back its
-    dirty pages, and the order of the runs decides the ratio."""
-    deleted = False
+    """Delete finished outputs and write everything back before a run, so
+    that no run pays for the previous one's dirty pages.  No idle pause:
+    on this VM, memory left idle for a few seconds is handed back to the
+    host (free page reporting) and the next run pays several times the
+    kernel time to fault it in again; a warm-up run per case (below) keeps
+    both tools in the same, steady state."""
     while len(_finished) > 1:  # the newest one is about to be written
         shutil.rmtree(_finished.pop(0), ignore_errors=True)
-        deleted = True
     os.sync()
-    # ext4 reuses freed blocks only after its journal commits (every 5 s).
-    time.sleep(6 if deleted else 1)
 
 
 def timed(cmd, out):
@@ -75,6 +74,8 @@ def timed(cmd, out):
 
 def compare(label, args_ours, args_up, out, repeat):
     ours, up = [], []
+    timed(OURS + args_ours, fresh(out))  # warm-up, untimed
+    timed(UPSTREAM + args_up, fresh(out))
     for _ in range(repeat):
         ours.append(timed(OURS + args_ours, fresh(out)))
         up.append(timed(UPSTREAM + args_up, fresh(out)))
@@ -90,6 +91,8 @@ def ext2_sizes(out):
 def compare_ext2(label, sd, args_extra, out_ours, out_up, repeat):
     """Time both ext2 builds; return both outputs' sizes."""
     ours, up = [], []
+    timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd)], fresh(out_ours))  # warm-up, untimed
+    timed(UPSTREAM + ["--build", "-f", "ext2", str(sd)], fresh(out_up))
     for _ in range(repeat):
         ours_dir = fresh(out_ours)
         ours.append(timed(OURS + ["--build", "-f", "ext2", *args_extra, str(sd)], ours_dir))

@@ -84,7 +84,7 @@ class Backend:
     def detect(root: _Path = "/") -> "Backend": ...
     @staticmethod
     def open(kind: str, root: _Path = "/") -> "Backend":
-        """``kind``: ``"dpkg"``."""
+        """``kind``: ``"dpkg"`` or ``"rpm"``."""
     @property
     def name(self) -> str: ...
     @property

@@ -516,22 +516,13 @@ impl Backend for Dpkg {
     }
 
     fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
-        let ids: Vec<usize> = roots.iter().map(|p| p.id).collect();
-        let (closure, unresolved) = resolve::closure(self, &ids);
-        for (id, text) in unresolved {
-            reporter.info(1, || {
-                format!(
-                    "dpkg: {}: dependency '{text}' is not satisfied by any installed package",
-                    self.installed[id].package.name
-                )
-            });
-        }
-        let mut out: Vec<Package> = closure
-            .into_iter()
-            .map(|i| self.installed[i].package.clone())
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
-        Ok(out)
+        Ok(resolve::closure_packages(
+            self,
+            roots,
+            |i| &self.installed[i].package,
+            "dpkg",
+            reporter,
+        ))
     }
 
     fn files(&self, package: &Package) -> Result<Vec<File>> {

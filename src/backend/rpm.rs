@@ -532,22 +532,10 @@ impl Rpm {
                 alternatives: items.iter().map(|e| self.candidates(e)).collect(),
             }],
             If(then, cond, otherwise) => {
-                if !self.candidates(cond).is_empty() {
-                    self.rich_clauses(then, text)
-                } else if let Some(e) = otherwise {
-                    self.rich_clauses(e, text)
-                } else {
-                    vec![]
-                }
+                self.conditional(then, cond, otherwise.as_deref(), true, text)
             }
             Unless(then, cond, otherwise) => {
-                if self.candidates(cond).is_empty() {
-                    self.rich_clauses(then, text)
-                } else if let Some(e) = otherwise {
-                    self.rich_clauses(e, text)
-                } else {
-                    vec![]
-                }
+                self.conditional(then, cond, otherwise.as_deref(), false, text)
             }
             With(a, b) => {
                 let right = self.candidates(b);
@@ -571,6 +559,24 @@ impl Rpm {
                         .collect()],
                 }]
             }
+        }
+    }
+
+    /// `then if cond else otherwise` (or `unless`, with `when_installed`
+    /// false), judged by what is installed.
+    fn conditional(
+        &self,
+        then: &rich::Expr,
+        cond: &rich::Expr,
+        otherwise: Option<&rich::Expr>,
+        when_installed: bool,
+        text: &str,
+    ) -> Vec<Clause> {
+        let installed = !self.candidates(cond).is_empty();
+        match (installed == when_installed, otherwise) {
+            (true, _) => self.rich_clauses(then, text),
+            (false, Some(e)) => self.rich_clauses(e, text),
+            (false, None) => vec![],
         }
     }
 
@@ -637,22 +643,13 @@ impl Backend for Rpm {
     }
 
     fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
-        let ids: Vec<usize> = roots.iter().map(|p| p.id).collect();
-        let (closure, unresolved) = resolve::closure(self, &ids);
-        for (id, text) in unresolved {
-            reporter.info(1, || {
-                format!(
-                    "rpm: {}: '{text}' is not provided by any installed package",
-                    self.installed[id].package.name
-                )
-            });
-        }
-        let mut out: Vec<Package> = closure
-            .into_iter()
-            .map(|i| self.installed[i].package.clone())
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
-        Ok(out)
+        Ok(resolve::closure_packages(
+            self,
+            roots,
+            |i| &self.installed[i].package,
+            "rpm",
+            reporter,
+        ))
     }
 
     fn files(&self, package: &Package) -> Result<Vec<File>> {
