@@ -19,6 +19,67 @@ use crate::error::{Error, IoContext, Result};
 pub struct Staging {
     output: PathBuf,
     dir: Option<PathBuf>,
+    /// An flock on the staging directory for as long as this process
+    /// lives: the next builder removes `OUT.<random>` directories it can
+    /// lock, which are exactly those left by a killed build.
+    _alive: fs::File,
+}
+
+/// Lock `dir` (an flock, released by the kernel when its holder dies).
+fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
+    use std::os::unix::io::AsRawFd;
+    let file = fs::File::open(dir)?;
+    // SAFETY: a valid descriptor; flock does not touch memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(file))
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Marks a staging directory whose builder has taken its lock (so an
+/// unlocked one with the mark was left by a killed build, not one that
+/// has just been created and is about to be locked).
+const STAGING_MARK: &str = ".supermin-staging";
+
+/// Remove what killed builds of `output` left beside it: `OUT.<8 random>`
+/// staging directories that no live builder holds locked, and that carry
+/// the mark or are more than a minute old.
+fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        if rest.len() != 8 || !rest.iter().all(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        let path = entry.path();
+        if !fs::symlink_metadata(&path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        let old = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 60);
+        if let Ok(Some(_lock)) = try_lock_dir(&path) {
+            if old || path.join(STAGING_MARK).exists() {
+                remove_tree(&path);
+            }
+        }
+    }
 }
 
 impl Staging {
@@ -38,6 +99,7 @@ impl Staging {
             .ok_or_else(|| Error::output(&output, "not a valid output directory name"))?;
         let mut prefix = name.to_os_string();
         prefix.push(".");
+        remove_stale_staging(parent, &prefix);
         let dir = tempfile::Builder::new()
             .prefix(&prefix)
             .rand_bytes(8)
@@ -53,9 +115,25 @@ impl Staging {
                 )
             })?
             .keep();
+        let alive = match try_lock_dir(&dir) {
+            Ok(Some(lock)) => lock,
+            other => {
+                remove_tree(&dir);
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "locked by another process".into(),
+                };
+                return Err(Error::output(
+                    &dir,
+                    format!("cannot lock the staging directory: {why}"),
+                ));
+            }
+        };
+        fs::write(dir.join(STAGING_MARK), b"").at("writing", dir.join(STAGING_MARK))?;
         Ok(Staging {
             output,
             dir: Some(dir),
+            _alive: alive,
         })
     }
 
@@ -76,6 +154,10 @@ impl Staging {
     /// supported, OUT is renamed aside first, then the new one renamed in.
     pub fn commit(mut self) -> Result<PathBuf> {
         let new = self.dir.take().expect("commit once");
+        if let Err(e) = fs::remove_file(new.join(STAGING_MARK)) {
+            remove_tree(&new);
+            return Err(Error::io("removing", new.join(STAGING_MARK), e));
+        }
         // A fresh mtime on OUT itself, for --if-newer.
         let now = filetime::FileTime::now();
         filetime::set_file_times(&new, now, now).at("setting times of", &new)?;

@@ -1,0 +1,107 @@
+"""Crash safety and hostile appliance inputs, on real builds: real
+`kill -9`, real crafted tarballs, for both output formats."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, tree
+
+
+def _snapshot(out: Path) -> dict:
+    return {p: v for p, v in tree(out).items()}
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_sigkill_at_any_moment_keeps_the_previous_output(prepared, tmp_path, fmt):
+    out = tmp_path / "app"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    run_cli("--build", "-f", fmt, *extra, str(prepared), "-o", str(out))
+    before = _snapshot(out)
+    root_bytes = (out / "root").read_bytes()[:1 << 20] if fmt == "ext2" else None
+    killed = 0
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6):
+        proc = subprocess.Popen([sys.executable, "-m", "supermin", "--build", "-f", fmt, *extra, str(prepared),
+                                 "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        assert _snapshot(out) == before, f"output changed after a kill at {delay}s"
+        if root_bytes is not None:
+            assert (out / "root").read_bytes()[:1 << 20] in (root_bytes, (out / "root").read_bytes()[:1 << 20])
+    assert killed, "no build was still running when killed"
+    # The next build cleans what the killed ones left.
+    run_cli("--build", "-f", fmt, *extra, str(prepared), "-o", str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]
+
+
+def _tarball(members) -> bytes:
+    """A tar built entry by entry: (name, type, data_or_linkname, mode)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, payload, mode in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = kind, mode
+            if kind == tarfile.REGTYPE:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                info.linkname = payload
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+HOSTILE = {
+    "dotdot": [("../../escaped-dotdot", tarfile.REGTYPE, b"x", 0o644)],
+    "absolute": [("/tmp/escaped-absolute", tarfile.REGTYPE, b"x", 0o644)],
+    "through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
+                        ("evil/escaped-through-symlink", tarfile.REGTYPE, b"x", 0o644)],
+    "hardlink-outside": [("shadow-copy", tarfile.LNKTYPE, "/etc/shadow", 0o644)],
+}
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, case):
+    appliance = tmp_path / "sd"
+    appliance.mkdir()
+    for f in prepared.iterdir():
+        (appliance / f.name).write_bytes(f.read_bytes())
+    (appliance / "zz-hostile.tar").write_bytes(_tarball(HOSTILE[case]))
+    sentinels = [Path("/tmp/escaped-absolute"), Path("/tmp/escaped-through-symlink"),
+                 tmp_path.parent / "escaped-dotdot", tmp_path / "escaped-dotdot"]
+    for s in sentinels:
+        s.unlink(missing_ok=True)
+    out = tmp_path / "app"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)
+    for s in sentinels:
+        assert not s.exists(), f"{case}: wrote {s} outside the output"
+    if r.returncode != 0:
+        assert "zz-hostile.tar" in r.stderr, r.stderr  # the rejection names the input
+        assert not out.exists()
+        return
+    shadow = Path("/etc/shadow").read_bytes()
+    if fmt == "chroot":
+        for p in out.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                assert p.read_bytes() != shadow or p == out / "etc/shadow", f"{case}: {p} copies /etc/shadow"
+    else:
+        listing = subprocess.run(["debugfs", "-R", "ls -p /", str(out / "root")], capture_output=True,
+                                 text=True).stdout
+        if "/shadow-copy/" in listing:
+            dump = tmp_path / "dump"
+            subprocess.run(["debugfs", "-R", f"dump /shadow-copy {dump}", str(out / "root")], check=True,
+                           capture_output=True)
+            assert dump.read_bytes() != shadow, f"{case}: the image holds a copy of /etc/shadow"
