@@ -42,14 +42,10 @@ fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
     }
 }
 
-/// Marks a staging directory whose builder has taken its lock (so an
-/// unlocked one with the mark was left by a killed build, not one that
-/// has just been created and is about to be locked).
-const STAGING_MARK: &str = ".supermin-staging";
-
 /// Remove what killed builds of `output` left beside it: `OUT.<8 random>`
-/// staging directories that no live builder holds locked, and that carry
-/// the mark or are more than a minute old.
+/// staging directories (and `OUT.old.<pid>`) that no live builder holds
+/// locked.  A builder locks its directory before giving it that name (see
+/// [`Staging::new`]), so an unlocked one has no live builder.
 fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -59,7 +55,11 @@ fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
         let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
             continue;
         };
-        if rest.len() != 8 || !rest.iter().all(u8::is_ascii_alphanumeric) {
+        let staging = rest.len() == 8 && rest.iter().all(u8::is_ascii_alphanumeric);
+        let aside = rest
+            .strip_prefix(b"old.")
+            .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit));
+        if !staging && !aside {
             continue;
         }
         let path = entry.path();
@@ -69,15 +69,8 @@ fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
         {
             continue;
         }
-        let old = fs::symlink_metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 60);
         if let Ok(Some(_lock)) = try_lock_dir(&path) {
-            if old || path.join(STAGING_MARK).exists() {
-                remove_tree(&path);
-            }
+            remove_tree(&path);
         }
     }
 }
@@ -100,36 +93,46 @@ impl Staging {
         let mut prefix = name.to_os_string();
         prefix.push(".");
         remove_stale_staging(parent, &prefix);
-        let dir = tempfile::Builder::new()
-            .prefix(&prefix)
+        let cannot = |e: &dyn std::fmt::Display| {
+            Error::output(
+                &output,
+                format!(
+                    "cannot create the output beside it in {}: {e}",
+                    parent.display()
+                ),
+            )
+        };
+        // Created under a name no cleaner looks at, locked, then renamed to
+        // OUT.<random>: a directory with that name is always either locked
+        // by a live builder or abandoned.
+        let mut hidden = std::ffi::OsString::from(".");
+        hidden.push(&prefix);
+        let fresh = tempfile::Builder::new()
+            .prefix(&hidden)
             .rand_bytes(8)
             .permissions(fs::Permissions::from_mode(0o755))
             .tempdir_in(parent)
-            .map_err(|e| {
-                Error::output(
-                    &output,
-                    format!(
-                        "cannot create the output beside it in {}: {e}",
-                        parent.display()
-                    ),
-                )
-            })?
+            .map_err(|e| cannot(&e))?
             .keep();
-        let alive = match try_lock_dir(&dir) {
+        let alive = match try_lock_dir(&fresh) {
             Ok(Some(lock)) => lock,
             other => {
-                remove_tree(&dir);
+                remove_tree(&fresh);
                 let why = match other {
                     Err(e) => e.to_string(),
                     _ => "locked by another process".into(),
                 };
-                return Err(Error::output(
-                    &dir,
-                    format!("cannot lock the staging directory: {why}"),
-                ));
+                return Err(cannot(&format!("cannot lock {}: {why}", fresh.display())));
             }
         };
-        fs::write(dir.join(STAGING_MARK), b"").at("writing", dir.join(STAGING_MARK))?;
+        let random = fresh.file_name().expect("named").as_bytes()[hidden.len()..].to_vec();
+        let mut name = prefix.clone();
+        name.push(std::ffi::OsStr::from_bytes(&random));
+        let dir = parent.join(name);
+        if let Err(e) = rename_noreplace(&fresh, &dir) {
+            remove_tree(&fresh);
+            return Err(cannot(&e));
+        }
         Ok(Staging {
             output,
             dir: Some(dir),
@@ -154,16 +157,14 @@ impl Staging {
     /// supported, OUT is renamed aside first, then the new one renamed in.
     pub fn commit(mut self) -> Result<PathBuf> {
         let new = self.dir.take().expect("commit once");
-        if let Err(e) = fs::remove_file(new.join(STAGING_MARK)) {
-            remove_tree(&new);
-            return Err(Error::io("removing", new.join(STAGING_MARK), e));
-        }
         // A fresh mtime on OUT itself, for --if-newer.
         let now = filetime::FileTime::now();
         filetime::set_file_times(&new, now, now).at("setting times of", &new)?;
         let result = if fs::symlink_metadata(&self.output).is_ok() {
             match exchange(&new, &self.output) {
                 Ok(()) => {
+                    // `new` now names the previous output, unlocked: if we
+                    // are killed while removing it, the next build finishes.
                     remove_tree(&new);
                     Ok(())
                 }
@@ -199,6 +200,28 @@ fn aside_name(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_os_string();
     name.push(format!(".old.{}", std::process::id()));
     PathBuf::from(name)
+}
+
+/// `rename(2)` that fails instead of replacing an existing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let cf = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let ct = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn exchange(a: &Path, b: &Path) -> io::Result<()> {
