@@ -105,3 +105,29 @@ def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, c
             subprocess.run(["debugfs", "-R", f"dump /shadow-copy {dump}", str(out / "root")], check=True,
                            capture_output=True)
             assert dump.read_bytes() != shadow, f"{case}: the image holds a copy of /etc/shadow"
+
+
+@pytest.fixture()
+def small_filesystem(tmp_path):
+    """A 120 MiB tmpfs (real ENOSPC), unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"this machine does not allow a tmpfs mount: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_disk_full_is_clear_and_keeps_the_previous_output(prepared, small_filesystem, fmt):
+    out = small_filesystem / "app"
+    extra = ["--modules", "boot", "--size", "200M"] if fmt == "ext2" else []
+    run_cli("--build", "-f", "chroot", str(prepared), "-o", str(out))
+    before = _snapshot(out)
+    free = os.statvfs(small_filesystem).f_bavail * os.statvfs(small_filesystem).f_frsize
+    subprocess.run(["fallocate", "-l", str(free - (8 << 20)), str(small_filesystem / "filler")], check=True)
+    r = run_cli("--build", "-f", fmt, *extra, str(prepared), "-o", str(out), check=False)
+    assert r.returncode == 1 and "No space left on device" in r.stderr, r.stderr
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in small_filesystem.iterdir()) == ["app", "filler"]
