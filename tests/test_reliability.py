@@ -68,7 +68,13 @@ HOSTILE = {
     "through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
                         ("evil/escaped-through-symlink", tarfile.REGTYPE, b"x", 0o644)],
     "hardlink-outside": [("shadow-copy", tarfile.LNKTYPE, "/etc/shadow", 0o644)],
+    "newline-name": [("etc/two\nlines", tarfile.REGTYPE, b"x", 0o644)],
+    "invalid-utf8": [("etc/bad-\udcff-name", tarfile.REGTYPE, b"x", 0o644)],
+    "deep-nesting": [("/".join(["d"] * 300) + "/deep", tarfile.REGTYPE, b"x", 0o644)],
 }
+# Harmless but odd names: a build must keep them, inside the output.
+KEPT = {"newline-name": b"etc/two\nlines", "invalid-utf8": b"etc/bad-\xff-name",
+        "deep-nesting": b"/".join([b"d"] * 300) + b"/deep"}
 
 
 @pytest.mark.parametrize("fmt", ["chroot", "ext2"])
@@ -92,6 +98,17 @@ def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, c
         assert "zz-hostile.tar" in r.stderr, r.stderr  # the rejection names the input
         assert not out.exists()
         return
+    if case in KEPT:
+        assert r.returncode == 0, r.stderr
+        if fmt == "chroot":
+            assert os.path.exists(os.fsencode(out) + b"/" + KEPT[case]), case
+        else:
+            dump = tmp_path / "dump"
+            dump.mkdir()
+            top = KEPT[case].split(b"/")[0].decode()
+            subprocess.run(["debugfs", "-R", f"rdump /{top} {dump}", str(out / "root")], check=True,
+                           capture_output=True)
+            assert os.path.exists(os.fsencode(dump) + b"/" + KEPT[case]), case
     shadow = Path("/etc/shadow").read_bytes()
     if fmt == "chroot":
         for p in out.rglob("*"):
@@ -131,3 +148,35 @@ def test_disk_full_is_clear_and_keeps_the_previous_output(prepared, small_filesy
     assert r.returncode == 1 and "No space left on device" in r.stderr, r.stderr
     assert _snapshot(out) == before
     assert sorted(p.name for p in small_filesystem.iterdir()) == ["app", "filler"]
+
+
+def test_concurrent_builders_without_a_lock_never_mix_outputs(prepared, built, tmp_path):
+    """Six builders on one output, no --lock: each swaps in a complete tree,
+    so the result is always one whole appliance, and nothing is left over."""
+    out = tmp_path / "app"
+    procs = [subprocess.Popen([sys.executable, "-m", "supermin", "--build", "-f", "chroot", str(prepared),
+                               "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert _snapshot(out) == _snapshot(built)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app"]
+
+
+def test_builders_share_a_lock_with_debians_supermin(prepared, built, tmp_path, upstream):
+    """Ours and Debian's supermin on the same --lock file and output: all
+    succeed, one at a time, and the output is one tool's whole appliance."""
+    out, lock = tmp_path / "app", tmp_path / "lock"
+    cmds = []
+    for i in range(4):
+        tool = [sys.executable, "-m", "supermin"] if i % 2 == 0 else [upstream]
+        cmds.append(tool + ["--build", "-f", "chroot", "--lock", str(lock), str(prepared), "-o", str(out)])
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in cmds]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert (out / "usr/bin/bash").is_file()
+    r = subprocess.run(["chroot", str(out), "/bin/bash", "-c", "echo whole"], capture_output=True, text=True)
+    assert r.stdout == "whole\n", r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "lock"]
