@@ -12,6 +12,8 @@ pub mod appliance;
 pub mod backend;
 pub mod build;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod init;
 pub mod output;
 pub mod package;

@@ -131,7 +131,7 @@ pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>
             let header = entry.header();
             let mode = header.mode().map_err(|e| corrupt(deb, e))?;
             let mtime = header.mtime().map_err(|e| corrupt(deb, e))?;
-            let mut data = Vec::with_capacity(entry.size() as usize);
+            let mut data = Vec::with_capacity(entry.size().min(1 << 20) as usize);
             entry
                 .read_to_end(&mut data)
                 .map_err(|e| corrupt(deb, format!("{}: {e}", path.display())))?;

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -116,10 +115,52 @@ fn backend_error(message: impl Into<String>) -> Error {
     Error::backend("rpm", message)
 }
 
+/// Check a header's index before the `rpm` crate sees it: the crate
+/// trusts the counts and offsets (allocating what they say, slicing where
+/// they point), so hostile input could exhaust memory or panic it.  Limits
+/// are rpm's own: at most 0xffff entries and 256 MiB of data.  `bytes`
+/// starts at the entry count; returns the header's length.
+fn check_header(bytes: &[u8]) -> std::result::Result<usize, String> {
+    let be32 = |at: usize| -> u32 { u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) };
+    if bytes.len() < 8 {
+        return Err("header too short".into());
+    }
+    let (entries, data) = (be32(0) as usize, be32(4) as usize);
+    if entries == 0 || entries > 0xffff {
+        return Err(format!("header claims {entries} entries"));
+    }
+    if data > 256 << 20 {
+        return Err(format!("header claims {data} bytes of data"));
+    }
+    let total = 8 + entries * 16 + data;
+    if total > bytes.len() {
+        return Err(format!("header truncated ({} of {total} bytes)", bytes.len()));
+    }
+    for i in 0..entries {
+        let at = 8 + i * 16;
+        let (kind, offset, count) = (be32(at + 4), be32(at + 8) as usize, be32(at + 12) as usize);
+        if kind > 9 || offset > data || count > data.max(1) * 8 {
+            return Err(format!("header entry {i} is malformed (type {kind}, offset {offset}, count {count})"));
+        }
+    }
+    Ok(total)
+}
+
+/// Run an `rpm` crate parser, turning a panic on input it did not expect
+/// into an error (a last line of defence behind [`check_header`]).
+fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, rpm::Error>) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("the header is malformed".into()),
+    }
+}
+
 /// The `rpm` crate parses headers inside a package frame only; the
 /// database stores bare headers (no magic). Frame one: a lead with the
 /// package magic, an empty signature header, then the header with its magic.
-fn metadata_from_header(bare: &[u8]) -> std::result::Result<rpm::PackageMetadata, rpm::Error> {
+fn metadata_from_header(bare: &[u8]) -> std::result::Result<rpm::PackageMetadata, String> {
+    let length = check_header(bare)?;
+    let bare = &bare[..length];
     let mut frame = Vec::with_capacity(96 + 16 + 8 + bare.len());
     frame.extend_from_slice(&[0xed, 0xab, 0xee, 0xdb, 3, 0]);
     frame.resize(96, 0);
@@ -128,7 +169,15 @@ fn metadata_from_header(bare: &[u8]) -> std::result::Result<rpm::PackageMetadata
     frame.extend_from_slice(&[0u8; 8]); // no entries, no data
     frame.extend_from_slice(&[0x8e, 0xad, 0xe8, 0x01, 0, 0, 0, 0]);
     frame.extend_from_slice(bare);
-    rpm::PackageMetadata::parse(&mut std::io::Cursor::new(frame))
+    guarded(|| rpm::PackageMetadata::parse(&mut std::io::Cursor::new(frame)))
+}
+
+/// A package from a bare header blob (as `rpmdb.sqlite` stores it).
+pub fn package_from_header(blob: &[u8]) -> Result<Package> {
+    let metadata = metadata_from_header(blob).map_err(|e| backend_error(format!("corrupt header: {e}")))?;
+    guarded(|| installed_from(&metadata, 0))
+        .map(|i| i.package)
+        .map_err(|e| backend_error(format!("incomplete header: {e}")))
 }
 
 /// A requirement or provide: name, comparison, EVR.
@@ -421,7 +470,7 @@ impl Rpm {
                 continue; // imported signing keys, not packages
             }
             let id = installed.len();
-            installed.push(installed_from(&metadata, id).map_err(|e| {
+            installed.push(guarded(|| installed_from(&metadata, id)).map_err(|e| {
                 backend_error(format!(
                     "{}: header {} is incomplete: {e}",
                     where_.display(),
@@ -781,10 +830,12 @@ fn config_files_from_rpm(path: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFil
     let corrupt = |e: &dyn std::fmt::Display| {
         backend_error(format!("{}: cannot unpack: {e}", path.display()))
     };
-    let package = rpm::Package::open(path).map_err(|e| corrupt(&e))?;
+    check_rpm_file(path).map_err(|e| corrupt(&e))?;
+    let package = guarded(|| rpm::Package::open(path)).map_err(|e| corrupt(&e))?;
+    let entries = guarded(|| package.files()?.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| corrupt(&e))?;
     let mut out = Vec::new();
-    for entry in package.files().map_err(|e| corrupt(&e))? {
-        let entry = entry.map_err(|e| corrupt(&e))?;
+    for entry in entries {
         let meta = &entry.metadata;
         if paths.contains(&meta.path) && meta.mode.raw_mode() as u32 & 0o170000 == 0o100000 {
             out.push(ConfigFile {
@@ -860,22 +911,52 @@ fn download(
     Ok(())
 }
 
+/// Check an `.rpm` file's lead and both headers (see [`check_header`])
+/// without reading more than they occupy.
+fn check_rpm_file(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let read = |offset: u64, len: u64| -> std::result::Result<Vec<u8>, String> {
+        if offset + len > size {
+            return Err(format!("truncated ({size} bytes; a header needs {})", offset + len));
+        }
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+        Ok(buf)
+    };
+    if read(0, 4)? != [0xed, 0xab, 0xee, 0xdb] {
+        return Err("no rpm lead magic".into());
+    }
+    let mut offset = 96u64;
+    for (which, pad) in [("signature", true), ("main", false)] {
+        let intro = read(offset, 16)?;
+        if intro[0..3] != [0x8e, 0xad, 0xe8] {
+            return Err(format!("no {which} header magic"));
+        }
+        let entries = u32::from_be_bytes(intro[8..12].try_into().unwrap()) as u64;
+        let data = u32::from_be_bytes(intro[12..16].try_into().unwrap()) as u64;
+        if entries == 0 || entries > 0xffff || data > 256 << 20 {
+            return Err(format!("{which} header claims {entries} entries and {data} bytes"));
+        }
+        let header = read(offset + 8, 8 + entries * 16 + data)?;
+        check_header(&header).map_err(|e| format!("{which} {e}"))?;
+        offset += 16 + entries * 16 + data;
+        if pad {
+            offset = offset.div_ceil(8) * 8;
+        }
+    }
+    Ok(())
+}
+
 /// A `.rpm` file: its package and files (the in-process `rpm -qlp`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
     let corrupt = |e: &dyn std::fmt::Display| {
         backend_error(format!("{}: not a valid .rpm file: {e}", path.display()))
     };
-    let mut file = fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let mut head = Vec::new();
-    (&mut file)
-        .take(4)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io("reading", path, e))?;
-    if head != [0xed, 0xab, 0xee, 0xdb] {
-        return Err(corrupt(&"no rpm lead magic"));
-    }
-    let metadata = rpm::PackageMetadata::open(path).map_err(|e| corrupt(&e))?;
-    let installed = installed_from(&metadata, 0).map_err(|e| corrupt(&e))?;
+    check_rpm_file(path).map_err(|e| corrupt(&e))?;
+    let metadata = guarded(|| rpm::PackageMetadata::open(path)).map_err(|e| corrupt(&e))?;
+    let installed = guarded(|| installed_from(&metadata, 0)).map_err(|e| corrupt(&e))?;
     let entries = metadata.get_file_entries().unwrap_or_default();
     let files = entries
         .into_iter()

@@ -197,7 +197,7 @@ fn add_base_images(tree: &mut Tree, images: &[BaseImage], reporter: &Reporter) -
             let kind = match header.entry_type() {
                 tar::EntryType::Directory => Kind::Dir(Default::default()),
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut bytes = Vec::with_capacity(entry.size() as usize);
+                    let mut bytes = Vec::with_capacity(entry.size().min(1 << 20) as usize);
                     entry.read_to_end(&mut bytes).map_err(bad)?;
                     Kind::File(Data::Bytes(bytes))
                 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run every fuzz target for a bounded time (default 60 s each), seeded with
+# real inputs from this machine and the shared fixtures.  Not run in CI.
+#   bash fuzz/run.sh [SECONDS]
+# Crashes land in fuzz/artifacts/<target>/; keep each as a regression input
+# under fuzz/regressions/<target>/ (the Rust test `fuzz_regressions` replays
+# them) once fixed.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+seed() {  # seed TARGET FILE...
+    mkdir -p "corpus/$1"
+    for f in "${@:2}"; do [ -f "$f" ] && cp -n "$f" "corpus/$1/" 2>/dev/null || true; done
+}
+seed appliance_input /var/tmp/supermin-demo/supermin.d/base.tar.gz
+seed package_file ../../shared/fixtures/rpm/packages/v4/*.rpm ../../shared/fixtures/rpm/packages/v6/*.rpm \
+    $(ls /var/cache/apt/archives/*.deb 2>/dev/null | head -3)
+head -c 200000 /var/lib/dpkg/status > /tmp/supermin-fuzz-status && seed dpkg_status /tmp/supermin-fuzz-status
+seed modules_dep /lib/modules/*/modules.dep
+python3 - <<'PY'
+import os, sqlite3
+db = "../../shared/fixtures/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
+if os.path.exists(db):
+    os.makedirs("corpus/rpm_header", exist_ok=True)
+    con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
+    for hnum, blob in con.execute("SELECT hnum, blob FROM Packages LIMIT 10"):
+        open(f"corpus/rpm_header/{hnum}", "wb").write(blob)
+PY
+for target in appliance_input package_file rpm_header dpkg_status modules_dep; do
+    echo "== $target ($seconds s)"
+    cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
+        -max_len=1048576 || echo "!! $target found a crash: see fuzz/artifacts/$target/"
+done

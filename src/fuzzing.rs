@@ -1,0 +1,62 @@
+//! Entry points for the `cargo fuzz` targets in `fuzz/` (not an API).
+//!
+//! Each takes arbitrary bytes, feeds them to one parser the way real input
+//! arrives (through a file where the parser reads files), and must return
+//! an error or a value: a panic is a bug.
+
+use std::fs;
+use std::path::PathBuf;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// A supermin appliance input file: sniffing, decompression, and reading
+/// a base image's members.
+pub fn appliance_input(data: &[u8]) {
+    let dir = scratch();
+    let input = dir.path().join("input");
+    fs::write(&input, data).expect("write");
+    if let Ok(appliance) = crate::appliance::load(&[input]) {
+        for image in &appliance.base_images {
+            let _ = image.members();
+        }
+    }
+}
+
+/// A package file: `.deb` (ar, control and data tarballs) or `.rpm`
+/// (lead, headers, file list).
+pub fn package_file(data: &[u8]) {
+    let dir = scratch();
+    let path = dir.path().join("package");
+    fs::write(&path, data).expect("write");
+    let _ = crate::backend::read_package_file(&path);
+}
+
+/// An rpm header blob as the rpm database stores it.
+pub fn rpm_header(data: &[u8]) {
+    let _ = crate::backend::rpm::package_from_header(data);
+}
+
+/// A dpkg `status` file: stanzas, relations, provides, and the closure of
+/// everything it lists.
+pub fn dpkg_status(data: &[u8]) {
+    let dir = scratch();
+    let admin: PathBuf = dir.path().join("var/lib/dpkg");
+    fs::create_dir_all(admin.join("info")).expect("mkdir");
+    fs::write(admin.join("status"), data).expect("write");
+    if let Ok(backend) = crate::backend::open("dpkg", dir.path()) {
+        let all = backend.packages();
+        let _ = backend.resolve(&all, &crate::report::Reporter::default());
+    }
+}
+
+/// A kernel's `modules.dep`, and the initrd's choice of modules from it.
+pub fn modules_dep(data: &[u8]) {
+    let dir = scratch();
+    fs::write(dir.path().join("modules.dep"), data).expect("write");
+    if let Ok(deps) = crate::build::initrd::read_module_deps(dir.path()) {
+        let _ = crate::build::initrd::boot_modules(&deps);
+        let _ = crate::build::initrd::selected_modules(&deps, &["e1000*".to_string()]);
+    }
+}
