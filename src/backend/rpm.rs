@@ -134,13 +134,18 @@ fn check_header(bytes: &[u8]) -> std::result::Result<usize, String> {
     }
     let total = 8 + entries * 16 + data;
     if total > bytes.len() {
-        return Err(format!("header truncated ({} of {total} bytes)", bytes.len()));
+        return Err(format!(
+            "header truncated ({} of {total} bytes)",
+            bytes.len()
+        ));
     }
     for i in 0..entries {
         let at = 8 + i * 16;
         let (kind, offset, count) = (be32(at + 4), be32(at + 8) as usize, be32(at + 12) as usize);
         if kind > 9 || offset > data || count > data.max(1) * 8 {
-            return Err(format!("header entry {i} is malformed (type {kind}, offset {offset}, count {count})"));
+            return Err(format!(
+                "header entry {i} is malformed (type {kind}, offset {offset}, count {count})"
+            ));
         }
     }
     Ok(total)
@@ -148,7 +153,9 @@ fn check_header(bytes: &[u8]) -> std::result::Result<usize, String> {
 
 /// Run an `rpm` crate parser, turning a panic on input it did not expect
 /// into an error (a last line of defence behind [`check_header`]).
-fn guarded<T>(f: impl FnOnce() -> std::result::Result<T, rpm::Error>) -> std::result::Result<T, String> {
+fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, rpm::Error>,
+) -> std::result::Result<T, String> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err("the header is malformed".into()),
@@ -174,7 +181,8 @@ fn metadata_from_header(bare: &[u8]) -> std::result::Result<rpm::PackageMetadata
 
 /// A package from a bare header blob (as `rpmdb.sqlite` stores it).
 pub fn package_from_header(blob: &[u8]) -> Result<Package> {
-    let metadata = metadata_from_header(blob).map_err(|e| backend_error(format!("corrupt header: {e}")))?;
+    let metadata =
+        metadata_from_header(blob).map_err(|e| backend_error(format!("corrupt header: {e}")))?;
     guarded(|| installed_from(&metadata, 0))
         .map(|i| i.package)
         .map_err(|e| backend_error(format!("incomplete header: {e}")))
@@ -919,10 +927,14 @@ fn check_rpm_file(path: &Path) -> std::result::Result<(), String> {
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let read = |offset: u64, len: u64| -> std::result::Result<Vec<u8>, String> {
         if offset + len > size {
-            return Err(format!("truncated ({size} bytes; a header needs {})", offset + len));
+            return Err(format!(
+                "truncated ({size} bytes; a header needs {})",
+                offset + len
+            ));
         }
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| e.to_string())?;
         Ok(buf)
     };
     if read(0, 4)? != [0xed, 0xab, 0xee, 0xdb] {
@@ -937,7 +949,9 @@ fn check_rpm_file(path: &Path) -> std::result::Result<(), String> {
         let entries = u32::from_be_bytes(intro[8..12].try_into().unwrap()) as u64;
         let data = u32::from_be_bytes(intro[12..16].try_into().unwrap()) as u64;
         if entries == 0 || entries > 0xffff || data > 256 << 20 {
-            return Err(format!("{which} header claims {entries} entries and {data} bytes"));
+            return Err(format!(
+                "{which} header claims {entries} entries and {data} bytes"
+            ));
         }
         let header = read(offset + 8, 8 + entries * 16 + data)?;
         check_header(&header).map_err(|e| format!("{which} {e}"))?;
