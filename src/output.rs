@@ -129,7 +129,7 @@ impl Staging {
         let mut name = prefix.clone();
         name.push(std::ffi::OsStr::from_bytes(&random));
         let dir = parent.join(name);
-        if let Err(e) = rename_noreplace(&fresh, &dir) {
+        if let Err(e) = renameat2(&fresh, &dir, libc::RENAME_NOREPLACE) {
             remove_tree(&fresh);
             return Err(cannot(&e));
         }
@@ -161,7 +161,7 @@ impl Staging {
         let now = filetime::FileTime::now();
         filetime::set_file_times(&new, now, now).at("setting times of", &new)?;
         let result = if fs::symlink_metadata(&self.output).is_ok() {
-            match exchange(&new, &self.output) {
+            match renameat2(&new, &self.output, libc::RENAME_EXCHANGE) {
                 Ok(()) => {
                     // `new` now names the previous output, unlocked: if we
                     // are killed while removing it, the next build finishes.
@@ -202,8 +202,9 @@ fn aside_name(output: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `rename(2)` that fails instead of replacing an existing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+/// `renameat2(2)` with `flags`: `RENAME_NOREPLACE` (fail rather than
+/// replace `to`) or `RENAME_EXCHANGE` (swap the two atomically).
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let cf = std::ffi::CString::new(from.as_os_str().as_bytes())?;
     let ct = std::ffi::CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: valid NUL-terminated paths; renameat2 only reads them.
@@ -214,28 +215,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             cf.as_ptr(),
             libc::AT_FDCWD,
             ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
+            flags,
         )
     };
     if rc == 0 {

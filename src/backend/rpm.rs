@@ -122,24 +122,15 @@ fn backend_error(message: impl Into<String>) -> Error {
 /// starts at the entry count; returns the header's length.
 fn check_header(bytes: &[u8]) -> std::result::Result<usize, String> {
     let be32 = |at: usize| -> u32 { u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) };
-    if bytes.len() < 8 {
-        return Err("header too short".into());
-    }
-    let (entries, data) = (be32(0) as usize, be32(4) as usize);
-    if entries == 0 || entries > 0xffff {
-        return Err(format!("header claims {entries} entries"));
-    }
-    if data > 256 << 20 {
-        return Err(format!("header claims {data} bytes of data"));
-    }
-    let total = 8 + entries * 16 + data;
+    let total = header_length(bytes)?;
     if total > bytes.len() {
         return Err(format!(
             "header truncated ({} of {total} bytes)",
             bytes.len()
         ));
     }
-    for i in 0..entries {
+    let data = be32(4) as usize;
+    for i in 0..be32(0) as usize {
         let at = 8 + i * 16;
         let (kind, offset, count) = (be32(at + 4), be32(at + 8) as usize, be32(at + 12) as usize);
         if kind > 9 || offset > data || count > data.max(1) * 8 {
@@ -149,6 +140,23 @@ fn check_header(bytes: &[u8]) -> std::result::Result<usize, String> {
         }
     }
     Ok(total)
+}
+
+/// A header's length from its entry count and data size (the 8 bytes
+/// `bytes` starts with), within rpm's limits.
+fn header_length(bytes: &[u8]) -> std::result::Result<usize, String> {
+    if bytes.len() < 8 {
+        return Err("header too short".into());
+    }
+    let entries = u32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
+    let data = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    if entries == 0 || entries > 0xffff {
+        return Err(format!("header claims {entries} entries"));
+    }
+    if data > 256 << 20 {
+        return Err(format!("header claims {data} bytes of data"));
+    }
+    Ok(8 + entries * 16 + data)
 }
 
 /// Run an `rpm` crate parser, turning a panic on input it did not expect
@@ -594,29 +602,23 @@ impl Rpm {
             Unless(then, cond, otherwise) => {
                 self.conditional(then, cond, otherwise.as_deref(), false, text)
             }
-            With(a, b) => {
-                let right = self.candidates(b);
-                vec![Clause {
-                    text: text.to_string(),
-                    alternatives: vec![self
-                        .candidates(a)
-                        .into_iter()
-                        .filter(|c| right.contains(c))
-                        .collect()],
-                }]
-            }
-            Without(a, b) => {
-                let right = self.candidates(b);
-                vec![Clause {
-                    text: text.to_string(),
-                    alternatives: vec![self
-                        .candidates(a)
-                        .into_iter()
-                        .filter(|c| !right.contains(c))
-                        .collect()],
-                }]
-            }
+            With(a, b) => self.filtered(a, b, true, text),
+            Without(a, b) => self.filtered(a, b, false, text),
         }
+    }
+
+    /// `a with b` (`in_right`) or `a without b`: the providers of `a` that
+    /// do (or do not) also satisfy `b`, as one clause.
+    fn filtered(&self, a: &rich::Expr, b: &rich::Expr, in_right: bool, text: &str) -> Vec<Clause> {
+        let right = self.candidates(b);
+        vec![Clause {
+            text: text.to_string(),
+            alternatives: vec![self
+                .candidates(a)
+                .into_iter()
+                .filter(|c| right.contains(c) == in_right)
+                .collect()],
+        }]
     }
 
     /// `then if cond else otherwise` (or `unless`, with `when_installed`
@@ -946,16 +948,10 @@ fn check_rpm_file(path: &Path) -> std::result::Result<(), String> {
         if intro[0..3] != [0x8e, 0xad, 0xe8] {
             return Err(format!("no {which} header magic"));
         }
-        let entries = u32::from_be_bytes(intro[8..12].try_into().unwrap()) as u64;
-        let data = u32::from_be_bytes(intro[12..16].try_into().unwrap()) as u64;
-        if entries == 0 || entries > 0xffff || data > 256 << 20 {
-            return Err(format!(
-                "{which} header claims {entries} entries and {data} bytes"
-            ));
-        }
-        let header = read(offset + 8, 8 + entries * 16 + data)?;
+        let length = header_length(&intro[8..]).map_err(|e| format!("{which} {e}"))? as u64;
+        let header = read(offset + 8, length)?;
         check_header(&header).map_err(|e| format!("{which} {e}"))?;
-        offset += 16 + entries * 16 + data;
+        offset += 8 + length;
         if pad {
             offset = offset.div_ceil(8) * 8;
         }

@@ -59,9 +59,9 @@ pub struct Options {
 }
 
 /// What an ext2 build wrote.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
-    pub kernel: Option<Kernel>,
+    pub kernel: Kernel,
     pub uuid: String,
     pub initrd_modules: Vec<String>,
     pub initrd_bytes: u64,
@@ -159,7 +159,7 @@ pub fn write(
     )?;
     kernel::install(&kernel, &out.join("kernel"), options.copy_kernel)?;
     Ok(Outcome {
-        kernel: Some(kernel),
+        kernel,
         uuid: format_uuid(uuid),
         initrd_modules: initrd.modules,
         initrd_bytes: initrd.bytes,

@@ -16,7 +16,6 @@
 //! in the tests and by booting the images.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -117,10 +116,6 @@ impl Tree {
             }],
             default_dir,
         }
-    }
-
-    pub fn node(&self, index: usize) -> &Node {
-        &self.nodes[index]
     }
 
     fn children(&self, dir: usize) -> &BTreeMap<Vec<u8>, usize> {
@@ -1008,11 +1003,6 @@ fn read_write(
         done += n as u64;
     }
     Ok(done)
-}
-
-/// A name for error messages.
-pub fn display(name: &[u8]) -> String {
-    Path::new(OsStr::from_bytes(name)).display().to_string()
 }
 
 #[cfg(test)]

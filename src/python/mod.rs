@@ -615,11 +615,9 @@ fn _build<'py>(
     d.set_item("hard_links", outcome.stats.hard_links)?;
     d.set_item("unreadable", outcome.stats.unreadable)?;
     if let Some(ext2) = outcome.ext2 {
-        if let Some(kernel) = ext2.kernel {
-            d.set_item("kernel_path", kernel.path)?;
-            d.set_item("kernel_version", kernel.version)?;
-            d.set_item("modules_path", kernel.modules)?;
-        }
+        d.set_item("kernel_path", ext2.kernel.path)?;
+        d.set_item("kernel_version", ext2.kernel.version)?;
+        d.set_item("modules_path", ext2.kernel.modules)?;
         d.set_item("uuid", ext2.uuid)?;
         d.set_item("initrd_modules", ext2.initrd_modules)?;
         d.set_item("initrd_bytes", ext2.initrd_bytes)?;
