@@ -52,6 +52,21 @@ pub fn glob_in_root(root: &Path, pattern: &str) -> Vec<PathBuf> {
         }
         libc::globfree(&mut g);
     }
+    // `.*` also matches the `.` and `..` entries of a directory; those
+    // are not files to copy, and `..` would lead outside the output.
+    let prefix = if root == Path::new("/") {
+        0
+    } else {
+        root.as_os_str().len()
+    };
+    out.retain(|p| {
+        !p.as_os_str()
+            .as_bytes()
+            .get(prefix..)
+            .unwrap_or_default()
+            .split(|&b| b == b'/')
+            .any(|c| c == b"." || c == b"..")
+    });
     if root != Path::new("/") {
         out = out
             .into_iter()
@@ -97,5 +112,10 @@ mod tests {
             "no brace expansion"
         );
         assert!(glob_in_root(dir.path(), "/nonexistent/*").is_empty());
+        assert_eq!(
+            glob_in_root(dir.path(), "/etc/.*"),
+            vec![PathBuf::from("/etc/.hidden.conf")],
+            "never . or .."
+        );
     }
 }

@@ -56,6 +56,9 @@ def _tarball(members) -> bytes:
             if kind == tarfile.REGTYPE:
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
+            elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
+                info.devmajor, info.devminor = payload
+                tar.addfile(info)
             else:
                 info.linkname = payload
                 tar.addfile(info)
@@ -68,6 +71,9 @@ HOSTILE = {
     "through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
                         ("evil/escaped-through-symlink", tarfile.REGTYPE, b"x", 0o644)],
     "hardlink-outside": [("shadow-copy", tarfile.LNKTYPE, "/etc/shadow", 0o644)],
+    "device-through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
+                               ("evil/escaped-device", tarfile.CHRTYPE, (1, 3), 0o666)],
+    "device-dotdot": [("../../escaped-dotdot", tarfile.FIFOTYPE, (0, 0), 0o644)],
     "newline-name": [("etc/two\nlines", tarfile.REGTYPE, b"x", 0o644)],
     "invalid-utf8": [("etc/bad-\udcff-name", tarfile.REGTYPE, b"x", 0o644)],
     "deep-nesting": [("/".join(["d"] * 300) + "/deep", tarfile.REGTYPE, b"x", 0o644)],
@@ -85,7 +91,7 @@ def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, c
     for f in prepared.iterdir():
         (appliance / f.name).write_bytes(f.read_bytes())
     (appliance / "zz-hostile.tar").write_bytes(_tarball(HOSTILE[case]))
-    sentinels = [Path("/tmp/escaped-absolute"), Path("/tmp/escaped-through-symlink"),
+    sentinels = [Path("/tmp/escaped-absolute"), Path("/tmp/escaped-through-symlink"), Path("/tmp/escaped-device"),
                  tmp_path.parent / "escaped-dotdot", tmp_path / "escaped-dotdot"]
     for s in sentinels:
         s.unlink(missing_ok=True)
@@ -180,3 +186,280 @@ def test_builders_share_a_lock_with_debians_supermin(prepared, built, tmp_path, 
     r = subprocess.run(["chroot", str(out), "/bin/bash", "-c", "echo whole"], capture_output=True, text=True)
     assert r.stdout == "whole\n", r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "lock"]
+
+
+# --- Device nodes, FIFOs and huge or sparse members in base images -------
+
+NODES = [("dev/null2", tarfile.CHRTYPE, (1, 3), 0o666), ("dev/loop9", tarfile.BLKTYPE, (7, 9), 0o660),
+         ("run/fifo", tarfile.FIFOTYPE, (0, 0), 0o620)]
+
+
+def _appliance_with(prepared: Path, dest: Path, name: str, data: bytes) -> Path:
+    """A copy of `prepared` plus one extra input file, readable by anyone."""
+    dest.mkdir()
+    for f in prepared.iterdir():
+        (dest / f.name).write_bytes(f.read_bytes())
+    (dest / name).write_bytes(data)
+    for p in [dest, *dest.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def _debugfs(image: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _ext2_node(image: Path, path: str) -> "tuple[str, str, str]":
+    """(type, octal permissions, "major:minor") of an inode in an ext2 image."""
+    out = _debugfs(image, f"stat {path}")
+    kind = out.split("Type: ", 1)[1].split("    ")[0].strip()
+    mode = out.split("Mode:", 1)[1].split()[0]
+    dev = out.split("Device major/minor number: ", 1)[1].split()[0] if "major/minor" in out else ""
+    return kind, mode, dev
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_device_nodes_and_fifos_in_base_images_are_made_as_root(prepared, tmp_path, fmt):
+    """The tar crate alone would write them as empty regular files."""
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-dev.tar", _tarball(NODES))
+    out = tmp_path / "app"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out))
+    assert "device nodes" not in r.stderr
+    if fmt == "chroot":
+        import stat
+        st = os.lstat(out / "dev/null2")
+        assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+        assert st.st_mode & 0o7777 == 0o666, "modes are the tarball's, not umask-reduced"
+        st = os.lstat(out / "dev/loop9")
+        assert stat.S_ISBLK(st.st_mode) and (os.major(st.st_rdev), os.minor(st.st_rdev)) == (7, 9)
+        assert stat.S_ISFIFO(os.lstat(out / "run/fifo").st_mode)
+    else:
+        assert _ext2_node(out / "root", "/dev/null2") == ("character special", "0666", "01:03")
+        assert _ext2_node(out / "root", "/dev/loop9") == ("block special", "0660", "07:09")
+        assert _ext2_node(out / "root", "/run/fifo")[:2] == ("FIFO", "0620")
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_device_nodes_without_root(prepared, nobody_dir, fmt):
+    """chroot: making a device node needs root, so each is skipped and
+    named (tarball and entry) in one warning; FIFOs are still made.  ext2:
+    the image is written in-process, so the nodes are kept exactly."""
+    import stat
+    from conftest import run_as_nobody
+    appliance = _appliance_with(prepared, nobody_dir / f"dev-sd-{fmt}", "zz-dev.tar", _tarball(NODES))
+    out = nobody_dir / f"dev-app-{fmt}"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    r = run_as_nobody(nobody_dir, "--build", "-f", fmt, *extra, str(appliance), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    if fmt == "chroot":
+        warnings = [l for l in r.stderr.splitlines() if "device nodes in base images were skipped" in l]
+        assert len(warnings) == 1, r.stderr
+        assert f"{appliance}/zz-dev.tar: dev/null2" in warnings[0]
+        assert f"{appliance}/zz-dev.tar: dev/loop9" in warnings[0]
+        assert not os.path.lexists(out / "dev/null2") and not os.path.lexists(out / "dev/loop9")
+        assert stat.S_ISFIFO(os.lstat(out / "run/fifo").st_mode)
+        assert (out / "usr/bin/bash").stat().st_size > 0
+    else:
+        assert "device nodes" not in r.stderr
+        assert _ext2_node(out / "root", "/dev/null2") == ("character special", "0666", "01:03")
+        assert _ext2_node(out / "root", "/dev/loop9") == ("block special", "0660", "07:09")
+
+
+@pytest.fixture(scope="module")
+def sparse_tarball(tmp_path_factory) -> Path:
+    """A GNU tar (real `tar --sparse`) of a 512 MiB file that is all hole
+    but for a head and a tail: the archive is a few KiB."""
+    d = tmp_path_factory.mktemp("sparse")
+    (d / "srv").mkdir()
+    big = d / "srv/disk.img"
+    with open(big, "wb") as f:
+        f.write(b"head")
+        f.seek((512 << 20) - 4)
+        f.write(b"tail")
+    out = d / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-C", str(d), "-cf", str(out), "srv/disk.img"], check=True)
+    assert out.stat().st_size < 64 << 10
+    return out
+
+
+def _max_rss_mib(*args: str) -> "tuple[subprocess.CompletedProcess, float]":
+    """Run the CLI in a child of a fresh Python; the peak RSS of that tree."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+             "sys.exit(r.returncode)")
+    r = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "supermin", *args],
+                       capture_output=True, text=True)
+    return r, int(r.stdout.split()[-1]) / 1024 if r.stdout.split() else 0.0
+
+
+def test_sparse_member_stays_sparse_in_a_chroot(prepared, tmp_path, sparse_tarball):
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-sparse.tar", sparse_tarball.read_bytes())
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "chroot", str(appliance), "-o", str(out))
+    img = out / "srv/disk.img"
+    assert img.stat().st_size == 512 << 20
+    assert img.stat().st_blocks * 512 < 1 << 20, "holes were filled"
+    with open(img, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek((512 << 20) - 4)
+        assert f.read() == b"tail"
+
+
+def test_huge_member_in_ext2_is_bounded_by_the_image_not_memory(prepared, tmp_path, sparse_tarball):
+    """512 MiB of member data: refused before reading when it cannot fit
+    the image (naming tarball, entry and --size; previous output intact),
+    otherwise streamed through the staging directory, never held in memory."""
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-sparse.tar", sparse_tarball.read_bytes())
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "ext2", "--modules", "boot", "--size", "300M", str(prepared), "-o", str(out))
+    before = _snapshot(out)
+    r = run_cli("--build", "-f", "ext2", "--modules", "boot", "--size", "300M", str(appliance), "-o", str(out),
+                check=False)
+    assert r.returncode == 1
+    assert "zz-sparse.tar" in r.stderr and "/srv/disk.img" in r.stderr and "--size" in r.stderr, r.stderr
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "sd"]
+
+    r, rss = _max_rss_mib("--build", "-f", "ext2", "--modules", "boot", "--size", "800M", str(appliance),
+                          "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert rss < 256, f"peak RSS {rss:.0f} MiB: the member was held in memory"
+    assert sorted(p.name for p in out.iterdir()) == ["initrd", "kernel", "root"], "spilled data left behind"
+    dump = tmp_path / "disk.img"
+    _debugfs(out / "root", f"dump /srv/disk.img {dump}")
+    assert dump.stat().st_size == 512 << 20
+    with open(dump, "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek((512 << 20) - 4)
+        assert f.read() == b"tail"
+
+
+def test_member_claiming_more_than_it_holds_is_named(prepared, tmp_path):
+    """A header that claims 100 GiB and a tarball that ends: a clear error
+    naming the input, before anything large is allocated or written."""
+    info = tarfile.TarInfo("etc/huge")
+    info.size = 100 << 30
+    data = info.tobuf(format=tarfile.GNU_FORMAT) + b"x" * 512 + b"\0" * 1024
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-claims.tar", data)
+    for fmt, extra in [("chroot", []), ("ext2", ["--modules", "boot", "--size", "300M"])]:
+        out = tmp_path / f"app-{fmt}"
+        r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)
+        assert r.returncode == 1 and "zz-claims.tar" in r.stderr, r.stderr
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd"]
+
+
+# --- hostfiles that match secrets this user cannot read ------------------
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_non_root_hostfiles_matching_secrets_are_skipped_and_reported(prepared, nobody_dir, fmt):
+    secrets = nobody_dir / f"secrets-{fmt}"
+    (secrets / "private").mkdir(parents=True)
+    secrets.chmod(0o755)
+    (secrets / "private").chmod(0o700)
+    (secrets / "private/key").write_text("private key")
+    (secrets / "key-root").write_text("root only")
+    (secrets / "key-root").chmod(0o600)
+    (secrets / "key-public").write_text("public")
+    (secrets / "key-public").chmod(0o644)
+    hostfiles = f"/etc/shadow\n/etc/gshadow\n{secrets}/key-*\n{secrets}/private/*\n"
+    appliance = _appliance_with(prepared, nobody_dir / f"secrets-sd-{fmt}", "hostfiles", hostfiles.encode())
+    from conftest import run_as_nobody
+    out = nobody_dir / f"secrets-app-{fmt}"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    r = run_as_nobody(nobody_dir, "--build", "-f", fmt, *extra, str(appliance), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    warnings = [l for l in r.stderr.splitlines() if "unreadable by this user" in l]
+    assert len(warnings) == 1, r.stderr
+    for secret in ["/etc/shadow", "/etc/gshadow", f"{secrets}/key-root"]:
+        assert secret in warnings[0], warnings[0]
+    rel = str(secrets).lstrip("/")
+    if fmt == "chroot":
+        present = {p for p in ["etc/shadow", "etc/gshadow", f"{rel}/key-root", f"{rel}/private/key"]
+                   if os.path.lexists(out / p)}
+        assert not present, f"copied (perhaps empty): {present}"
+        assert (out / rel / "key-public").read_text() == "public"
+    else:
+        listing = _debugfs(out / "root", f"ls -l /{rel}") + _debugfs(out / "root", "ls -l /etc")
+        for name in [" shadow", " gshadow", "key-root", " key\n"]:
+            assert name not in listing, listing
+        assert "key-public" in listing
+
+
+# --- Hostile package data ------------------------------------------------
+
+def _dpkg_root(base: Path, status: str, lists: "dict[str, str]") -> Path:
+    """A root with a dpkg database of our own: `status` and `.list` files."""
+    info = base / "var/lib/dpkg/info"
+    info.mkdir(parents=True)
+    (base / "var/lib/dpkg/status").write_text(status)
+    (base / "etc").mkdir()
+    (base / "etc/debian_version").write_text("12.0\n")
+    for name, text in lists.items():
+        (info / f"{name}.list").write_text(text)
+    return base
+
+
+EVIL = "Package: evil\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n"
+
+
+def test_a_file_list_naming_paths_outside_the_root_is_refused(tmp_path):
+    """`.list` lines are joined under the root (to read) and under the
+    output (to write): `..` would leave both."""
+    sentinel = tmp_path / "escaped-list"
+    root = _dpkg_root(tmp_path / "root", EVIL, {"evil": "/.\n/usr\n/usr/../../escaped-list\n"})
+    (root / "usr").mkdir()
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "packages").write_text("evil\n")
+    out = tmp_path / "a" / "b" / "app"
+    out.parent.mkdir(parents=True)
+    r = run_cli("--build", "-f", "chroot", "--root", str(root), str(sd), "-o", str(out), check=False)
+    assert r.returncode == 1
+    assert "evil.list: line 3" in r.stderr and "/usr/../../escaped-list" in r.stderr, r.stderr
+    assert not sentinel.exists() and not (tmp_path / "a/escaped-list").exists() and not out.exists()
+    import supermin
+    backend = supermin.Backend.open("dpkg", root=str(root))
+    with pytest.raises(supermin.BackendError, match="evil.list: line 3"):
+        backend.package("evil").files
+
+
+@pytest.mark.parametrize("stanza, says", [
+    ("Package: b\nStatus: install ok installed\nArchitecture: amd64\n", "package b has no Version field"),
+    ("Package: ../../../tmp/x\nStatus: install ok installed\nVersion: 1\n", "invalid package name"),
+    ("Status: install ok installed\nVersion: 1\nDepends: evil\n", "no Package field"),
+])
+def test_a_broken_status_stanza_is_named_by_line(tmp_path, stanza, says):
+    """dpkg refuses such a database; resolving around the broken entry
+    would quietly give a different closure."""
+    import supermin
+    root = _dpkg_root(tmp_path / "root", EVIL + stanza, {"evil": "/.\n"})
+    with pytest.raises(supermin.BackendError) as e:
+        supermin.Backend.open("dpkg", root=str(root))
+    assert f"{root}/var/lib/dpkg/status: line 6: broken entry" in str(e.value) and says in str(e.value)
+    r = run_cli("--prepare", "--root", str(root), "evil", "-o", str(tmp_path / "sd"), check=False)
+    assert r.returncode == 1 and "status: line 6" in r.stderr, r.stderr
+    assert not (tmp_path / "sd").exists()
+
+
+@pytest.mark.parametrize("junk", [
+    b"kernel/drivers/block/virtio_blk.ko: ../../../../etc/shadow.ko\n",
+    b"kernel/drivers/block/virtio_blk.ko:\nthis line is junk\n",
+    b"\x7fELF\x02\x01\x01\x00\xff\xfe garbage",
+])
+def test_junk_in_modules_dep_is_a_clear_kernel_error(prepared, tmp_path, junk):
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    (mods / "modules.dep").write_bytes(junk)
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "chroot", str(prepared), "-o", str(out))
+    before = _snapshot(out)
+    kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]
+    env = dict(os.environ, SUPERMIN_KERNEL=str(kernel), SUPERMIN_MODULES=str(mods))
+    r = run_cli("--build", "-f", "ext2", "--modules", "boot", "--size", "300M", str(prepared), "-o", str(out),
+                check=False, env=env)
+    assert r.returncode == 1 and f"{mods}/modules.dep" in r.stderr, r.stderr
+    assert "panick" not in r.stderr and "Traceback" not in r.stderr
+    assert _snapshot(out) == before

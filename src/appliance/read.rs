@@ -128,7 +128,25 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
                 Kind::Packages => appliance
                     .packages
                     .extend(lines.map(|l| l.trim().to_string())),
-                Kind::Hostfiles => appliance.hostfiles.extend(lines.map(str::to_string)),
+                Kind::Hostfiles => {
+                    for (n, line) in text.lines().enumerate() {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        // The match is written at the same path under the
+                        // output, so `..` would write outside it.
+                        if line.split('/').any(|c| c == "..") {
+                            return Err(Error::bad_input(
+                                path,
+                                format!(
+                                    "line {}: hostfiles pattern has a '..' component: {line:?}",
+                                    n + 1
+                                ),
+                            ));
+                        }
+                        appliance.hostfiles.push(line.to_string());
+                    }
+                }
                 Kind::Excludefiles => {
                     for (n, line) in text.lines().enumerate() {
                         if line.trim().is_empty() {

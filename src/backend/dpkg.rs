@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use debversion::Version;
 
-use super::{deb, host_path, Backend, ConfigFile, Driver};
+use super::{deb, host_path, stays_inside, Backend, ConfigFile, Driver};
 use crate::error::{Error, IoContext, Result};
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
@@ -132,7 +132,7 @@ struct Provide {
 #[derive(Debug, Clone)]
 struct Installed {
     package: Package,
-    version: Option<Version>,
+    version: Version,
     multi_arch_foreign: bool,
     clauses: Vec<Vec<Atom>>,
     /// Conffiles with the md5sum of the version the package shipped.
@@ -155,12 +155,18 @@ pub struct Dpkg {
 /// Split a deb822 file into stanzas of `(field, value)`; continuation lines
 /// are joined with `\n`.
 pub(crate) fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
+    numbered_stanzas(text).into_iter().map(|(_, s)| s).collect()
+}
+
+/// [`stanzas`], each with the line number (from 1) where it starts.
+fn numbered_stanzas(text: &str) -> Vec<(usize, Vec<(&str, String)>)> {
     let mut out = Vec::new();
     let mut cur: Vec<(&str, String)> = Vec::new();
-    for line in text.lines() {
+    let mut start = 1;
+    for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+                out.push((start, std::mem::take(&mut cur)));
             }
         } else if line.starts_with(' ') || line.starts_with('\t') {
             if let Some((_, v)) = cur.last_mut() {
@@ -168,13 +174,28 @@ pub(crate) fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
                 v.push_str(line.trim());
             }
         } else if let Some((k, v)) = line.split_once(':') {
+            if cur.is_empty() {
+                start = n + 1;
+            }
             cur.push((k.trim(), v.trim().to_string()));
         }
     }
     if !cur.is_empty() {
-        out.push(cur);
+        out.push((start, cur));
     }
     out
+}
+
+/// A name dpkg could have written: package names and architectures are
+/// made of `[A-Za-z0-9+.-]` and start with an alphanumeric (Debian policy
+/// §5.6.1, §11.1), so they are safe to use in `info/` file names.
+fn is_dpkg_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
 }
 
 fn field<'a>(stanza: &'a [(&str, String)], name: &str) -> Option<&'a str> {
@@ -217,20 +238,42 @@ impl Dpkg {
         let text = String::from_utf8_lossy(&text);
         let mut installed = Vec::new();
         let mut provides_text = Vec::new();
-        for stanza in stanzas(&text) {
+        for (line, stanza) in numbered_stanzas(&text) {
             let state = field(&stanza, "Status").unwrap_or("");
             let is_installed = matches!(
                 state.split_whitespace().nth(2),
                 Some("installed" | "triggers-pending" | "triggers-awaited")
             );
-            let (Some(name), Some(version), true) = (
-                field(&stanza, "Package"),
-                field(&stanza, "Version"),
-                is_installed,
-            ) else {
+            if !is_installed {
                 continue;
+            }
+            // dpkg itself refuses to run on such a database; resolving
+            // around a mangled stanza would quietly give a wrong closure.
+            let broken = |what: String| {
+                Error::backend(
+                    "dpkg",
+                    format!(
+                        "{}: line {line}: broken entry for an installed package: {what}",
+                        status_path.display()
+                    ),
+                )
             };
+            let name =
+                field(&stanza, "Package").ok_or_else(|| broken("no Package field".into()))?;
+            if !is_dpkg_name(name) {
+                return Err(broken(format!("invalid package name {name:?}")));
+            }
+            let version = field(&stanza, "Version")
+                .ok_or_else(|| broken(format!("package {name} has no Version field")))?;
+            let parsed_version = Version::from_str(version).map_err(|_| {
+                broken(format!("package {name} has an invalid version {version:?}"))
+            })?;
             let arch = field(&stanza, "Architecture").unwrap_or("all").to_string();
+            if !is_dpkg_name(&arch) {
+                return Err(broken(format!(
+                    "package {name} has an invalid architecture {arch:?}"
+                )));
+            }
             let mut raw = Vec::new();
             let mut clauses = Vec::new();
             for key in ["Pre-Depends", "Depends"] {
@@ -264,7 +307,7 @@ impl Dpkg {
                 id: installed.len(),
             };
             installed.push(Installed {
-                version: Version::from_str(version).ok(),
+                version: parsed_version,
                 multi_arch_foreign: field(&stanza, "Multi-Arch") == Some("foreign"),
                 clauses,
                 conffiles,
@@ -349,10 +392,9 @@ impl Dpkg {
         let mut out = Vec::new();
         for &id in self.by_name.get(&atom.name).into_iter().flatten() {
             let cand = &self.installed[id];
-            let version_ok = match (&atom.constraint, &cand.version) {
-                (None, _) => true,
-                (Some((rel, want)), Some(have)) => rel.holds(have, want),
-                (Some(_), None) => false,
+            let version_ok = match &atom.constraint {
+                None => true,
+                Some((rel, want)) => rel.holds(&cand.version, want),
             };
             if version_ok && self.arch_ok(from, atom.qualifier.as_deref(), cand) {
                 out.push(id);
@@ -441,11 +483,27 @@ impl Dpkg {
             )
         })?;
         use std::os::unix::ffi::OsStrExt;
-        Ok(data
-            .split(|&b| b == b'\n')
-            .filter(|l| l.first() == Some(&b'/') && *l != b"/.")
-            .map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l)))
-            .collect())
+        let mut paths = Vec::new();
+        for (n, line) in data.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() || line == b"/." {
+                continue;
+            }
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(line));
+            if !stays_inside(&path) {
+                return Err(Error::backend(
+                    "dpkg",
+                    format!(
+                        "{}: line {}: {:?} is not a plain absolute path (the file list of {} is corrupt)",
+                        list.display(),
+                        n + 1,
+                        path,
+                        package.full_name
+                    ),
+                ));
+            }
+            paths.push(path);
+        }
+        Ok(paths)
     }
 }
 
@@ -463,10 +521,25 @@ fn read_diversions(path: &Path) -> Result<HashMap<PathBuf, (PathBuf, String)>> {
         }
     };
     let lines: Vec<&str> = text.lines().collect();
-    Ok(lines
-        .chunks_exact(3)
-        .map(|c| (PathBuf::from(c[0]), (PathBuf::from(c[1]), c[2].to_string())))
-        .collect())
+    let mut out = HashMap::new();
+    for (i, c) in lines.chunks_exact(3).enumerate() {
+        let (from, to) = (PathBuf::from(c[0]), PathBuf::from(c[1]));
+        for (offset, p) in [(0, &from), (1, &to)] {
+            if !stays_inside(p) {
+                return Err(Error::backend(
+                    "dpkg",
+                    format!(
+                        "{}: line {}: {:?} is not a plain absolute path",
+                        path.display(),
+                        3 * i + offset + 1,
+                        p
+                    ),
+                ));
+            }
+        }
+        out.insert(from, (to, c[2].to_string()));
+    }
+    Ok(out)
 }
 
 impl Graph for Dpkg {
@@ -802,5 +875,83 @@ mod tests {
             field(&s[0], "conffiles"),
             Some("\n/etc/a 123\n/etc/b 456 obsolete")
         );
+    }
+
+    /// A root with `status`, and `.list` files for some packages.
+    fn fake_root(status: &str, lists: &[(&str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let info = root.path().join(ADMIN_DIR).join("info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(root.path().join(ADMIN_DIR).join("status"), status).unwrap();
+        for (name, list) in lists {
+            std::fs::write(info.join(format!("{name}.list")), list).unwrap();
+        }
+        root
+    }
+
+    const OK: &str =
+        "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n";
+
+    #[test]
+    fn broken_installed_stanzas_are_errors_naming_the_line() {
+        for (bad, says) in [
+            (
+                "Status: install ok installed\nVersion: 1\n",
+                "no Package field",
+            ),
+            (
+                "Package: b\nStatus: install ok installed\n",
+                "package b has no Version field",
+            ),
+            (
+                "Package: b\nStatus: install ok installed\nVersion: 1 2\n",
+                "invalid version",
+            ),
+            (
+                "Package: ../../x\nStatus: install ok installed\nVersion: 1\n",
+                "invalid package name",
+            ),
+            (
+                "Package: b\nStatus: install ok installed\nVersion: 1\nArchitecture: a/b\n",
+                "invalid architecture",
+            ),
+        ] {
+            let root = fake_root(&format!("{OK}{bad}"), &[]);
+            let e = Dpkg::open(root.path()).unwrap_err().to_string();
+            assert!(e.contains("status: line 6: broken entry"), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
+        // Stanzas of packages that are not installed are not looked at.
+        let root = fake_root(
+            &format!("{OK}Package: gone\nStatus: purge ok not-installed\n"),
+            &[],
+        );
+        assert_eq!(Dpkg::open(root.path()).unwrap().installed.len(), 1);
+    }
+
+    #[test]
+    fn file_lists_and_diversions_cannot_name_paths_outside_the_root() {
+        let root = fake_root(OK, &[("a", "/.\n/usr\n/usr/../../etc/shadow\n")]);
+        let dpkg = Dpkg::open(root.path()).unwrap();
+        let e = dpkg
+            .files(&dpkg.installed[0].package)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.list: line 3: \"/usr/../../etc/shadow\""),
+            "{e}"
+        );
+        let root = fake_root(OK, &[("a", "usr/bin/relative\n")]);
+        let dpkg = Dpkg::open(root.path()).unwrap();
+        assert!(dpkg.files(&dpkg.installed[0].package).is_err());
+
+        let root = fake_root(OK, &[]);
+        std::fs::write(
+            root.path().join(ADMIN_DIR).join("diversions"),
+            "/bin/sh\n/bin/../../sh.distrib\ndash\n",
+        )
+        .unwrap();
+        let e = Dpkg::open(root.path()).unwrap_err().to_string();
+        assert!(e.contains("diversions: line 2"), "{e}");
     }
 }

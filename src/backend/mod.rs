@@ -179,7 +179,33 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
     }
 }
 
+/// Is `path` absolute and free of `..`, so that joining it under a root or
+/// an output directory cannot leave that directory?  Package databases
+/// are data that other people wrote; a file list naming `/../etc/shadow`
+/// must not make a build read or write outside its root or output.
+pub fn stays_inside(path: &Path) -> bool {
+    use std::path::Component;
+    let mut components = path.components();
+    components.next() == Some(Component::RootDir)
+        && components.all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// `root` joined with an absolute package path (`/usr/bin/bash`).
 pub fn host_path(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_absolute_paths_stay_inside() {
+        for good in ["/usr/bin/bash", "/", "/etc//passwd", "/a/./b", "/a/b/"] {
+            assert!(stays_inside(Path::new(good)), "{good}");
+        }
+        for bad in ["/usr/../../etc/shadow", "/..", "usr/bin", "", "../x", "./x"] {
+            assert!(!stays_inside(Path::new(bad)), "{bad}");
+        }
+    }
 }

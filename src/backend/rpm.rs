@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use rpm::{DependencyFlags, FileFlags};
 
 use super::{ConfigFile, Driver};
-use crate::backend::{host_path, os_release_ids, Backend};
+use crate::backend::{host_path, os_release_ids, stays_inside, Backend};
 use crate::error::{Error, Result};
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
@@ -715,6 +715,12 @@ impl Backend for Rpm {
         let installed = &self.installed[package.id];
         let mut out = Vec::with_capacity(installed.files.len());
         for f in &installed.files {
+            if !stays_inside(&f.path) {
+                return Err(backend_error(format!(
+                    "{}: the database lists {:?}, which is not a plain absolute path",
+                    package.full_name, f.path
+                )));
+            }
             let (kind, mode) = match fs::symlink_metadata(host_path(&self.root, &f.path)) {
                 Ok(meta) => {
                     use std::os::unix::fs::MetadataExt;

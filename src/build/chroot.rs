@@ -35,17 +35,124 @@ fn is_root() -> bool {
 }
 
 /// Unpack base images in order (later ones overwrite earlier ones).
+///
+/// The tar crate guards paths (`..`, absolute names, symlinks planted by
+/// earlier entries, hard links leaving the output) but writes device nodes
+/// and FIFOs as empty regular files, so those are made here, under the
+/// same guard.  Without root, device nodes cannot be made: they are
+/// skipped and named in one warning.
 pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter) -> Result<()> {
+    let root = is_root();
+    let out_real = fs::canonicalize(out).at("resolving", out)?;
+    let mut skipped: Vec<String> = Vec::new();
     for image in images {
         reporter.info(1, || format!("build: unpacking {}", image.path.display()));
+        let bad =
+            |e: io::Error| Error::bad_input(&image.path, format!("cannot unpack base image: {e}"));
         let mut archive = tar::Archive::new(image.open()?);
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
-        archive.set_preserve_ownerships(is_root());
+        archive.set_preserve_ownerships(root);
         archive.set_overwrite(true);
-        archive
-            .unpack(out)
-            .map_err(|e| Error::bad_input(&image.path, format!("cannot unpack base image: {e}")))?;
+        // Directories last, deepest first, as `Archive::unpack` does, so a
+        // read-only directory does not stop its own entries.
+        let mut directories = Vec::new();
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => directories.push(entry),
+                kind @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => {
+                    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                    if kind != tar::EntryType::Fifo && !root {
+                        skipped.push(format!("{}: {name}", image.path.display()));
+                        continue;
+                    }
+                    make_special_from_tar(entry.header(), &name, &out_real, root)
+                        .map_err(|e| bad(io::Error::new(e.kind(), format!("{name}: {e}"))))?;
+                }
+                _ => {
+                    entry.unpack_in(out).map_err(bad)?;
+                }
+            }
+        }
+        directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
+        for mut dir in directories {
+            dir.unpack_in(out).map_err(bad)?;
+        }
+    }
+    if !skipped.is_empty() {
+        reporter.warn(format!(
+            "{} device nodes in base images were skipped (making them needs root; the ext2 format keeps them): {}{}",
+            skipped.len(),
+            skipped.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            if skipped.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+/// Create the device node or FIFO a tar `header` describes, at `name`
+/// under `out` (canonical).  Entries with `..`, or whose parent directory
+/// resolves outside `out` (through a symlink an earlier entry made), are
+/// refused.
+fn make_special_from_tar(
+    header: &tar::Header,
+    name: &str,
+    out: &Path,
+    root: bool,
+) -> io::Result<()> {
+    use std::path::Component;
+    let refuse = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut relative = PathBuf::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(part) => relative.push(part),
+            Component::ParentDir => return Err(refuse("a '..' component")),
+            _ => {}
+        }
+    }
+    let (Some(parent), Some(file_name)) = (relative.parent(), relative.file_name()) else {
+        return Err(refuse("no file name"));
+    };
+    let parent = out.join(parent);
+    fs::create_dir_all(&parent)?;
+    let parent = fs::canonicalize(&parent)?;
+    if !parent.starts_with(out) {
+        return Err(refuse("its directory is outside the output"));
+    }
+    let dest = parent.join(file_name);
+    let device = |bits| -> io::Result<(libc::mode_t, libc::dev_t)> {
+        let major = header.device_major()?.unwrap_or(0);
+        let minor = header.device_minor()?.unwrap_or(0);
+        Ok((bits, libc::makedev(major, minor)))
+    };
+    let (type_bits, rdev) = match header.entry_type() {
+        tar::EntryType::Char => device(libc::S_IFCHR)?,
+        tar::EntryType::Block => device(libc::S_IFBLK)?,
+        // A FIFO has no device number (some writers leave the field blank).
+        _ => (libc::S_IFIFO, 0),
+    };
+    clear(&dest)?;
+    mknod(&dest, type_bits | (header.mode()? & 0o7777), rdev)?;
+    if root {
+        std::os::unix::fs::lchown(
+            &dest,
+            Some(header.uid()? as u32),
+            Some(header.gid()? as u32),
+        )?;
+    }
+    // mknod applied the umask; chown (as root) cleared set-id bits.
+    fs::set_permissions(&dest, fs::Permissions::from_mode(header.mode()? & 0o7777))?;
+    let mtime = FileTime::from_unix_time(header.mtime()? as i64, 0);
+    filetime::set_symlink_file_times(&dest, mtime, mtime)
+}
+
+fn mknod(path: &Path, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::mknod(c.as_ptr(), mode, rdev) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -132,19 +239,11 @@ pub fn warn_unreadable(stats: &Stats, reporter: &Reporter) {
 }
 
 fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dest.as_os_str().as_bytes())?;
-    // SAFETY: c is a valid path; mode and rdev come from lstat.
-    if unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            meta.mode() as libc::mode_t,
-            meta.rdev() as libc::dev_t,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    mknod(
+        dest,
+        meta.mode() as libc::mode_t,
+        meta.rdev() as libc::dev_t,
+    )?;
     std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
 }
 

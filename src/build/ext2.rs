@@ -97,7 +97,13 @@ pub fn write(
         atime: now,
     };
     let mut tree = Tree::new(directory);
-    add_base_images(&mut tree, base_images, reporter)?;
+    // Large base-image members wait on disk, inside the staging output so
+    // that a killed build's leftovers are cleaned with it.
+    let spill = Spill {
+        dir: out.join(".base-image-data"),
+        image_size: size,
+    };
+    add_base_images(&mut tree, base_images, &spill, reporter)?;
     let files = add_host_files(&mut tree, set, host_root, reporter)?;
     if packagelist {
         let meta = Meta {
@@ -143,6 +149,9 @@ pub fn write(
         )
     });
     let image_stats = ext2fs::write_image(&tree, &image, size, uuid, now, reporter)?;
+    if spill.dir.exists() {
+        fs::remove_dir_all(&spill.dir).at("removing", &spill.dir)?;
+    }
     reporter.info(1, || {
         format!(
             "ext2: {} inodes, {} blocks in use, {} bytes of host files",
@@ -168,9 +177,30 @@ pub fn write(
     })
 }
 
+/// Where base-image members too large to hold in memory are kept until
+/// the image is written.
+struct Spill {
+    dir: PathBuf,
+    image_size: u64,
+}
+
+/// Members up to this size are held in memory, until this much is held.
+const IN_MEMORY_MEMBER: u64 = 1 << 20;
+const IN_MEMORY_TOTAL: u64 = 64 << 20;
+
 /// Base images in order, later ones replacing earlier ones' files, with
 /// the tarballs' own owners, modes and times.
-fn add_base_images(tree: &mut Tree, images: &[BaseImage], reporter: &Reporter) -> Result<()> {
+fn add_base_images(
+    tree: &mut Tree,
+    images: &[BaseImage],
+    spill: &Spill,
+    reporter: &Reporter,
+) -> Result<()> {
+    // Bytes of file data read so far: a tarball holding more than the
+    // image can is refused before it fills memory or the disk.
+    let mut total: u64 = 0;
+    let mut in_memory: u64 = 0;
+    let mut spilled = 0usize;
     for image in images {
         reporter.info(1, || {
             format!("build: reading base image {}", image.path.display())
@@ -196,10 +226,37 @@ fn add_base_images(tree: &mut Tree, images: &[BaseImage], reporter: &Reporter) -
             };
             let kind = match header.entry_type() {
                 tar::EntryType::Directory => Kind::Dir(Default::default()),
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut bytes = Vec::with_capacity(entry.size().min(1 << 20) as usize);
-                    entry.read_to_end(&mut bytes).map_err(bad)?;
-                    Kind::File(Data::Bytes(bytes))
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
+                    let size = entry.size();
+                    total = total.saturating_add(size);
+                    if total > spill.image_size {
+                        return Err(Error::bad_input(
+                            &image.path,
+                            format!(
+                                "{}: {size} bytes; the base images hold more than the {}-byte image (use --size)",
+                                path.display(),
+                                spill.image_size
+                            ),
+                        ));
+                    }
+                    if size > IN_MEMORY_MEMBER || in_memory + size > IN_MEMORY_TOTAL {
+                        fs::create_dir_all(&spill.dir).at("creating", &spill.dir)?;
+                        let file = spill.dir.join(spilled.to_string());
+                        spilled += 1;
+                        let mut f = fs::File::create(&file).at("creating", &file)?;
+                        let n = std::io::copy(&mut entry, &mut f).map_err(bad)?;
+                        Kind::File(Data::Host {
+                            path: file,
+                            size: n,
+                        })
+                    } else {
+                        let mut bytes = Vec::with_capacity(size as usize);
+                        entry.read_to_end(&mut bytes).map_err(bad)?;
+                        in_memory += bytes.len() as u64;
+                        Kind::File(Data::Bytes(bytes))
+                    }
                 }
                 tar::EntryType::Symlink => {
                     let target = entry.link_name_bytes().ok_or_else(|| {

@@ -52,16 +52,44 @@ pub fn read_module_deps(modules: &Path) -> Result<ModuleDeps> {
         path: Some(path.clone()),
         message: format!("cannot read {}: {e}", path.display()),
     })?;
+    let junk = |n: usize, what: String| Error::Kernel {
+        path: Some(path.clone()),
+        message: format!(
+            "{}: line {}: {what} (run depmod to regenerate it)",
+            path.display(),
+            n + 1
+        ),
+    };
     let mut deps = ModuleDeps::new();
-    for line in text.lines() {
-        if let Some((module, needs)) = line.split_once(':') {
-            deps.insert(
-                module.to_string(),
-                needs.split_whitespace().map(str::to_string).collect(),
-            );
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
+        let Some((module, needs)) = line.split_once(':') else {
+            return Err(junk(n, format!("not `module: dependencies`: {line:?}")));
+        };
+        let needs: Vec<String> = needs.split_whitespace().map(str::to_string).collect();
+        // Paths are relative to the module directory; one that leaves it
+        // would put an arbitrary file into the initrd under a module name.
+        for m in std::iter::once(module).chain(needs.iter().map(String::as_str)) {
+            if !is_module_path(m) {
+                return Err(junk(n, format!("{m:?} is not a module path")));
+            }
+        }
+        deps.insert(module.to_string(), needs);
     }
     Ok(deps)
+}
+
+/// `kernel/fs/ext2/ext2.ko[.xz|.zst|.gz]`: relative to the module
+/// directory as kmod's depmod writes it, no `..`, a `.ko` file name.
+fn is_module_path(m: &str) -> bool {
+    let name = basename(m);
+    !m.starts_with('/')
+        && !m.split('/').any(|c| c == "..")
+        && [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
 }
 
 fn basename(module: &str) -> &str {
@@ -332,6 +360,34 @@ mod tests {
         let only = selected_modules(&d, &["foo".to_string()]);
         assert!(only.contains(&PathBuf::from("kernel/net/foo.ko")));
         assert!(!only.iter().any(|p| p.to_string_lossy().contains("drm")));
+    }
+
+    #[test]
+    fn junk_in_modules_dep_is_an_error_naming_the_line() {
+        for (text, line, says) in [
+            (
+                "kernel/a.ko:\ngarbage without colon\n",
+                2,
+                "not `module: dependencies`",
+            ),
+            (
+                "kernel/a.ko: ../../../../etc/shadow.ko\n",
+                1,
+                "not a module path",
+            ),
+            ("kernel/a.ko: /etc/passwd\n", 1, "not a module path"),
+            ("kernel/a.ko:\n\nREADME:\n", 3, "not a module path"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("modules.dep"), text).unwrap();
+            let e = read_module_deps(dir.path()).unwrap_err().to_string();
+            assert!(e.contains(&format!("modules.dep: line {line}: ")), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("modules.dep"), b"kernel/a.ko: \xff\xfe\n").unwrap();
+        let e = read_module_deps(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("modules.dep") && e.contains("UTF-8"), "{e}");
     }
 
     #[test]
