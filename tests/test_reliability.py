@@ -463,3 +463,23 @@ def test_junk_in_modules_dep_is_a_clear_kernel_error(prepared, tmp_path, junk):
     assert r.returncode == 1 and f"{mods}/modules.dep" in r.stderr, r.stderr
     assert "panick" not in r.stderr and "Traceback" not in r.stderr
     assert _snapshot(out) == before
+
+
+def test_hostfiles_cannot_lead_outside_the_output(prepared, tmp_path):
+    """Matches are written at their own path under the output, so a `..`
+    pattern is refused (naming the file and line), and `.*` never yields
+    a directory's `.` or `..` entries."""
+    (tmp_path / "dots").mkdir()
+    (tmp_path / "dots/.hidden").write_text("kept")
+    out = tmp_path / "deep" / "app"
+    out.parent.mkdir()
+    for hostfiles, ok in [(f"{tmp_path}/dots/.*\n", True), (f"/etc/hostname\n/tmp/../../etc/passwd\n", False)]:
+        sd = _appliance_with(prepared, tmp_path / f"sd-{ok}", "hostfiles", hostfiles.encode())
+        r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(out), check=False)
+        if ok:
+            assert r.returncode == 0, r.stderr
+            assert (out / str(tmp_path).lstrip("/") / "dots/.hidden").read_text() == "kept"
+        else:
+            assert r.returncode == 1 and f"{sd}/hostfiles: line 2:" in r.stderr and "'..'" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["app"]
+    assert not (tmp_path / "etc").exists()
