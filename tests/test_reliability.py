@@ -483,3 +483,51 @@ def test_hostfiles_cannot_lead_outside_the_output(prepared, tmp_path):
             assert r.returncode == 1 and f"{sd}/hostfiles: line 2:" in r.stderr and "'..'" in r.stderr, r.stderr
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["app"]
     assert not (tmp_path / "etc").exists()
+
+
+def test_truncated_or_corrupt_debs_are_backend_errors_naming_the_file(tmp_path):
+    """Cut a real .deb (made by dpkg-deb) at every kind of boundary, and
+    flip bytes inside its compressed members: always a BackendError naming
+    the file, never another exception (nor a panic)."""
+    import supermin
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text("Package: cut\nVersion: 1\nArchitecture: all\nMaintainer: t <t@e.org>\n"
+                                         "Description: t\n")
+    (tree / "usr/share/cut").mkdir(parents=True)
+    (tree / "usr/share/cut/data").write_bytes(os.urandom(200_000))  # incompressible: a long data member
+    good = tmp_path / "cut.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(good)], check=True,
+                   capture_output=True)
+    data = good.read_bytes()
+    assert supermin.Package.from_file(str(good)).name == "cut"
+    data_member = data.index(b"data.tar.xz")
+    variants = {f"cut-at-{n}": data[:n] for n in (8, 30, 70, 140, data_member + 30, data_member + 5000,
+                                                   len(data) - 100)}
+    for offset in (data_member + 60 + 100, data_member + 60 + 100_000):  # inside the xz stream
+        flipped = bytearray(data)
+        flipped[offset:offset + 16] = bytes(b ^ 0xFF for b in flipped[offset:offset + 16])
+        variants[f"flipped-at-{offset}"] = bytes(flipped)
+    for name, payload in variants.items():
+        path = tmp_path / f"{name}.deb"
+        path.write_bytes(payload)
+        with pytest.raises(supermin.BackendError) as e:
+            supermin.Package.from_file(str(path))
+        assert str(path) in str(e.value), (name, str(e.value))
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_a_corrupt_compressed_base_image_is_caught_by_its_checksum(prepared, tmp_path, fmt):
+    """Bytes flipped inside the stored data of a gzip base image leave a
+    well-formed tar with wrong file contents; only gzip's CRC, at the very
+    end of the stream, tells.  upstream's `tar -z` reads it; so do we."""
+    import gzip
+    payload = os.urandom(300_000)  # incompressible: deflate stores it, so a flip only changes contents
+    gz = bytearray(gzip.compress(_tarball([("srv/blob", tarfile.REGTYPE, payload, 0o644)]), mtime=0))
+    gz[150_000:150_008] = bytes(b ^ 0xFF for b in gz[150_000:150_008])
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-blob.tar.gz", bytes(gz))
+    out = tmp_path / "app"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)
+    assert r.returncode == 1 and "zz-blob.tar.gz" in r.stderr and "corrupt" in r.stderr, r.stderr
+    assert not out.exists()

@@ -29,6 +29,15 @@ impl BaseImage {
         open_decompressed(&self.path, self.compression)
     }
 
+    /// Read the rest of the stream after the tar's end-of-archive marker,
+    /// so that a corrupt gzip or xz stream is caught by its checksum (kept
+    /// at the very end, where a tar reader never looks).
+    pub fn read_to_end(&self, mut rest: impl Read) -> Result<()> {
+        std::io::copy(&mut rest, &mut std::io::sink())
+            .map(drop)
+            .map_err(|e| Error::bad_input(&self.path, format!("corrupt tar archive: {e}")))
+    }
+
     /// Member paths (absolute, `/etc/foo`) in archive order.
     pub fn members(&self) -> Result<Vec<PathBuf>> {
         let mut archive = tar::Archive::new(self.open()?);
@@ -44,6 +53,7 @@ impl BaseImage {
                 out.push(abs);
             }
         }
+        self.read_to_end(archive.into_inner())?;
         Ok(out)
     }
 }

@@ -54,7 +54,12 @@ fn with_member<T>(
                 ))
             }
         };
-        return f(&mut reader);
+        let value = f(&mut reader)?;
+        // Reading to the end checks the compressor's own checksum (xz,
+        // gzip and zstd keep one at the end of the stream), which a tar
+        // reader that stops at the end-of-archive marker never reaches.
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| corrupt(deb, e))?;
+        return Ok(value);
     }
     Err(corrupt(deb, format!("no {prefix} member")))
 }

@@ -79,6 +79,7 @@ pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter)
         for mut dir in directories {
             dir.unpack_in(out).map_err(bad)?;
         }
+        image.read_to_end(archive.into_inner())?;
     }
     if !skipped.is_empty() {
         reporter.warn(format!(

@@ -314,6 +314,7 @@ fn add_base_images(
             tree.insert(&path, Node { meta, kind })
                 .map_err(|e| Error::bad_input(&image.path, e.to_string()))?;
         }
+        image.read_to_end(archive.into_inner())?;
     }
     Ok(())
 }
