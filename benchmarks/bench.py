@@ -8,7 +8,8 @@ Cases: prepare (default mode and --use-installed), build -f chroot and
 build -f ext2 (same host kernel for both), for bash+coreutils and for a 140+
 package appliance.  Each command runs N times (default 3) alternating
 ours/upstream, after one untimed warm-up run of each, every run into a
-fresh output after a `sync`; the median wall time is reported.  For ext2 it also reports
+fresh output after a `sync`; the median wall time is reported.  Chroot
+outputs are kept until the end (see MANY_FILES).  For ext2 it also reports
 root image blocks in use and initrd size, and boots both small appliances
 under TCG (same kernel, an /init that prints a line) to compare the time
 from starting qemu to the appliance's /init running.
@@ -42,6 +43,15 @@ def installed(names):
 _run = 0
 _finished: "list[Path]" = []
 
+# This VM's root filesystem is ext4 without a journal.  There ext4 avoids
+# reusing a deleted inode for a while (`recently_deleted()` in
+# fs/ext4/ialloc.c), and every inode allocation scans past such inodes:
+# creating the 9,000 files of the large chroot after deleting a previous
+# one cost 1.5-2.5 s of extra kernel time here, even a minute later,
+# whichever tool creates them.  So outputs holding many files are kept
+# until the benchmark ends; the others are deleted as it goes.
+MANY_FILES = 1000
+
 
 def fresh(base: Path) -> Path:
     """A new output path for every run (so no run writes over, or waits
@@ -54,14 +64,15 @@ def fresh(base: Path) -> Path:
 
 
 def settle():
-    """Delete finished outputs and write everything back before a run, so
-    that no run pays for the previous one's dirty pages.  No idle pause:
-    on this VM, memory left idle for a few seconds is handed back to the
-    host (free page reporting) and the next run pays several times the
-    kernel time to fault it in again; a warm-up run per case (below) keeps
-    both tools in the same, steady state."""
+    """Delete finished outputs with few files and write everything back
+    before a run, so that no run pays for the previous one's dirty pages.
+    No idle pause: on this VM, memory left idle for a few seconds is handed
+    back to the host (free page reporting); a warm-up run per case (below)
+    keeps both tools in the same, steady state."""
     while len(_finished) > 1:  # the newest one is about to be written
-        shutil.rmtree(_finished.pop(0), ignore_errors=True)
+        out = _finished.pop(0)
+        if sum(len(d) + len(f) for _, d, f in os.walk(out)) < MANY_FILES:
+            shutil.rmtree(out, ignore_errors=True)
     os.sync()
 
 
