@@ -42,11 +42,12 @@ fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
     }
 }
 
-/// Remove what killed builds of `output` left beside it: `OUT.<8 random>`
-/// staging directories (and `OUT.old.<pid>`) that no live builder holds
-/// locked.  A builder locks its directory before giving it that name (see
-/// [`Staging::new`]), so an unlocked one has no live builder.
-fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
+/// Remove what killed processes left in `parent`: directories named
+/// `PREFIX<8 random>` (and, with `aside`, `PREFIX old.<pid>`) that no live
+/// process holds locked.  A process locks such a directory before giving
+/// it that name (see [`create_locked_dir`]), so an unlocked one has no
+/// live owner.
+fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
@@ -55,11 +56,12 @@ fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
         let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
             continue;
         };
-        let staging = rest.len() == 8 && rest.iter().all(u8::is_ascii_alphanumeric);
-        let aside = rest
-            .strip_prefix(b"old.")
-            .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit));
-        if !staging && !aside {
+        let random = rest.len() == 8 && rest.iter().all(u8::is_ascii_alphanumeric);
+        let set_aside = aside
+            && rest
+                .strip_prefix(b"old.")
+                .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit));
+        if !random && !set_aside {
             continue;
         }
         let path = entry.path();
@@ -73,6 +75,45 @@ fn remove_stale_staging(parent: &Path, prefix: &std::ffi::OsStr) {
             remove_tree(&path);
         }
     }
+}
+
+/// A new directory `PREFIX<8 random>` in `parent`, locked (the returned
+/// file holds the flock) for as long as this process keeps it.  It is
+/// created under a hidden name no cleaner looks at, locked, then renamed:
+/// a directory with the final name is always either locked by a live
+/// process or abandoned.
+fn create_locked_dir(
+    parent: &Path,
+    prefix: &std::ffi::OsStr,
+    mode: u32,
+) -> io::Result<(PathBuf, fs::File)> {
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(prefix);
+    let fresh = tempfile::Builder::new()
+        .prefix(&hidden)
+        .rand_bytes(8)
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempdir_in(parent)?
+        .keep();
+    let alive = match try_lock_dir(&fresh) {
+        Ok(Some(lock)) => lock,
+        other => {
+            remove_tree(&fresh);
+            return Err(match other {
+                Err(e) => e,
+                _ => io::Error::new(io::ErrorKind::WouldBlock, "locked by another process"),
+            });
+        }
+    };
+    let random = fresh.file_name().expect("named").as_bytes()[hidden.len()..].to_vec();
+    let mut name = prefix.to_os_string();
+    name.push(std::ffi::OsStr::from_bytes(&random));
+    let dir = parent.join(name);
+    if let Err(e) = renameat2(&fresh, &dir, libc::RENAME_NOREPLACE) {
+        remove_tree(&fresh);
+        return Err(e);
+    }
+    Ok((dir, alive))
 }
 
 impl Staging {
@@ -92,8 +133,8 @@ impl Staging {
             .ok_or_else(|| Error::output(&output, "not a valid output directory name"))?;
         let mut prefix = name.to_os_string();
         prefix.push(".");
-        remove_stale_staging(parent, &prefix);
-        let cannot = |e: &dyn std::fmt::Display| {
+        remove_stale(parent, &prefix, true);
+        let (dir, alive) = create_locked_dir(parent, &prefix, 0o755).map_err(|e| {
             Error::output(
                 &output,
                 format!(
@@ -101,38 +142,7 @@ impl Staging {
                     parent.display()
                 ),
             )
-        };
-        // Created under a name no cleaner looks at, locked, then renamed to
-        // OUT.<random>: a directory with that name is always either locked
-        // by a live builder or abandoned.
-        let mut hidden = std::ffi::OsString::from(".");
-        hidden.push(&prefix);
-        let fresh = tempfile::Builder::new()
-            .prefix(&hidden)
-            .rand_bytes(8)
-            .permissions(fs::Permissions::from_mode(0o755))
-            .tempdir_in(parent)
-            .map_err(|e| cannot(&e))?
-            .keep();
-        let alive = match try_lock_dir(&fresh) {
-            Ok(Some(lock)) => lock,
-            other => {
-                remove_tree(&fresh);
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    _ => "locked by another process".into(),
-                };
-                return Err(cannot(&format!("cannot lock {}: {why}", fresh.display())));
-            }
-        };
-        let random = fresh.file_name().expect("named").as_bytes()[hidden.len()..].to_vec();
-        let mut name = prefix.clone();
-        name.push(std::ffi::OsStr::from_bytes(&random));
-        let dir = parent.join(name);
-        if let Err(e) = renameat2(&fresh, &dir, libc::RENAME_NOREPLACE) {
-            remove_tree(&fresh);
-            return Err(cannot(&e));
-        }
+        })?;
         Ok(Staging {
             output,
             dir: Some(dir),
@@ -359,8 +369,30 @@ pub fn is_up_to_date(
     newest_input < oldest_output
 }
 
-/// Scratch space: `$TMPDIR` (which must be absolute) or `/var/tmp`.
-pub fn scratch_dir() -> Result<tempfile::TempDir> {
+/// A private scratch directory, `supermin.<8 random>` in `$TMPDIR` (which
+/// must be absolute) or `/var/tmp`, removed when dropped.  Like a staging
+/// output it is locked for its owner's life, so the next one made removes
+/// any that killed processes left.  (Upstream's are `supermin*.tmpdir`
+/// and are left alone.)
+#[derive(Debug)]
+pub struct Scratch {
+    dir: PathBuf,
+    _alive: fs::File,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_tree(&self.dir);
+    }
+}
+
+pub fn scratch_dir() -> Result<Scratch> {
     let base = match std::env::var_os("TMPDIR") {
         Some(t) if !t.is_empty() => {
             let t = PathBuf::from(t);
@@ -374,10 +406,11 @@ pub fn scratch_dir() -> Result<tempfile::TempDir> {
         }
         _ => PathBuf::from("/var/tmp"),
     };
-    tempfile::Builder::new()
-        .prefix("supermin.")
-        .tempdir_in(&base)
-        .at("creating a scratch directory in", base)
+    let prefix = std::ffi::OsStr::new("supermin.");
+    remove_stale(&base, prefix, false);
+    let (dir, alive) =
+        create_locked_dir(&base, prefix, 0o700).at("creating a scratch directory in", &base)?;
+    Ok(Scratch { dir, _alive: alive })
 }
 
 #[cfg(test)]

@@ -531,3 +531,34 @@ def test_a_corrupt_compressed_base_image_is_caught_by_its_checksum(prepared, tmp
     r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)
     assert r.returncode == 1 and "zz-blob.tar.gz" in r.stderr and "corrupt" in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_scratch_directories_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    """prepare downloads into a scratch directory under $TMPDIR; one left by
+    `kill -9` is removed by the next run, while a live one (locked) and
+    upstream's (`supermin*.tmpdir`) are left alone."""
+    import fcntl
+    scratch_base = tmp_path / "tmp"
+    scratch_base.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch_base))
+    left = []
+    for delay in (0.3, 0.6, 1.0):
+        proc = subprocess.Popen([sys.executable, "-m", "supermin", "--prepare", "--always-download", "bash",
+                                 "-o", str(tmp_path / "sd")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        left = [p.name for p in scratch_base.iterdir()]
+        if left:
+            break
+    assert left, "no prepare was killed while it had a scratch directory"
+    live = scratch_base / "supermin.Live1234"
+    live.mkdir()
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    upstreams = scratch_base / "supermin4f2a1c.tmpdir"
+    upstreams.mkdir()
+    r = run_cli("--prepare", "--always-download", "bash", "-o", str(tmp_path / "sd"), env=env)
+    assert sorted(p.name for p in scratch_base.iterdir()) == sorted([live.name, upstreams.name]), r.stderr
+    os.close(holder)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Union
@@ -38,6 +37,7 @@ from ._supermin import (
     _build,
     _list_drivers,
     _prepare,
+    _scratch_dir,
 )
 
 __all__ = [
@@ -312,8 +312,11 @@ def build(
 
     if not names:
         return run(inputs)
-    with tempfile.TemporaryDirectory(prefix="supermin.", dir=os.environ.get("TMPDIR") or "/var/tmp") as tmp:
-        supermin_dir = os.path.join(tmp, "supermin.d")
+    # Rust's scratch directory (not tempfile's): it is locked while in use,
+    # so one left by a killed process is removed by the next supermin run.
+    scratch = _scratch_dir()
+    try:
+        supermin_dir = os.path.join(scratch.path, "supermin.d")
         prepare(
             names,
             supermin_dir,
@@ -323,6 +326,8 @@ def build(
             verbose=verbose,
         )
         return run([supermin_dir])
+    finally:
+        scratch.close()
 
 
 def list_drivers(root: PathLike = "/") -> "list[tuple[str, bool]]":

@@ -625,6 +625,37 @@ fn _build<'py>(
     Ok(d)
 }
 
+/// A private scratch directory (see `output::Scratch`): locked while it is
+/// open, removed by `close()`, or by the next one made if this process is
+/// killed.
+#[pyclass(name = "_Scratch", module = "supermin._supermin")]
+struct PyScratch {
+    inner: Option<crate::output::Scratch>,
+}
+
+#[pymethods]
+impl PyScratch {
+    #[getter]
+    fn path(&self) -> PyResult<PathBuf> {
+        self.inner
+            .as_ref()
+            .map(|s| s.path().to_path_buf())
+            .ok_or_else(|| SuperminError::new_err("scratch directory already closed"))
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+#[pyfunction]
+fn _scratch_dir(py: Python<'_>) -> PyResult<PyScratch> {
+    let scratch = run(py, crate::output::scratch_dir)?;
+    Ok(PyScratch {
+        inner: Some(scratch),
+    })
+}
+
 /// `(driver, detected)` pairs for `--list-drivers`.
 #[pyfunction]
 #[pyo3(signature = (root = PathBuf::from("/")))]
@@ -652,5 +683,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_prepare, m)?)?;
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
+    m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
+    m.add_class::<PyScratch>()?;
     Ok(())
 }
