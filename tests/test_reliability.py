@@ -562,3 +562,20 @@ def test_scratch_directories_of_killed_runs_are_removed_by_the_next_run(tmp_path
     r = run_cli("--prepare", "--always-download", "bash", "-o", str(tmp_path / "sd"), env=env)
     assert sorted(p.name for p in scratch_base.iterdir()) == sorted([live.name, upstreams.name]), r.stderr
     os.close(holder)
+
+
+def test_another_roots_absolute_symlinks_are_followed_inside_it(tmp_path):
+    """With --root, `ROOT/lib -> /usr/lib` means ROOT's /usr/lib, as in a
+    chroot: the file comes from the root, never from the host's path."""
+    root = _dpkg_root(tmp_path / "root", EVIL, {"evil": "/.\n/lib\n/lib/sm-only-in-root\n/lib/sm-only-in-root/f\n"})
+    (root / "usr/lib/sm-only-in-root").mkdir(parents=True)
+    (root / "usr/lib/sm-only-in-root/f").write_text("from the root\n")
+    (root / "lib").symlink_to("/usr/lib")
+    assert not Path("/usr/lib/sm-only-in-root").exists()
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "packages").write_text("evil\n")
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "chroot", "--root", str(root), str(sd), "-o", str(out))
+    assert (out / "usr/lib/sm-only-in-root/f").read_text() == "from the root\n"
+    assert os.readlink(out / "lib") == "usr/lib"

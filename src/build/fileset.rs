@@ -112,6 +112,13 @@ pub fn assemble(
             });
         }
     }
+    // Another root's absolute symlinks point into that root, not the host.
+    if root != Path::new("/") {
+        let mut resolver = RootResolver::new(root);
+        for e in &mut raw {
+            e.source = resolver.resolve(&e.source);
+        }
+    }
     // Paths that do not exist on the host are dropped.
     raw.retain(|e| std::fs::symlink_metadata(host_path(root, &e.source)).is_ok());
     let raw = apply_diversions(raw);
@@ -246,6 +253,54 @@ impl Layout<'_> {
     }
 }
 
+/// Resolves the directories of paths inside a root other than `/` as a
+/// chroot would: a symlink's absolute target, and `..`, stay inside the
+/// root.  (The kernel, given `ROOT/lib/x` with `ROOT/lib -> /usr/lib`,
+/// would read the host's `/usr/lib/x`.)  The last component is left alone,
+/// since a symlink there is copied as a symlink.
+struct RootResolver<'a> {
+    root: &'a Path,
+    dirs: HashMap<PathBuf, PathBuf>,
+}
+
+impl<'a> RootResolver<'a> {
+    fn new(root: &'a Path) -> Self {
+        RootResolver {
+            root,
+            dirs: HashMap::new(),
+        }
+    }
+
+    fn resolve(&mut self, path: &Path) -> PathBuf {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => self.dir(parent, 0).join(name),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    fn dir(&mut self, dir: &Path, depth: usize) -> PathBuf {
+        if let Some(d) = self.dirs.get(dir) {
+            return d.clone();
+        }
+        let resolved = match (dir.parent(), dir.file_name()) {
+            // 40 hops, as the kernel's MAXSYMLINKS; a loop stays unresolved.
+            (Some(parent), Some(name)) if depth < 40 => {
+                let candidate = self.dir(parent, depth + 1).join(name);
+                match std::fs::read_link(host_path(self.root, &candidate)) {
+                    Ok(target) => {
+                        let base = candidate.parent().unwrap_or(Path::new("/"));
+                        self.dir(&normalize(&base.join(target)), depth + 1)
+                    }
+                    Err(_) => candidate,
+                }
+            }
+            _ => dir.to_path_buf(),
+        };
+        self.dirs.insert(dir.to_path_buf(), resolved.clone());
+        resolved
+    }
+}
+
 /// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
 pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -303,6 +358,31 @@ mod tests {
             p,
             "bytes still read from the listed path"
         );
+    }
+
+    #[test]
+    fn another_roots_absolute_symlinks_resolve_inside_it() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib/x")).unwrap();
+        std::fs::create_dir_all(root.path().join("opt")).unwrap();
+        symlink("/usr/lib", root.path().join("lib")).unwrap();
+        symlink("../../../../lib", root.path().join("opt/up")).unwrap();
+        symlink("loop", root.path().join("loop")).unwrap();
+        let mut r = RootResolver::new(root.path());
+        assert_eq!(
+            r.resolve(Path::new("/lib/x/a.so")),
+            PathBuf::from("/usr/lib/x/a.so")
+        );
+        assert_eq!(
+            r.resolve(Path::new("/opt/up/x/b")),
+            PathBuf::from("/usr/lib/x/b")
+        );
+        assert_eq!(
+            r.resolve(Path::new("/lib")),
+            PathBuf::from("/lib"),
+            "last component kept"
+        );
+        assert_eq!(r.resolve(Path::new("/loop/c")), PathBuf::from("/loop/c"));
     }
 
     #[test]
