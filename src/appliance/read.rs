@@ -133,24 +133,19 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
                 .map_err(|e| Error::bad_input(path, format!("cannot read: {e}")))?;
             let text = String::from_utf8(text)
                 .map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
-            let lines = text.lines().filter(|l| !l.trim().is_empty());
             match kind {
                 Kind::Packages => appliance
                     .packages
-                    .extend(lines.map(|l| l.trim().to_string())),
+                    .extend(content_lines(&text).map(|(_, l)| l.trim().to_string())),
                 Kind::Hostfiles => {
-                    for (n, line) in text.lines().enumerate() {
-                        if line.trim().is_empty() {
-                            continue;
-                        }
+                    for (n, line) in content_lines(&text) {
                         // The match is written at the same path under the
                         // output, so `..` would write outside it.
                         if line.split('/').any(|c| c == "..") {
                             return Err(Error::bad_input(
                                 path,
                                 format!(
-                                    "line {}: hostfiles pattern has a '..' component: {line:?}",
-                                    n + 1
+                                    "line {n}: hostfiles pattern has a '..' component: {line:?}"
                                 ),
                             ));
                         }
@@ -158,16 +153,12 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
                     }
                 }
                 Kind::Excludefiles => {
-                    for (n, line) in text.lines().enumerate() {
-                        if line.trim().is_empty() {
-                            continue;
-                        }
+                    for (n, line) in content_lines(&text) {
                         let Some(pattern) = line.strip_prefix('-') else {
                             return Err(Error::bad_input(
                                 path,
                                 format!(
-                                    "line {}: excludefiles line does not start with '-': {line:?}",
-                                    n + 1
+                                    "line {n}: excludefiles line does not start with '-': {line:?}"
                                 ),
                             ));
                         };
@@ -179,6 +170,14 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The non-blank lines of a list file, with their line numbers (from 1).
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| (n + 1, line))
 }
 
 /// The compression of a file and the first 512 decompressed bytes.
