@@ -46,18 +46,27 @@ fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
 /// `PREFIX<8 random>` (and, with `aside`, `PREFIX old.<pid>`) that no live
 /// process holds locked.  A process locks such a directory before giving
 /// it that name (see [`create_locked_dir`]), so an unlocked one has no
-/// live owner.
+/// live owner.  The hidden `.PREFIX<8 random>` name exists only between
+/// creating and locking, microseconds; one older than [`HIDDEN_GRACE`]
+/// was left by a process killed in that instant.
 fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+        let name = name.as_bytes();
+        let hidden = name.first() == Some(&b'.');
+        let Some(rest) = name
+            .strip_prefix(b".")
+            .unwrap_or(name)
+            .strip_prefix(prefix.as_bytes())
+        else {
             continue;
         };
         let random = rest.len() == 8 && rest.iter().all(u8::is_ascii_alphanumeric);
         let set_aside = aside
+            && !hidden
             && rest
                 .strip_prefix(b"old.")
                 .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit));
@@ -65,10 +74,16 @@ fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
             continue;
         }
         let path = entry.path();
-        if !fs::symlink_metadata(&path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old_enough = !hidden
+            || meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > HIDDEN_GRACE);
+        if !meta.is_dir() || !old_enough {
             continue;
         }
         if let Ok(Some(_lock)) = try_lock_dir(&path) {
@@ -76,6 +91,9 @@ fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
         }
     }
 }
+
+/// See [`remove_stale`].
+const HIDDEN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A new directory `PREFIX<8 random>` in `parent`, locked (the returned
 /// file holds the flock) for as long as this process keeps it.  It is
@@ -450,5 +468,28 @@ mod tests {
         let out = dir.path().join("out");
         fs::write(&out, "precious").unwrap();
         assert!(matches!(Staging::new(&out), Err(Error::Output { .. })));
+    }
+
+    #[test]
+    fn only_abandoned_directories_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let p = dir.path().join(name);
+            fs::create_dir(&p).unwrap();
+            fs::write(p.join("x"), "x").unwrap();
+            p
+        };
+        let abandoned = make("out.Abc12345");
+        let live = make("out.Live1234");
+        let _holder = try_lock_dir(&live).unwrap().expect("lockable");
+        let aside = make("out.old.4242");
+        let young_hidden = make(".out.Young123");
+        let old_hidden = make(".out.Old12345");
+        let long_ago = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        filetime::set_file_mtime(&old_hidden, long_ago).unwrap();
+        let unrelated = make("out.notrandomname");
+        remove_stale(dir.path(), std::ffi::OsStr::new("out."), true);
+        assert!(!abandoned.exists() && !aside.exists() && !old_hidden.exists());
+        assert!(live.exists() && young_hidden.exists() && unrelated.exists());
     }
 }
