@@ -60,3 +60,15 @@ pub fn modules_dep(data: &[u8]) {
         let _ = crate::build::initrd::selected_modules(&deps, &["e1000*".to_string()]);
     }
 }
+
+/// A base image written as an ext2 image (16 MiB): the in-memory tree and
+/// the ext2 writer.
+pub fn ext2_image(data: &[u8]) {
+    let dir = scratch();
+    let input = dir.path().join("input");
+    fs::write(&input, data).expect("write");
+    if let Ok(appliance) = crate::appliance::load(&[input]) {
+        let _ =
+            crate::build::ext2::image_of_base_images(&appliance.base_images, dir.path(), 16 << 20);
+    }
+}

@@ -74,10 +74,15 @@ HOSTILE = {
     "device-through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
                                ("evil/escaped-device", tarfile.CHRTYPE, (1, 3), 0o666)],
     "device-dotdot": [("../../escaped-dotdot", tarfile.FIFOTYPE, (0, 0), 0o644)],
+    "name-too-long": [("etc/" + "n" * 300, tarfile.REGTYPE, b"x", 0o644)],
+    "hardlink-to-directory": [("etc/d", tarfile.DIRTYPE, "", 0o755), ("etc/d2", tarfile.LNKTYPE, "etc/d", 0o644)],
     "newline-name": [("etc/two\nlines", tarfile.REGTYPE, b"x", 0o644)],
     "invalid-utf8": [("etc/bad-\udcff-name", tarfile.REGTYPE, b"x", 0o644)],
     "deep-nesting": [("/".join(["d"] * 300) + "/deep", tarfile.REGTYPE, b"x", 0o644)],
 }
+# No filesystem can hold these: the build must fail, naming the tarball
+# (ext2 once truncated a 300-byte name silently).
+MUST_FAIL = {"name-too-long", "hardlink-to-directory"}
 # Harmless but odd names: a build must keep them, inside the output.
 KEPT = {"newline-name": b"etc/two\nlines", "invalid-utf8": b"etc/bad-\xff-name",
         "deep-nesting": b"/".join([b"d"] * 300) + b"/deep"}
@@ -100,6 +105,8 @@ def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, c
     r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)
     for s in sentinels:
         assert not s.exists(), f"{case}: wrote {s} outside the output"
+    if case in MUST_FAIL:
+        assert r.returncode == 1, f"{case}: built"
     if r.returncode != 0:
         assert "zz-hostile.tar" in r.stderr, r.stderr  # the rejection names the input
         assert not out.exists()

@@ -177,6 +177,39 @@ pub fn write(
     })
 }
 
+/// Base images alone made into an ext2 image `dir/root` of `size` bytes:
+/// the in-memory tree (hard links, symlinks followed inside the tree,
+/// conflicts) and the writer, without a kernel.  For the fuzzer.
+#[doc(hidden)]
+pub fn image_of_base_images(images: &[BaseImage], dir: &Path, size: u64) -> Result<()> {
+    let reporter = Reporter::default();
+    let directory = Meta {
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        atime: 0,
+    };
+    let mut tree = Tree::new(directory);
+    let spill = Spill {
+        dir: dir.join(".base-image-data"),
+        image_size: size,
+    };
+    add_base_images(&mut tree, images, &spill, &reporter)?;
+    if !tree.exists(Path::new("/lost+found")) {
+        let kind = Kind::Dir(Default::default());
+        tree.insert(
+            Path::new("/lost+found"),
+            Node {
+                meta: directory,
+                kind,
+            },
+        )?;
+    }
+    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, &reporter)?;
+    Ok(())
+}
+
 /// Where base-image members too large to hold in memory are kept until
 /// the image is written.
 struct Spill {
@@ -275,7 +308,8 @@ fn add_base_images(
                         )
                     })?;
                     let target = normalize(&Path::new("/").join(target));
-                    let index = tree.lookup(&target)?.ok_or_else(|| {
+                    let in_image = |e: Error| Error::bad_input(&image.path, e.to_string());
+                    let index = tree.lookup(&target).map_err(in_image)?.ok_or_else(|| {
                         Error::bad_input(
                             &image.path,
                             format!(
@@ -285,7 +319,7 @@ fn add_base_images(
                             ),
                         )
                     })?;
-                    tree.link(&path, index)?;
+                    tree.link(&path, index).map_err(in_image)?;
                     continue;
                 }
                 tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {

@@ -38,6 +38,8 @@ const FIRST_INO: u32 = 11;
 const PER_BLOCK: u64 = BLOCK / 4;
 /// One inode per 16 KiB of image, as mke2fs's default.
 const BYTES_PER_INODE: u64 = 16384;
+/// The longest name a directory entry holds (`name_len` is one byte).
+const MAX_NAME: usize = 255;
 
 /// The file type bits of `st_mode`.
 pub const S_IFIFO: u16 = 0o010000;
@@ -146,18 +148,27 @@ impl Tree {
                 _ => {}
             }
         }
+        if let Some(long) = parts.iter().find(|p| p.len() > MAX_NAME) {
+            return Err(Error::bad_input(
+                path,
+                format!("a name of {} bytes; ext2 allows {MAX_NAME}", long.len()),
+            ));
+        }
         let Some(name) = parts.pop() else {
-            return Err(Error::Internal(format!(
-                "{} names the root",
-                path.display()
-            )));
+            return Err(Error::bad_input(path, "names the root directory"));
         };
-        let dir = self.walk_dirs(parts, 0)?;
+        let dir = self
+            .walk_dirs(parts, 0)
+            .map_err(|e| Error::bad_input(path, e))?;
         Ok((dir, name))
     }
 
     /// Walk (and create) directories named by `parts` from `start`.
-    fn walk_dirs(&mut self, parts: Vec<Vec<u8>>, start: usize) -> Result<usize> {
+    fn walk_dirs(
+        &mut self,
+        parts: Vec<Vec<u8>>,
+        start: usize,
+    ) -> std::result::Result<usize, String> {
         let mut stack: Vec<usize> = vec![0];
         let mut pending: Vec<Vec<u8>> = parts.into_iter().rev().collect();
         let mut current = start;
@@ -190,10 +201,10 @@ impl Tree {
                         }
                     }
                     _ => {
-                        return Err(Error::Internal(format!(
+                        return Err(format!(
                             "{} is not a directory",
                             String::from_utf8_lossy(&name)
-                        )))
+                        ))
                     }
                 },
                 None => {
@@ -239,12 +250,7 @@ impl Tree {
                     self.nodes[existing].meta = node.meta;
                     return Ok(existing);
                 }
-                (_, true) => {
-                    return Err(Error::Internal(format!(
-                        "{}: a directory is in the way",
-                        path.display()
-                    )))
-                }
+                (_, true) => return Err(Error::bad_input(path, "a directory is in the way")),
                 _ => {}
             }
         }
@@ -255,13 +261,13 @@ impl Tree {
 
     /// A second name for node `target` (a hard link).
     pub fn link(&mut self, path: &Path, target: usize) -> Result<()> {
+        if matches!(self.nodes[target].kind, Kind::Dir(_)) {
+            return Err(Error::bad_input(path, "a hard link to a directory"));
+        }
         let (dir, name) = self.parent_of(path)?;
         if let Some(&existing) = self.children(dir).get(&name) {
             if matches!(self.nodes[existing].kind, Kind::Dir(_)) {
-                return Err(Error::Internal(format!(
-                    "{}: a directory is in the way",
-                    path.display()
-                )));
+                return Err(Error::bad_input(path, "a directory is in the way"));
             }
         }
         self.children_mut(dir).insert(name, target);
@@ -284,6 +290,7 @@ impl Tree {
             })
             .collect();
         self.walk_dirs(parts, 0)
+            .map_err(|e| Error::bad_input(path, e))
     }
 
     /// Clamp every time to `epoch` (reproducible builds).
@@ -1096,6 +1103,33 @@ mod tests {
                 }
             )
             .is_err());
+    }
+
+    #[test]
+    fn names_ext2_cannot_hold_and_directory_hard_links_are_refused() {
+        let meta = Meta {
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            atime: 0,
+        };
+        let mut tree = Tree::new(meta);
+        let long = format!("/etc/{}", "n".repeat(256));
+        let e = tree
+            .insert(
+                Path::new(&long),
+                Node {
+                    meta,
+                    kind: Kind::File(Data::Bytes(vec![])),
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a name of 256 bytes; ext2 allows 255"), "{e}");
+        let dir = tree.mkdir_p(Path::new("/d")).unwrap();
+        let e = tree.link(Path::new("/d2"), dir).unwrap_err().to_string();
+        assert!(e.contains("a hard link to a directory"), "{e}");
     }
 
     #[test]
