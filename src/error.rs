@@ -99,6 +99,22 @@ impl Error {
     }
 }
 
+/// An error and its causes, `outer: inner: ...` (the tar crate, for one,
+/// says what it was doing in the error and why in its source).
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Attach a context and a path to an `io::Result`.
 pub trait IoContext<T> {
     fn at(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;

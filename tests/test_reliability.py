@@ -75,14 +75,17 @@ HOSTILE = {
                                ("evil/escaped-device", tarfile.CHRTYPE, (1, 3), 0o666)],
     "device-dotdot": [("../../escaped-dotdot", tarfile.FIFOTYPE, (0, 0), 0o644)],
     "name-too-long": [("etc/" + "n" * 300, tarfile.REGTYPE, b"x", 0o644)],
+    "symlink-target-too-long": [("etc/long-link", tarfile.SYMTYPE, "/" + "x/" * 3000, 0o777),
+                                ("etc/after", tarfile.REGTYPE, b"after", 0o644)],
     "hardlink-to-directory": [("etc/d", tarfile.DIRTYPE, "", 0o755), ("etc/d2", tarfile.LNKTYPE, "etc/d", 0o644)],
     "newline-name": [("etc/two\nlines", tarfile.REGTYPE, b"x", 0o644)],
     "invalid-utf8": [("etc/bad-\udcff-name", tarfile.REGTYPE, b"x", 0o644)],
     "deep-nesting": [("/".join(["d"] * 300) + "/deep", tarfile.REGTYPE, b"x", 0o644)],
 }
 # No filesystem can hold these: the build must fail, naming the tarball
-# (ext2 once truncated a 300-byte name silently).
-MUST_FAIL = {"name-too-long", "hardlink-to-directory"}
+# (ext2 once truncated a 300-byte name silently, and wrote a 6,000-byte
+# symlink target over the next block).
+MUST_FAIL = {"name-too-long", "symlink-target-too-long", "hardlink-to-directory"}
 # Harmless but odd names: a build must keep them, inside the output.
 KEPT = {"newline-name": b"etc/two\nlines", "invalid-utf8": b"etc/bad-\xff-name",
         "deep-nesting": b"/".join([b"d"] * 300) + b"/deep"}

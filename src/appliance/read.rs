@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{with_causes, Error, Result};
 
 /// How a base image (or any input) is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +35,23 @@ impl BaseImage {
     pub fn read_to_end(&self, mut rest: impl Read) -> Result<()> {
         std::io::copy(&mut rest, &mut std::io::sink())
             .map(drop)
-            .map_err(|e| Error::bad_input(&self.path, format!("corrupt tar archive: {e}")))
+            .map_err(|e| {
+                Error::bad_input(
+                    &self.path,
+                    format!("corrupt tar archive: {}", with_causes(&e)),
+                )
+            })
     }
 
     /// Member paths (absolute, `/etc/foo`) in archive order.
     pub fn members(&self) -> Result<Vec<PathBuf>> {
         let mut archive = tar::Archive::new(self.open()?);
-        let bad =
-            |e: std::io::Error| Error::bad_input(&self.path, format!("corrupt tar archive: {e}"));
+        let bad = |e: std::io::Error| {
+            Error::bad_input(
+                &self.path,
+                format!("corrupt tar archive: {}", with_causes(&e)),
+            )
+        };
         let mut out = Vec::new();
         for entry in archive.entries().map_err(bad)? {
             let entry = entry.map_err(bad)?;

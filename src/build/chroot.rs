@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::FileSet;
 use crate::appliance::BaseImage;
 use crate::backend::host_path;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{with_causes, Error, IoContext, Result};
 use crate::report::Reporter;
 
 /// What a chroot build wrote.
@@ -47,8 +47,12 @@ pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter)
     let mut skipped: Vec<String> = Vec::new();
     for image in images {
         reporter.info(1, || format!("build: unpacking {}", image.path.display()));
-        let bad =
-            |e: io::Error| Error::bad_input(&image.path, format!("cannot unpack base image: {e}"));
+        let bad = |e: io::Error| {
+            Error::bad_input(
+                &image.path,
+                format!("cannot unpack base image: {}", with_causes(&e)),
+            )
+        };
         let mut archive = tar::Archive::new(image.open()?);
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);

@@ -26,7 +26,7 @@ use super::kernel::{self, Kernel};
 use super::{FileSet, Origin};
 use crate::appliance::BaseImage;
 use crate::backend::host_path;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{with_causes, Error, IoContext, Result};
 use crate::report::Reporter;
 
 /// Upstream's default image size: 4 GiB, sparse.
@@ -239,7 +239,10 @@ fn add_base_images(
             format!("build: reading base image {}", image.path.display())
         });
         let bad = |e: std::io::Error| {
-            Error::bad_input(&image.path, format!("cannot read base image: {e}"))
+            Error::bad_input(
+                &image.path,
+                format!("cannot read base image: {}", with_causes(&e)),
+            )
         };
         let mut archive = tar::Archive::new(image.open()?);
         for entry in archive.entries().map_err(bad)? {

@@ -40,6 +40,8 @@ const PER_BLOCK: u64 = BLOCK / 4;
 const BYTES_PER_INODE: u64 = 16384;
 /// The longest name a directory entry holds (`name_len` is one byte).
 const MAX_NAME: usize = 255;
+/// The longest symlink target (it must fit one block; Linux's own limit).
+const MAX_SYMLINK: usize = 4095;
 
 /// The file type bits of `st_mode`.
 pub const S_IFIFO: u16 = 0o010000;
@@ -242,6 +244,18 @@ impl Tree {
     /// over a directory only takes the new meta (its contents stay).
     /// Returns the node's index.
     pub fn insert(&mut self, path: &Path, node: Node) -> Result<usize> {
+        if let Kind::Symlink(target) = &node.kind {
+            // One block holds a long target; Linux allows PATH_MAX - 1.
+            if target.len() > MAX_SYMLINK {
+                return Err(Error::bad_input(
+                    path,
+                    format!(
+                        "a symlink target of {} bytes; at most {MAX_SYMLINK}",
+                        target.len()
+                    ),
+                ));
+            }
+        }
         let (dir, name) = self.parent_of(path)?;
         if let Some(&existing) = self.children(dir).get(&name) {
             let existing_is_dir = matches!(self.nodes[existing].kind, Kind::Dir(_));
@@ -1127,6 +1141,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("a name of 256 bytes; ext2 allows 255"), "{e}");
+        let e = tree
+            .insert(
+                Path::new("/etc/long-link"),
+                Node {
+                    meta,
+                    kind: Kind::Symlink(vec![b'x'; 4096]),
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a symlink target of 4096 bytes"), "{e}");
         let dir = tree.mkdir_p(Path::new("/d")).unwrap();
         let e = tree.link(Path::new("/d2"), dir).unwrap_err().to_string();
         assert!(e.contains("a hard link to a directory"), "{e}");
