@@ -511,6 +511,7 @@ fn directory_blocks(entries: &[(Vec<u8>, u32, u8)]) -> Vec<u8> {
     let mut block_start = 0usize;
     let mut last_record: Option<usize> = None;
     for (name, ino, ft) in entries {
+        debug_assert!(name.len() <= MAX_NAME, "Tree::insert lets no longer name in");
         let len = (8 + name.len()).div_ceil(4) * 4;
         if out.len() - block_start + len > BLOCK as usize {
             // Stretch the previous record to the end of its block.
@@ -753,6 +754,7 @@ pub fn write_image(
                 }
             }
             Kind::Symlink(target) if !p.data.is_empty() => {
+                debug_assert!(target.len() <= MAX_SYMLINK, "Tree::insert checks it");
                 write_at(target, p.data[0] as u64 * BLOCK)?
             }
             Kind::File(Data::Bytes(bytes)) => {
