@@ -62,13 +62,30 @@ pub fn modules_dep(data: &[u8]) {
 }
 
 /// A base image written as an ext2 image (16 MiB): the in-memory tree and
-/// the ext2 writer.
+/// the ext2 writer.  A bad image is a bug too, not only a panic: every
+/// 64th image written is checked with `e2fsck -fn`.
 pub fn ext2_image(data: &[u8]) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
     let dir = scratch();
     let input = dir.path().join("input");
     fs::write(&input, data).expect("write");
-    if let Ok(appliance) = crate::appliance::load(&[input]) {
-        let _ =
-            crate::build::ext2::image_of_base_images(&appliance.base_images, dir.path(), 16 << 20);
+    let Ok(appliance) = crate::appliance::load(&[input]) else {
+        return;
+    };
+    let written =
+        crate::build::ext2::image_of_base_images(&appliance.base_images, dir.path(), 16 << 20);
+    if written.is_ok() && WRITTEN.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
+        let image = dir.path().join("root");
+        let check = std::process::Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&image)
+            .output()
+            .expect("e2fsck (e2fsprogs) to check images with");
+        assert!(
+            check.status.success(),
+            "e2fsck rejects the image: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
 }

@@ -511,7 +511,10 @@ fn directory_blocks(entries: &[(Vec<u8>, u32, u8)]) -> Vec<u8> {
     let mut block_start = 0usize;
     let mut last_record: Option<usize> = None;
     for (name, ino, ft) in entries {
-        debug_assert!(name.len() <= MAX_NAME, "Tree::insert lets no longer name in");
+        debug_assert!(
+            name.len() <= MAX_NAME,
+            "Tree::insert lets no longer name in"
+        );
         let len = (8 + name.len()).div_ceil(4) * 4;
         if out.len() - block_start + len > BLOCK as usize {
             // Stretch the previous record to the end of its block.
