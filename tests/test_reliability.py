@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +75,8 @@ HOSTILE = {
     "device-through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
                                ("evil/escaped-device", tarfile.CHRTYPE, (1, 3), 0o666)],
     "device-dotdot": [("../../escaped-dotdot", tarfile.FIFOTYPE, (0, 0), 0o644)],
+    "device-under-new-dir-through-symlink": [("evil", tarfile.SYMTYPE, "/tmp", 0o777),
+                                             ("evil/escaped-dir/fifo", tarfile.FIFOTYPE, (0, 0), 0o644)],
     "name-too-long": [("etc/" + "n" * 300, tarfile.REGTYPE, b"x", 0o644)],
     "symlink-target-too-long": [("etc/long-link", tarfile.SYMTYPE, "/" + "x/" * 3000, 0o777),
                                 ("etc/after", tarfile.REGTYPE, b"after", 0o644)],
@@ -100,9 +103,13 @@ def test_hostile_tarballs_never_write_or_read_outside(prepared, tmp_path, fmt, c
         (appliance / f.name).write_bytes(f.read_bytes())
     (appliance / "zz-hostile.tar").write_bytes(_tarball(HOSTILE[case]))
     sentinels = [Path("/tmp/escaped-absolute"), Path("/tmp/escaped-through-symlink"), Path("/tmp/escaped-device"),
+                 Path("/tmp/escaped-dir"),
                  tmp_path.parent / "escaped-dotdot", tmp_path / "escaped-dotdot"]
     for s in sentinels:
-        s.unlink(missing_ok=True)
+        if s.is_dir() and not s.is_symlink():
+            shutil.rmtree(s)
+        else:
+            s.unlink(missing_ok=True)
     out = tmp_path / "app"
     extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
     r = run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out), check=False)

@@ -119,13 +119,30 @@ fn make_special_from_tar(
     let (Some(parent), Some(file_name)) = (relative.parent(), relative.file_name()) else {
         return Err(refuse("no file name"));
     };
-    let parent = out.join(parent);
-    fs::create_dir_all(&parent)?;
-    let parent = fs::canonicalize(&parent)?;
-    if !parent.starts_with(out) {
-        return Err(refuse("its directory is outside the output"));
+    // Walk down from `out`, creating what is missing and checking each
+    // existing step (a symlink an earlier entry made) before going on:
+    // nothing may be created outside `out`, not even a directory.
+    let mut dir = out.to_path_buf();
+    for part in parent.components() {
+        let next = dir.join(part);
+        match fs::symlink_metadata(&next) {
+            Ok(m) if m.is_dir() => dir = next,
+            Ok(m) if m.file_type().is_symlink() => {
+                let real = fs::canonicalize(&next)?;
+                if !real.starts_with(out) {
+                    return Err(refuse("its directory is outside the output"));
+                }
+                dir = real;
+            }
+            Ok(_) => return Err(refuse("a parent is not a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&next)?;
+                dir = next;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let dest = parent.join(file_name);
+    let dest = dir.join(file_name);
     let device = |bits| -> io::Result<(libc::mode_t, libc::dev_t)> {
         let major = header.device_major()?.unwrap_or(0);
         let minor = header.device_minor()?.unwrap_or(0);
