@@ -596,3 +596,27 @@ def test_another_roots_absolute_symlinks_are_followed_inside_it(tmp_path):
     run_cli("--build", "-f", "chroot", "--root", str(root), str(sd), "-o", str(out))
     assert (out / "usr/lib/sm-only-in-root/f").read_text() == "from the root\n"
     assert os.readlink(out / "lib") == "usr/lib"
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+def test_a_symlink_planted_where_packages_have_a_directory_stays_inside(prepared, tmp_path, fmt):
+    """A base image puts `usr/share/doc/bash -> <an existing host dir>`
+    where bash has a directory.  Following it would write bash's docs into
+    the host directory (and chmod it): the package's directory replaces
+    the symlink instead, in both formats."""
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    host_dir.chmod(0o1777)
+    members = [("usr/share/doc/bash", tarfile.SYMTYPE, str(host_dir), 0o777)]
+    appliance = _appliance_with(prepared, tmp_path / "sd", "zz-plant.tar", _tarball(members))
+    out = tmp_path / "app"
+    extra = ["--modules", "boot", "--size", "300M"] if fmt == "ext2" else []
+    run_cli("--build", "-f", fmt, *extra, str(appliance), "-o", str(out))
+    assert list(host_dir.iterdir()) == [] and host_dir.stat().st_mode & 0o7777 == 0o1777
+    if fmt == "chroot":
+        doc = out / "usr/share/doc/bash"
+        assert doc.is_dir() and not doc.is_symlink()
+        assert (doc / "copyright").read_bytes() == Path("/usr/share/doc/bash/copyright").read_bytes()
+    else:
+        assert _ext2_node(out / "root", "/usr/share/doc/bash")[0] == "directory"
+        assert "copyright" in _debugfs(out / "root", "ls /usr/share/doc/bash")

@@ -269,6 +269,22 @@ fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
     std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
 }
 
+/// A directory at `dest`, whose parent is already a real directory.  A
+/// symlink a base image put there (`usr/share/doc/x -> /elsewhere`) is
+/// replaced, as the ext2 format replaces it: following it could write
+/// outside the output.  Every directory of the tree passes here, parents
+/// first, so no file is ever written through such a symlink.
+fn make_dir(dest: &Path) -> Result<()> {
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::remove_file(dest).at("replacing symlink", dest)?;
+        }
+        _ => {}
+    }
+    fs::create_dir_all(dest).at("creating directory", dest)
+}
+
 /// Write `set` under `out` (base images must already be unpacked there).
 pub fn write(
     set: &FileSet,
@@ -292,18 +308,14 @@ pub fn write(
         let meta = match fs::symlink_metadata(&source) {
             Ok(m) => m,
             Err(_) if entry.origin == super::Origin::Implied => {
-                fs::create_dir_all(&dest).at("creating directory", &dest)?;
+                make_dir(&dest)?;
                 continue;
             }
             Err(_) => continue,
         };
         let ft = meta.file_type();
         if ft.is_dir() {
-            match fs::create_dir(&dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dest.is_dir() => {}
-                Err(e) => return Err(Error::io("creating directory", dest, e)),
-            }
+            make_dir(&dest)?;
             // Writable by us until the final pass restores the real mode.
             fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
                 .at("setting permissions of", &dest)?;

@@ -256,8 +256,7 @@ impl Layout<'_> {
 /// Resolves the directories of paths inside a root other than `/` as a
 /// chroot would: a symlink's absolute target, and `..`, stay inside the
 /// root.  (The kernel, given `ROOT/lib/x` with `ROOT/lib -> /usr/lib`,
-/// would read the host's `/usr/lib/x`.)  The last component is left alone,
-/// since a symlink there is copied as a symlink.
+/// would read the host's `/usr/lib/x`.)
 struct RootResolver<'a> {
     root: &'a Path,
     dirs: HashMap<PathBuf, PathBuf>,
@@ -271,6 +270,8 @@ impl<'a> RootResolver<'a> {
         }
     }
 
+    /// `path` with its parent directories resolved; the last component is
+    /// left alone (a symlink there is itself the thing to copy).
     fn resolve(&mut self, path: &Path) -> PathBuf {
         match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) => self.dir(parent, 0).join(name),
