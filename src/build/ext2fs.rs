@@ -40,6 +40,10 @@ const PER_BLOCK: u64 = BLOCK / 4;
 const BYTES_PER_INODE: u64 = 16384;
 /// The longest name a directory entry holds (`name_len` is one byte).
 const MAX_NAME: usize = 255;
+/// Link count limits of Linux's ext2 (`EXT2_LINK_MAX`) and, for
+/// non-directories, of the 16-bit field with ext4's margin.
+const MAX_DIR_LINKS: u32 = 32000;
+const MAX_LINKS: u32 = 65000;
 /// The longest symlink target (it must fit one block; Linux's own limit).
 const MAX_SYMLINK: usize = 4095;
 
@@ -554,7 +558,7 @@ pub fn write_image(
     // Inode numbers: depth-first in name order; `lost+found` is 11.
     let mut ino_of: Vec<u32> = vec![0; tree.nodes.len()];
     let mut order: Vec<usize> = Vec::new();
-    let mut links: Vec<u16> = vec![0; tree.nodes.len()];
+    let mut links: Vec<u32> = vec![0; tree.nodes.len()];
     let mut dir_parent: Vec<usize> = vec![0; tree.nodes.len()];
     let lost_found = tree.children(0).get(b"lost+found".as_slice()).copied();
     ino_of[0] = ROOT_INO;
@@ -568,7 +572,7 @@ pub fn write_image(
         order.push(dir);
         let mut subdirs = Vec::new();
         for &child in tree.children(dir).values() {
-            links[child] = links[child].saturating_add(1);
+            links[child] += 1;
             if ino_of[child] == 0 {
                 ino_of[child] = next_ino;
                 next_ino += 1;
@@ -577,8 +581,8 @@ pub fn write_image(
                 }
             }
             if let Kind::Dir(_) = tree.nodes[child].kind {
-                links[child] = links[child].saturating_add(1); // its "."
-                links[dir] = links[dir].saturating_add(1); // its ".."
+                links[child] += 1; // its "."
+                links[dir] += 1; // its ".."
                 dir_parent[child] = dir;
                 subdirs.push(child);
             }
@@ -587,6 +591,19 @@ pub fn write_image(
     }
     if lost_found.is_none() {
         return Err(Error::Internal("no /lost+found in the tree".into()));
+    }
+    // The inode's link count is 16 bits; Linux's ext2 stops at these.
+    for (node, &count) in links.iter().enumerate() {
+        let (limit, what) = match tree.nodes[node].kind {
+            Kind::Dir(_) => (MAX_DIR_LINKS, "subdirectories"),
+            _ => (MAX_LINKS, "hard links"),
+        };
+        if count > limit {
+            return Err(Error::output(
+                image,
+                format!("an inode with {count} {what}; ext2 allows {limit}"),
+            ));
+        }
     }
     let inode_count = order.len() as u64;
     let geometry = Geometry::new(size, inode_count)?;
@@ -635,7 +652,7 @@ pub fn write_image(
         };
         let mut p = Placed {
             node,
-            links: links[node],
+            links: links[node] as u16,
             data: Vec::with_capacity(blocks_needed as usize),
             indirect: Vec::new(),
             i_block: [0; 15],
@@ -1160,6 +1177,40 @@ mod tests {
         let dir = tree.mkdir_p(Path::new("/d")).unwrap();
         let e = tree.link(Path::new("/d2"), dir).unwrap_err().to_string();
         assert!(e.contains("a hard link to a directory"), "{e}");
+    }
+
+    #[test]
+    fn more_hard_links_than_an_inode_counts_are_refused() {
+        let meta = Meta {
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            atime: 0,
+        };
+        let mut tree = Tree::new(meta);
+        tree.mkdir_p(Path::new("/lost+found")).unwrap();
+        let file = tree
+            .insert(
+                Path::new("/f"),
+                Node {
+                    meta,
+                    kind: Kind::File(Data::Bytes(vec![])),
+                },
+            )
+            .unwrap();
+        for i in 0..MAX_LINKS {
+            tree.link(Path::new(&format!("/l{i}")), file).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("root");
+        let e = write_image(&tree, &image, 64 << 20, [0; 16], 0, &Reporter::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("an inode with 65001 hard links; ext2 allows 65000"),
+            "{e}"
+        );
     }
 
     #[test]
