@@ -4,5 +4,6 @@
 mod read;
 mod write;
 
+pub(crate) use read::content_lines;
 pub use read::{load, Appliance, BaseImage, Compression};
 pub use write::{write_base_image, write_packages};

@@ -181,8 +181,8 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
     Ok(())
 }
 
-/// The non-blank lines of a list file, with their line numbers (from 1).
-fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+/// The non-blank lines of a text file, with their line numbers (from 1).
+pub(crate) fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())

@@ -87,10 +87,9 @@ pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter)
     }
     if !skipped.is_empty() {
         reporter.warn(format!(
-            "{} device nodes in base images were skipped (making them needs root; the ext2 format keeps them): {}{}",
+            "{} device nodes in base images were skipped (making them needs root; the ext2 format keeps them): {}",
             skipped.len(),
-            skipped.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-            if skipped.len() > 5 { ", ..." } else { "" }
+            first_few(&skipped)
         ));
     }
     Ok(())
@@ -154,8 +153,9 @@ fn make_special_from_tar(
         // A FIFO has no device number (some writers leave the field blank).
         _ => (libc::S_IFIFO, 0),
     };
+    let perm = header.mode()? & 0o7777;
     clear(&dest)?;
-    mknod(&dest, type_bits | (header.mode()? & 0o7777), rdev)?;
+    mknod(&dest, type_bits | perm, rdev)?;
     if root {
         std::os::unix::fs::lchown(
             &dest,
@@ -164,7 +164,7 @@ fn make_special_from_tar(
         )?;
     }
     // mknod applied the umask; chown (as root) cleared set-id bits.
-    fs::set_permissions(&dest, fs::Permissions::from_mode(header.mode()? & 0o7777))?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(perm))?;
     let mtime = FileTime::from_unix_time(header.mtime()? as i64, 0);
     filetime::set_symlink_file_times(&dest, mtime, mtime)
 }
@@ -242,22 +242,26 @@ pub fn warn_unreadable(stats: &Stats, reporter: &Reporter) {
     if stats.unreadable.is_empty() {
         return;
     }
-    let shown: Vec<String> = stats
+    let paths: Vec<String> = stats
         .unreadable
         .iter()
-        .take(5)
         .map(|p| p.display().to_string())
         .collect();
     reporter.warn(format!(
-        "{} host files are unreadable by this user and were skipped: {}{}",
-        stats.unreadable.len(),
-        shown.join(", "),
-        if stats.unreadable.len() > 5 {
-            ", ..."
-        } else {
-            ""
-        }
+        "{} host files are unreadable by this user and were skipped: {}",
+        paths.len(),
+        first_few(&paths)
     ));
+}
+
+/// The first five of `items`, comma-separated, with `...` if there are
+/// more: a warning names a few culprits, not thousands.
+fn first_few(items: &[String]) -> String {
+    let mut text = items[..items.len().min(5)].join(", ");
+    if items.len() > 5 {
+        text.push_str(", ...");
+    }
+    text
 }
 
 fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {

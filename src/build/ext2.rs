@@ -89,20 +89,11 @@ pub fn write(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
-    let directory = Meta {
-        perm: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime: now,
-        atime: now,
-    };
+    let directory = root_owned_dir(now);
     let mut tree = Tree::new(directory);
     // Large base-image members wait on disk, inside the staging output so
     // that a killed build's leftovers are cleaned with it.
-    let spill = Spill {
-        dir: out.join(".base-image-data"),
-        image_size: size,
-    };
+    let spill = Spill::in_dir(out, size);
     add_base_images(&mut tree, base_images, &spill, reporter)?;
     let files = add_host_files(&mut tree, set, host_root, reporter)?;
     if packagelist {
@@ -119,19 +110,7 @@ pub fn write(
         )?;
     }
     add_modules(&mut tree, &kernel, &options.modules, directory, reporter)?;
-    if !tree.exists(Path::new("/lost+found")) {
-        let meta = Meta {
-            perm: 0o700,
-            ..directory
-        };
-        tree.insert(
-            Path::new("/lost+found"),
-            Node {
-                meta,
-                kind: Kind::Dir(Default::default()),
-            },
-        )?;
-    }
+    add_lost_found(&mut tree, directory)?;
     if let Some(epoch) = options.epoch {
         tree.clamp_times(epoch as i64);
     }
@@ -183,30 +162,40 @@ pub fn write(
 #[doc(hidden)]
 pub fn image_of_base_images(images: &[BaseImage], dir: &Path, size: u64) -> Result<()> {
     let reporter = Reporter::default();
-    let directory = Meta {
+    let directory = root_owned_dir(0);
+    let mut tree = Tree::new(directory);
+    add_base_images(&mut tree, images, &Spill::in_dir(dir, size), &reporter)?;
+    add_lost_found(&mut tree, directory)?;
+    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, &reporter)?;
+    Ok(())
+}
+
+/// Directories the build makes itself: root-owned, 0755, stamped `time`.
+fn root_owned_dir(time: i64) -> Meta {
+    Meta {
         perm: 0o755,
         uid: 0,
         gid: 0,
-        mtime: 0,
-        atime: 0,
-    };
-    let mut tree = Tree::new(directory);
-    let spill = Spill {
-        dir: dir.join(".base-image-data"),
-        image_size: size,
-    };
-    add_base_images(&mut tree, images, &spill, &reporter)?;
+        mtime: time,
+        atime: time,
+    }
+}
+
+/// `/lost+found` (0700), unless a base image brought one.
+fn add_lost_found(tree: &mut Tree, directory: Meta) -> Result<()> {
     if !tree.exists(Path::new("/lost+found")) {
-        let kind = Kind::Dir(Default::default());
+        let meta = Meta {
+            perm: 0o700,
+            ..directory
+        };
         tree.insert(
             Path::new("/lost+found"),
             Node {
-                meta: directory,
-                kind,
+                meta,
+                kind: Kind::Dir(Default::default()),
             },
         )?;
     }
-    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, &reporter)?;
     Ok(())
 }
 
@@ -215,6 +204,16 @@ pub fn image_of_base_images(images: &[BaseImage], dir: &Path, size: u64) -> Resu
 struct Spill {
     dir: PathBuf,
     image_size: u64,
+}
+
+impl Spill {
+    /// `DIR/.base-image-data`, for an image of `image_size` bytes.
+    fn in_dir(dir: &Path, image_size: u64) -> Spill {
+        Spill {
+            dir: dir.join(".base-image-data"),
+            image_size,
+        }
+    }
 }
 
 /// Members up to this size are held in memory, until this much is held.

@@ -1143,13 +1143,7 @@ mod tests {
 
     #[test]
     fn names_ext2_cannot_hold_and_directory_hard_links_are_refused() {
-        let meta = Meta {
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            atime: 0,
-        };
+        let meta = meta(0o755);
         let mut tree = Tree::new(meta);
         let long = format!("/etc/{}", "n".repeat(256));
         let e = tree
@@ -1181,13 +1175,7 @@ mod tests {
 
     #[test]
     fn more_hard_links_than_an_inode_counts_are_refused() {
-        let meta = Meta {
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            atime: 0,
-        };
+        let meta = meta(0o755);
         let mut tree = Tree::new(meta);
         tree.mkdir_p(Path::new("/lost+found")).unwrap();
         let file = tree

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::appliance::content_lines;
 use crate::error::{Error, IoContext, Result};
 use crate::pattern::fnmatch;
 use crate::report::Reporter;
@@ -55,16 +56,12 @@ pub fn read_module_deps(modules: &Path) -> Result<ModuleDeps> {
     let junk = |n: usize, what: String| Error::Kernel {
         path: Some(path.clone()),
         message: format!(
-            "{}: line {}: {what} (run depmod to regenerate it)",
-            path.display(),
-            n + 1
+            "{}: line {n}: {what} (run depmod to regenerate it)",
+            path.display()
         ),
     };
     let mut deps = ModuleDeps::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (n, line) in content_lines(&text) {
         let Some((module, needs)) = line.split_once(':') else {
             return Err(junk(n, format!("not `module: dependencies`: {line:?}")));
         };
