@@ -48,24 +48,59 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// The caller cancelled the work (Ctrl-C, SIGTERM, a progress callback
+    /// that raised).  Nothing was replaced.
+    #[error("interrupted; the previous output, if any, was kept")]
+    Cancelled,
+
     /// A bug: a panic caught at the API boundary.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 fn package_not_found_message(names: &[String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     if names.len() == 1 {
         format!(
-            "package {} is not installed (or unknown to the package database)",
-            quoted[0]
+            "package '{}' is not installed (or unknown to the package database)",
+            capped(&names[0])
         )
     } else {
         format!(
             "packages {} are not installed (or unknown to the package database)",
-            quoted.join(", ")
+            name_list(names)
         )
     }
+}
+
+/// How many names a message lists before it counts the rest.
+const NAMES_SHOWN: usize = 10;
+
+/// How much of one name (or line, or path) a message quotes.
+const NAME_SHOWN: usize = 120;
+
+/// `text`, cut to [`NAME_SHOWN`] characters with `...` where cut: a
+/// message quotes data other people wrote, and a 1 MB package name must
+/// not make a 1 MB message.
+pub fn capped(text: &str) -> String {
+    match text.char_indices().nth(NAME_SHOWN) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// `'a', 'b', 'c'`: the first [`NAMES_SHOWN`] names, quoted and
+/// [`capped`], then how many more there are.
+pub fn name_list(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|n| format!("'{}'", capped(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
+    }
+    text
 }
 
 impl Error {
@@ -123,5 +158,23 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(context, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_a_few_and_count_the_rest() {
+        let many: Vec<String> = (0..10_000).map(|i| format!("pkg{i}")).collect();
+        let e = Error::PackageNotFound { names: many }.to_string();
+        assert!(e.len() < 300, "{} bytes: {e}", e.len());
+        assert!(e.contains("'pkg0'") && e.contains("and 9990 more"), "{e}");
+        let huge = "x".repeat(1 << 20);
+        let e = Error::PackageNotFound { names: vec![huge] }.to_string();
+        assert!(e.len() < 300, "{} bytes", e.len());
+        assert_eq!(capped("short"), "short");
+        assert_eq!(capped(&"é".repeat(200)).chars().count(), NAME_SHOWN + 3);
     }
 }

@@ -15,12 +15,15 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod init;
+pub mod outdir;
 pub mod output;
 pub mod package;
 pub mod pattern;
 pub mod prepare;
+pub mod process;
 pub mod report;
 pub mod resolve;
+pub mod rootfs;
 
 #[cfg(feature = "python")]
 mod python;
@@ -29,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub use backend::Backend;
 pub use build::Format;
+use error::IoContext;
 pub use error::{Error, Result};
 pub use package::{File, FileKind, Package};
 pub use prepare::{PrepareOptions, Prepared};
@@ -85,7 +89,7 @@ pub fn prepare(
     reporter: &Reporter,
 ) -> Result<Prepared> {
     let _lock = lock.map(output::Lock::acquire).transpose()?;
-    let staging = output::Staging::new(output)?;
+    let staging = output::Staging::new(output, &[])?;
     let prepared = prepare::prepare(backend, names, staging.path(), options, reporter)?;
     reporter.info(1, || {
         format!(
@@ -94,6 +98,8 @@ pub fn prepare(
             staging.output().display()
         )
     });
+    // The last moment a cancel is heard: after the swap the work is done.
+    reporter.check()?;
     staging.commit()?;
     Ok(prepared)
 }
@@ -118,7 +124,10 @@ pub fn build(
         .as_deref()
         .map(output::Lock::acquire)
         .transpose()?;
-    output::check_not_inside_inputs(output, inputs)?;
+    output::check_location(output, inputs)?;
+    if options.format == Format::Ext2 {
+        build::ext2fs::check_size(options.ext2.size.unwrap_or(build::ext2::DEFAULT_SIZE))?;
+    }
     if options.if_newer
         && output::is_up_to_date(
             output,
@@ -136,15 +145,17 @@ pub fn build(
     }
     let appliance = appliance::load(inputs)?;
     let set = build::assemble(backend, &appliance, options.ignore_missing, reporter)?;
-    let staging = output::Staging::new(output)?;
+    let staging = output::Staging::new(output, inputs)?;
     let (stats, ext2) = match options.format {
         Format::Chroot => {
-            build::chroot::unpack_base_images(&appliance.base_images, staging.path(), reporter)?;
+            let out = outdir::OutDir::open(staging.path()).at("opening", staging.path())?;
+            let stats = build::chroot::unpack_base_images(&appliance.base_images, &out, reporter)?;
             let stats = build::chroot::write(
                 &set,
                 backend.root(),
-                staging.path(),
+                &out,
                 options.include_packagelist,
+                stats,
                 reporter,
             )?;
             (stats, None)
@@ -168,6 +179,8 @@ pub fn build(
             stats.files, stats.bytes, stats.hard_links
         )
     });
+    // The last moment a cancel is heard: after the swap the work is done.
+    reporter.check()?;
     let output = staging.commit()?;
     Ok(BuildOutcome {
         output,

@@ -1,6 +1,12 @@
 //! Output safety: build into `OUT.<random>` beside OUT and swap it in, so a
 //! failed or interrupted build never leaves a half-written OUT or loses the
 //! previous one; `--lock`; `--if-newer`.
+//!
+//! What this program deletes it has provably made: a directory left by a
+//! killed build is removed only if it has the staging name, is owned by
+//! this user, holds the [`MARKER`] file and no live process holds its
+//! lock.  A user's `app.20240601` or another user's scratch directory is
+//! never touched.
 
 use std::fs;
 use std::io;
@@ -42,13 +48,33 @@ fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
     }
 }
 
+/// The file that marks a directory as made by this program: a staging
+/// output, a scratch directory, or a replaced output being removed.  It is
+/// removed from a staging directory just before that becomes the output.
+pub const MARKER: &str = ".supermin-staging";
+
+/// Does `dir` (not followed if a symlink) belong to this program and this
+/// user: a real directory owned by our effective uid, holding [`MARKER`]?
+fn is_ours(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return false;
+    };
+    meta.is_dir()
+        && meta.uid() == uid
+        && fs::symlink_metadata(dir.join(MARKER)).is_ok_and(|m| m.is_file() && m.uid() == uid)
+}
+
 /// Remove what killed processes left in `parent`: directories named
-/// `PREFIX<8 random>` (and, with `aside`, `PREFIX old.<pid>`) that no live
-/// process holds locked.  A process locks such a directory before giving
-/// it that name (see [`create_locked_dir`]), so an unlocked one has no
-/// live owner.  The hidden `.PREFIX<8 random>` name exists only between
-/// creating and locking, microseconds; one older than [`HIDDEN_GRACE`]
-/// was left by a process killed in that instant.
+/// `PREFIX<8 random>` (and, with `aside`, `PREFIX old.<pid>`) that are
+/// ours ([`is_ours`]) and that no live process holds locked.  A process
+/// locks such a directory before giving it that name (see
+/// [`create_locked_dir`]), so an unlocked one has no live owner.  The
+/// hidden `.PREFIX<8 random>` name exists only between creating and
+/// locking, microseconds; one older than [`HIDDEN_GRACE`] was left by a
+/// process killed in that instant.
 fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -83,13 +109,42 @@ fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > HIDDEN_GRACE);
-        if !meta.is_dir() || !old_enough {
+        if !meta.is_dir() || !old_enough || !is_ours(&path) {
             continue;
         }
         if let Ok(Some(_lock)) = try_lock_dir(&path) {
-            remove_tree(&path);
+            remove_ours(&path);
         }
     }
+}
+
+/// Remove a directory this program made, [`MARKER`] last: if we are
+/// killed half-way, the next run still knows it for ours and finishes.
+fn remove_ours(path: &Path) {
+    let Ok(entries) = fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() != MARKER {
+            let child = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => remove_tree(&child),
+                _ => {
+                    let _ = fs::remove_file(&child);
+                }
+            }
+        }
+    }
+    let _ = fs::remove_file(path.join(MARKER));
+    let _ = fs::remove_dir(path);
+}
+
+/// Put [`MARKER`] in `dir`.
+fn mark(dir: &Path) -> io::Result<()> {
+    fs::write(
+        dir.join(MARKER),
+        "made by supermin; removed when no supermin process holds it\n",
+    )
 }
 
 /// See [`remove_stale`].
@@ -113,6 +168,10 @@ fn create_locked_dir(
         .permissions(fs::Permissions::from_mode(mode))
         .tempdir_in(parent)?
         .keep();
+    if let Err(e) = mark(&fresh) {
+        remove_tree(&fresh);
+        return Err(e);
+    }
     let alive = match try_lock_dir(&fresh) {
         Ok(Some(lock)) => lock,
         other => {
@@ -135,8 +194,10 @@ fn create_locked_dir(
 }
 
 impl Staging {
-    pub fn new(output: &Path) -> Result<Staging> {
-        let output = absolute(output)?;
+    /// A staging directory for `output`, which must not be, or contain,
+    /// the current directory or any of `inputs` ([`check_location`]).
+    pub fn new(output: &Path, inputs: &[PathBuf]) -> Result<Staging> {
+        let output = check_location(output, inputs)?;
         if let Ok(meta) = fs::symlink_metadata(&output) {
             if !meta.is_dir() {
                 return Err(Error::output(
@@ -185,23 +246,34 @@ impl Staging {
     /// supported, OUT is renamed aside first, then the new one renamed in.
     pub fn commit(mut self) -> Result<PathBuf> {
         let new = self.dir.take().expect("commit once");
+        // From here on the directory is the user's output, not ours.
+        if let Err(e) = fs::remove_file(new.join(MARKER)) {
+            remove_ours(&new);
+            return Err(Error::io("removing", new.join(MARKER), e));
+        }
         // A fresh mtime on OUT itself, for --if-newer.
         let now = filetime::FileTime::now();
         filetime::set_file_times(&new, now, now).at("setting times of", &new)?;
         let result = if fs::symlink_metadata(&self.output).is_ok() {
             match renameat2(&new, &self.output, libc::RENAME_EXCHANGE) {
                 Ok(()) => {
-                    // `new` now names the previous output, unlocked: if we
-                    // are killed while removing it, the next build finishes.
-                    remove_tree(&new);
+                    // `new` now names the previous output, unlocked and
+                    // marked ours: if we are killed while removing it, the
+                    // next build finishes.
+                    let _ = mark(&new);
+                    remove_ours(&new);
                     Ok(())
                 }
                 Err(_) => {
                     let aside = aside_name(&self.output);
+                    let _ = mark(&self.output);
                     fs::rename(&self.output, &aside)
                         .and_then(|()| fs::rename(&new, &self.output))
-                        .map_err(|e| Error::output(&self.output, format!("cannot replace: {e}")))?;
-                    remove_tree(&aside);
+                        .map_err(|e| {
+                            let _ = fs::remove_file(self.output.join(MARKER));
+                            Error::output(&self.output, format!("cannot replace: {e}"))
+                        })?;
+                    remove_ours(&aside);
                     Ok(())
                 }
             }
@@ -210,7 +282,8 @@ impl Staging {
                 .map_err(|e| Error::output(&self.output, format!("cannot create: {e}")))
         };
         if result.is_err() && new.exists() {
-            remove_tree(&new);
+            let _ = mark(&new);
+            remove_ours(&new);
         }
         result.map(|()| self.output.clone())
     }
@@ -219,7 +292,7 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            remove_tree(&dir);
+            remove_ours(&dir);
         }
     }
 }
@@ -283,31 +356,69 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(trimmed)))
 }
 
-/// Refuse an output inside one of the inputs (the build would read itself).
-pub fn check_not_inside_inputs(output: &Path, inputs: &[PathBuf]) -> Result<()> {
-    let out = absolute(output)?;
-    let out = match (
-        out.parent().and_then(|p| fs::canonicalize(p).ok()),
-        out.file_name(),
-    ) {
-        (Some(parent), Some(name)) => parent.join(name),
-        _ => out,
-    };
+/// Where `output` really is: its parent with symlinks resolved, then its
+/// own name (not resolved: a symlink there is refused later).  `.`, `..`
+/// and trailing slashes are resolved first, so `-o .` names the current
+/// directory itself, not an entry of its parent.
+fn real_location(output: &Path) -> Result<PathBuf> {
+    let lexical = absolute(output)?;
+    let ends_in_dots = matches!(
+        output.components().next_back(),
+        Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+    ) || lexical.file_name().is_none();
+    if ends_in_dots {
+        return fs::canonicalize(&lexical).at("resolving", output);
+    }
+    match (lexical.parent(), lexical.file_name()) {
+        (Some(parent), Some(name)) => Ok(fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(lexical.clone())),
+        _ => Ok(lexical),
+    }
+}
+
+/// Check where an output may go, and return its absolute path.  Replacing
+/// OUT removes what was there, so OUT may not be `/`, the current
+/// directory or one of its ancestors (`-o .` would swap the user's
+/// working directory out and delete it), nor contain an input (`-o outer`
+/// for the input `outer/sd` would delete the input), nor be inside one
+/// (the build would read itself).
+pub fn check_location(output: &Path, inputs: &[PathBuf]) -> Result<PathBuf> {
+    let out = real_location(output)?;
+    let refuse = |why: String| Err(Error::output(&out, why));
+    if out.parent().is_none() {
+        return refuse("is the root directory; choose a new directory for the output".into());
+    }
+    if let Ok(cwd) = std::env::current_dir().and_then(fs::canonicalize) {
+        if cwd.starts_with(&out) {
+            let what = if cwd == out {
+                "is the current directory"
+            } else {
+                "contains the current directory"
+            };
+            return refuse(format!(
+                "{what}, which replacing it would delete; choose a new directory for the output"
+            ));
+        }
+    }
     for input in inputs {
         let Ok(input) = fs::canonicalize(input) else {
             continue;
         };
         if out.starts_with(&input) {
-            return Err(Error::output(
-                &out,
-                format!(
-                    "is inside the input {}; choose an output outside it",
-                    input.display()
-                ),
+            return refuse(format!(
+                "is inside the input {}; choose an output outside it",
+                input.display()
+            ));
+        }
+        if input.starts_with(&out) {
+            return refuse(format!(
+                "contains the input {}, which replacing it would delete; choose another output",
+                input.display()
             ));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// A POSIX (fcntl) write lock on a file, held until dropped.  fcntl locks
@@ -318,15 +429,36 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Block until the lock on `path` (created if needed) is ours.
+    /// Block until the lock on `path` (created if needed) is ours.  The
+    /// lock file must be a regular file: a FIFO would block the open
+    /// forever and a device could act on it, so what is there is checked
+    /// first, the open neither follows a symlink nor blocks, and the file
+    /// opened is checked again.
     pub fn acquire(path: &Path) -> Result<Lock> {
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::io::AsRawFd;
+        let not_regular = || {
+            Error::output(
+                path,
+                "the lock file exists and is not a regular file (a FIFO, device, directory or symlink)",
+            )
+        };
+        if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(not_regular());
+        }
         let file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
-            .map_err(|e| Error::output(path, format!("cannot open lock file: {e}")))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) | Some(libc::ENXIO) => not_regular(),
+                _ => Error::output(path, format!("cannot open lock file: {e}")),
+            })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(not_regular());
+        }
         // SAFETY: flock is plain data; F_SETLKW on a valid fd.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
@@ -367,6 +499,11 @@ pub fn is_up_to_date(
     inputs: &[PathBuf],
     database: SystemTime,
 ) -> bool {
+    // An output that is not a directory (a file someone put there) is
+    // never up to date: the build then says why it cannot replace it.
+    if !fs::symlink_metadata(output).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     let mut outputs = vec![output.to_path_buf()];
     outputs.extend(files.iter().map(|f| output.join(f)));
     let Some(oldest_output) = outputs
@@ -406,7 +543,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        remove_tree(&self.dir);
+        remove_ours(&self.dir);
     }
 }
 
@@ -442,7 +579,7 @@ mod tests {
         fs::create_dir(&out).unwrap();
         fs::write(out.join("good"), "1").unwrap();
         {
-            let s = Staging::new(&out).unwrap();
+            let s = Staging::new(&out, &[]).unwrap();
             fs::write(s.path().join("half"), "x").unwrap();
         } // dropped: an error happened
         assert!(out.join("good").exists());
@@ -451,10 +588,11 @@ mod tests {
             1,
             "staging dir removed"
         );
-        let s = Staging::new(&out).unwrap();
+        let s = Staging::new(&out, &[]).unwrap();
         fs::write(s.path().join("new"), "2").unwrap();
         s.commit().unwrap();
         assert!(out.join("new").exists() && !out.join("good").exists());
+        assert!(!out.join(MARKER).exists(), "the output is the user's");
         assert_eq!(
             fs::read_dir(dir.path()).unwrap().count(),
             1,
@@ -467,29 +605,84 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         fs::write(&out, "precious").unwrap();
-        assert!(matches!(Staging::new(&out), Err(Error::Output { .. })));
+        assert!(matches!(Staging::new(&out, &[]), Err(Error::Output { .. })));
     }
 
     #[test]
     fn only_abandoned_directories_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let make = |name: &str| {
+        let make = |name: &str, ours: bool| {
             let p = dir.path().join(name);
             fs::create_dir(&p).unwrap();
             fs::write(p.join("x"), "x").unwrap();
+            if ours {
+                mark(&p).unwrap();
+            }
             p
         };
-        let abandoned = make("out.Abc12345");
-        let live = make("out.Live1234");
+        let abandoned = make("out.Abc12345", true);
+        let live = make("out.Live1234", true);
         let _holder = try_lock_dir(&live).unwrap().expect("lockable");
-        let aside = make("out.old.4242");
-        let young_hidden = make(".out.Young123");
-        let old_hidden = make(".out.Old12345");
+        let aside = make("out.old.4242", true);
+        let young_hidden = make(".out.Young123", true);
+        let old_hidden = make(".out.Old12345", true);
         let long_ago = filetime::FileTime::from_unix_time(1_000_000_000, 0);
         filetime::set_file_mtime(&old_hidden, long_ago).unwrap();
-        let unrelated = make("out.notrandomname");
+        let unrelated = make("out.notrandomname", true);
+        // A user's directories that only look like ours: never removed.
+        let dated = make("out.20240601", false);
+        let original = make("out.original", false);
+        let old_copy = make("out.old.1234", false);
+        let old_hidden_user = make(".out.Abcdefgh", false);
+        filetime::set_file_mtime(&old_hidden_user, long_ago).unwrap();
         remove_stale(dir.path(), std::ffi::OsStr::new("out."), true);
         assert!(!abandoned.exists() && !aside.exists() && !old_hidden.exists());
         assert!(live.exists() && young_hidden.exists() && unrelated.exists());
+        for kept in [&dated, &original, &old_copy, &old_hidden_user] {
+            assert!(kept.join("x").exists(), "{}", kept.display());
+        }
+    }
+
+    #[test]
+    fn outputs_that_would_delete_the_cwd_or_an_input_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("outer");
+        fs::create_dir_all(outer.join("sd")).unwrap();
+        let check = |out: &Path, inputs: &[PathBuf]| check_location(out, inputs);
+        // Relative to the current directory of this process: the tests
+        // run in the crate's directory, never inside `dir`.
+        let cwd = std::env::current_dir().unwrap();
+        for bad in [".", "./", "..", "../", "/"] {
+            assert!(check(Path::new(bad), &[]).is_err(), "{bad}");
+        }
+        assert!(check(&cwd, &[]).is_err());
+        assert!(check(cwd.parent().unwrap(), &[]).is_err());
+        assert!(
+            check(&outer, &[outer.join("sd")]).is_err(),
+            "contains an input"
+        );
+        assert!(
+            check(&outer.join("sd/out"), &[outer.join("sd")]).is_err(),
+            "inside an input"
+        );
+        assert!(check(&outer.join("out"), &[outer.join("sd")]).is_ok());
+        assert_eq!(
+            check(&outer.join("new/"), &[]).unwrap(),
+            fs::canonicalize(&outer).unwrap().join("new")
+        );
+    }
+
+    #[test]
+    fn lock_files_must_be_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(Lock::acquire(&fifo).is_err(), "a FIFO would block forever");
+        assert!(Lock::acquire(dir.path()).is_err());
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        assert!(Lock::acquire(&dir.path().join("link")).is_err());
+        assert!(Lock::acquire(Path::new("/dev/null")).is_err());
+        assert!(Lock::acquire(&dir.path().join("lock")).is_ok());
     }
 }

@@ -1,14 +1,18 @@
-//! glob(3) and fnmatch(3), exactly as upstream supermin uses them.
+//! glob(3) and fnmatch(3), as upstream supermin uses them.
 //!
 //! hostfiles are glob(3) patterns (`GLOB_NOESCAPE`; `*` does not match a
 //! leading dot, no brace expansion) and excludefiles are fnmatch(3)
-//! patterns *without* `FNM_PATHNAME`, so `*` also matches `/`.  Calling the
-//! C library keeps every corner of the pattern language identical to
-//! upstream's; this module is the only `unsafe` FFI for it.
+//! patterns *without* `FNM_PATHNAME`, so `*` also matches `/`.  Names are
+//! matched by the C library's fnmatch(3), so every corner of the pattern
+//! language is upstream's; directories are listed here, inside the root
+//! (glob(3) itself would follow a root's symlinks into the host).  The
+//! unit tests hold the result to glob(3)'s.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use crate::rootfs::RootFs;
 
 /// Does `path` match the fnmatch(3) `pattern` (flags: `FNM_NOESCAPE` only)?
 pub fn fnmatch(pattern: &str, path: &Path) -> bool {
@@ -22,62 +26,76 @@ pub fn fnmatch(pattern: &str, path: &Path) -> bool {
     unsafe { libc::fnmatch(pattern.as_ptr(), path.as_ptr(), libc::FNM_NOESCAPE) == 0 }
 }
 
-/// Expand a glob(3) `pattern` naming absolute paths inside `root`.
-/// Returns absolute appliance paths (with `root` removed), sorted.  No
+/// Expand a glob(3) `pattern` of absolute paths inside `root`, as glibc's
+/// glob(3) with `GLOB_NOESCAPE` does, but with every directory listed and
+/// every path checked inside the root (a symlink there to `/etc` lists the
+/// root's `/etc`, never the host's).  Component by component: one with
+/// `*`, `?` or `[` is matched against the directory's names with
+/// fnmatch(3) `FNM_PERIOD` (so `*` does not match a leading dot); a plain
+/// one is taken as it is.  A match must exist (`lstat`); a pattern ending
+/// in `/` matches directories only.  Returns sorted appliance paths; no
 /// match, or an unreadable directory, gives an empty list, as upstream.
-pub fn glob_in_root(root: &Path, pattern: &str) -> Vec<PathBuf> {
-    let rooted = if root == Path::new("/") {
-        pattern.to_string()
-    } else {
-        // Escaping is off, so the root is taken literally only if it has no
-        // glob metacharacters; roots are plain directories in practice.
-        format!(
-            "{}{}",
-            root.display().to_string().trim_end_matches('/'),
-            pattern
-        )
-    };
-    let Ok(c_pattern) = CString::new(rooted) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    // SAFETY: glob_t is plain data; glob fills it and globfree releases it.
-    unsafe {
-        let mut g: libc::glob_t = std::mem::zeroed();
-        if libc::glob(c_pattern.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
-            for i in 0..g.gl_pathc {
-                let p = CStr::from_ptr(*g.gl_pathv.add(i));
-                out.push(PathBuf::from(OsStr::from_bytes(p.to_bytes())));
+pub fn glob_in_root(root: &RootFs, pattern: &str) -> Vec<PathBuf> {
+    let only_dirs = pattern.ends_with('/');
+    let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
+    let mut found: Vec<PathBuf> = vec![PathBuf::from("/")];
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let mut next = Vec::new();
+        for dir in &found {
+            if has_magic(part) {
+                let Ok(mut names) = root.read_dir(dir) else {
+                    continue;
+                };
+                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                next.extend(
+                    names
+                        .into_iter()
+                        .filter(|name| matches_name(part, name))
+                        .map(|name| dir.join(name)),
+                );
+            } else if *part != "." && *part != ".." {
+                next.push(dir.join(part));
             }
         }
-        libc::globfree(&mut g);
+        if last {
+            next.retain(|p| root.symlink_metadata(p).is_ok());
+        }
+        found = next;
     }
-    // `.*` also matches the `.` and `..` entries of a directory; those
-    // are not files to copy, and `..` would lead outside the output.
-    let prefix = if root == Path::new("/") {
-        0
-    } else {
-        root.as_os_str().len()
+    if parts.is_empty() {
+        return Vec::new();
+    }
+    if only_dirs {
+        found.retain(|p| root.metadata(p).is_ok_and(|m| m.is_dir()));
+    }
+    found.sort();
+    found
+}
+
+/// Does a glob component need matching (glob(3) with `GLOB_NOESCAPE`)?
+fn has_magic(part: &str) -> bool {
+    part.contains(['*', '?', '['])
+}
+
+/// fnmatch(3) of one directory entry name, with `FNM_PERIOD`: a leading
+/// dot must be matched by a dot.  `.` and `..` never match: they are not
+/// files to copy, and `..` would lead outside the output.
+fn matches_name(part: &str, name: &OsStr) -> bool {
+    if name == "." || name == ".." {
+        return false;
+    }
+    let (Ok(pattern), Ok(name)) = (CString::new(part), CString::new(name.as_bytes())) else {
+        return false;
     };
-    out.retain(|p| {
-        !p.as_os_str()
-            .as_bytes()
-            .get(prefix..)
-            .unwrap_or_default()
-            .split(|&b| b == b'/')
-            .any(|c| c == b"." || c == b"..")
-    });
-    if root != Path::new("/") {
-        out = out
-            .into_iter()
-            .filter_map(|p| {
-                p.strip_prefix(root)
-                    .ok()
-                    .map(|rel| Path::new("/").join(rel))
-            })
-            .collect();
+    // SAFETY: both arguments are valid NUL-terminated strings.
+    unsafe {
+        libc::fnmatch(
+            pattern.as_ptr(),
+            name.as_ptr(),
+            libc::FNM_NOESCAPE | libc::FNM_PERIOD,
+        ) == 0
     }
-    out
 }
 
 #[cfg(test)]
@@ -102,20 +120,109 @@ mod tests {
         for name in ["a.conf", "b.conf", ".hidden.conf"] {
             std::fs::write(dir.path().join("etc").join(name), "x").unwrap();
         }
-        let found = glob_in_root(dir.path(), "/etc/*.conf");
+        let root = RootFs::open(dir.path()).unwrap();
+        let found = glob_in_root(&root, "/etc/*.conf");
         assert_eq!(
             found,
             vec![PathBuf::from("/etc/a.conf"), PathBuf::from("/etc/b.conf")]
         );
         assert!(
-            glob_in_root(dir.path(), "/etc/{a,b}.conf").is_empty(),
+            glob_in_root(&root, "/etc/{a,b}.conf").is_empty(),
             "no brace expansion"
         );
-        assert!(glob_in_root(dir.path(), "/nonexistent/*").is_empty());
+        assert!(glob_in_root(&root, "/nonexistent/*").is_empty());
         assert_eq!(
-            glob_in_root(dir.path(), "/etc/.*"),
+            glob_in_root(&root, "/etc/.*"),
             vec![PathBuf::from("/etc/.hidden.conf")],
             "never . or .."
         );
+    }
+
+    /// glob(3) itself, the oracle, on a directory of the host.
+    fn libc_glob(pattern: &str) -> Vec<PathBuf> {
+        let c = CString::new(pattern).unwrap();
+        let mut out = Vec::new();
+        // SAFETY: glob_t is plain data; glob fills it, globfree frees it.
+        unsafe {
+            let mut g: libc::glob_t = std::mem::zeroed();
+            if libc::glob(c.as_ptr(), libc::GLOB_NOESCAPE, None, &mut g) == 0 {
+                for i in 0..g.gl_pathc {
+                    let p = std::ffi::CStr::from_ptr(*g.gl_pathv.add(i));
+                    out.push(PathBuf::from(OsStr::from_bytes(p.to_bytes())));
+                }
+            }
+            libc::globfree(&mut g);
+        }
+        out
+    }
+
+    #[test]
+    fn glob_agrees_with_glibc() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["etc/a.d", "etc/b.d", "etc/.hid.d", "usr/lib/x", "data"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for f in [
+            "etc/a.d/one.conf",
+            "etc/a.d/two.conf",
+            "etc/b.d/one.conf",
+            "etc/.hid.d/one.conf",
+            "etc/plain",
+            "etc/[x]",
+            "etc/q?",
+            "usr/lib/x/lib.so",
+            "data/file",
+        ] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        symlink("usr/lib", d.join("lib")).unwrap();
+        symlink("nowhere", d.join("etc/dangling")).unwrap();
+        symlink("plain", d.join("etc/to-plain")).unwrap();
+        let root = RootFs::open(d).unwrap();
+        let prefix = d.to_str().unwrap();
+        for pattern in [
+            "/etc/*",
+            "/etc/*.d/*.conf",
+            "/etc/*/one.conf",
+            "/etc/.*",
+            "/etc/.*/*",
+            "/etc/?lain",
+            "/etc/[ab].d/one.conf",
+            "/etc/[!a]*",
+            "/etc/[x]",
+            "/etc/q?",
+            "/etc/plain",
+            "/etc/dangling",
+            "/etc/missing",
+            "/lib/*/*.so",
+            "/lib/x/lib.so",
+            "/*/x",
+            "/etc/*/",
+            "/etc//plain",
+            "/*",
+            "/etc/to-plain/*",
+            "/etc/plain/x",
+            "/etc/*[",
+        ] {
+            let ours = glob_in_root(&root, pattern);
+            let mut theirs: Vec<PathBuf> = libc_glob(&format!("{prefix}{pattern}"))
+                .into_iter()
+                // glob(3) also gives the `.` and `..` entries; we never do.
+                .filter(|p| {
+                    !p.as_os_str()
+                        .as_bytes()
+                        .split(|&b| b == b'/')
+                        .any(|c| c == b"." || c == b"..")
+                })
+                .map(|p| {
+                    let rel = p.strip_prefix(d).unwrap();
+                    Path::new("/").join(rel)
+                })
+                .collect();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{pattern}");
+        }
     }
 }

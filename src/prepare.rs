@@ -10,10 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::appliance;
-use crate::backend::{host_path, Backend, ConfigFile};
+use crate::backend::{read_installed, Backend, ConfigFile};
 use crate::error::{Error, Result};
 use crate::package::{FileKind, Package};
 use crate::report::Reporter;
+use crate::rootfs::RootFs;
 
 #[derive(Debug, Clone, Default)]
 pub struct PrepareOptions {
@@ -74,6 +75,7 @@ pub fn prepare(
     // Config files per package (regular files only).
     let mut wanted: Vec<(Package, Vec<PathBuf>)> = Vec::new();
     for package in &closure {
+        reporter.check()?;
         let paths: Vec<PathBuf> = backend
             .files(package)?
             .into_iter()
@@ -124,26 +126,25 @@ pub fn prepare(
     })
 }
 
-/// Config files read from the host.  Files that are missing or unreadable
-/// (e.g. 0600 files for a non-root user) are skipped, as upstream does, and
-/// counted in one warning.
+/// Config files read from the installed system, inside its root (a
+/// symlink there is not followed: its target could be the host's).  Files
+/// that are missing or not regular are skipped, and unreadable ones (e.g.
+/// 0600 files for a non-root user) too, as upstream does, named in one
+/// warning.
 fn installed_config_files(
-    root: &Path,
+    root: &RootFs,
     wanted: &[(Package, Vec<PathBuf>)],
     reporter: &Reporter,
 ) -> Vec<ConfigFile> {
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
     for path in wanted.iter().flat_map(|(_, paths)| paths) {
-        let host = host_path(root, path);
-        let Ok(meta) = std::fs::symlink_metadata(&host) else {
-            continue;
-        };
-        if !meta.is_file() {
-            continue;
+        match root.symlink_metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            _ => continue,
         }
-        match std::fs::read(&host) {
-            Ok(data) => out.push(ConfigFile {
+        match read_installed(root, path) {
+            Ok((data, meta)) => out.push(ConfigFile {
                 path: path.clone(),
                 mode: meta.mode() & 0o7777,
                 mtime: meta.mtime().max(0) as u64,

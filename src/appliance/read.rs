@@ -45,25 +45,89 @@ impl BaseImage {
 
     /// Member paths (absolute, `/etc/foo`) in archive order.
     pub fn members(&self) -> Result<Vec<PathBuf>> {
-        let mut archive = tar::Archive::new(self.open()?);
-        let bad = |e: std::io::Error| {
-            Error::bad_input(
-                &self.path,
-                format!("corrupt tar archive: {}", with_causes(&e)),
-            )
-        };
         let mut out = Vec::new();
-        for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            let path = entry.path().map_err(bad)?;
+        self.for_each_member(|entry| {
+            let path = entry.path().map_err(|e| self.error(e))?;
             let rel = path.strip_prefix(".").unwrap_or(&path);
             let abs = Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel));
             if abs != Path::new("/") {
                 out.push(abs);
             }
-        }
-        self.read_to_end(archive.into_inner())?;
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// `corrupt tar archive: WHY`, naming this tarball.
+    pub fn error(&self, e: std::io::Error) -> Error {
+        Error::bad_input(
+            &self.path,
+            format!("corrupt tar archive: {}", with_causes(&e)),
+        )
+    }
+
+    /// Call `visit` with every member, in archive order; the member's data
+    /// is read to its end afterwards if `visit` did not, and the stream to
+    /// its very end (checksums) once the archive ends.
+    ///
+    /// The tar crate reads a GNU long name or a pax header into memory
+    /// whole, whatever size its header claims: a 9 MB gzip can claim a
+    /// 2 GiB name.  So the bytes the crate may read while finding the next
+    /// member (headers, long names, pax records, sparse maps) are bounded
+    /// by [`HEADER_BUDGET`], and a member that needs more is an error.
+    pub fn for_each_member(
+        &self,
+        mut visit: impl FnMut(&mut tar::Entry<'_, Guarded>) -> Result<()>,
+    ) -> Result<()> {
+        let budget = std::rc::Rc::new(std::cell::Cell::new(u64::MAX));
+        let mut archive = tar::Archive::new(Guarded {
+            inner: self.open()?,
+            budget: budget.clone(),
+        });
+        let mut entries = archive.entries().map_err(|e| self.error(e))?;
+        loop {
+            budget.set(HEADER_BUDGET);
+            let next = entries.next();
+            budget.set(u64::MAX);
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| self.error(e))?;
+            visit(&mut entry)?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| self.error(e))?;
+        }
+        self.read_to_end(archive.into_inner())
+    }
+}
+
+/// How many bytes of a tar stream may be read to find one member: its
+/// headers and any GNU long name, pax records or sparse map.  A path is
+/// at most 4 KiB; real pax records (xattrs, ACLs) are far below this.
+pub const HEADER_BUDGET: u64 = 1 << 20;
+
+/// A base image's decompressed stream, with the budget of
+/// [`BaseImage::for_each_member`].
+pub struct Guarded {
+    inner: Box<dyn Read>,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Read for Guarded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a member's headers (a GNU long name, pax records or a sparse map) \
+                     are larger than {HEADER_BUDGET} bytes"
+                ),
+            ));
+        }
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if left != u64::MAX {
+            self.budget.set(left - n as u64);
+        }
+        Ok(n)
     }
 }
 
@@ -114,6 +178,13 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
     }
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::bad_input(path, format!("cannot read input: {e}")))?;
+    if !meta.is_dir() && !meta.is_file() {
+        // A FIFO would block the build forever; a device is no input.
+        return Err(Error::bad_input(
+            path,
+            "is not a regular file or a directory (a FIFO, socket or device)",
+        ));
+    }
     if meta.is_dir() {
         let mut names: Vec<_> = std::fs::read_dir(path)
             .and_then(|rd| {
@@ -138,10 +209,30 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
         kind => {
             let mut text = Vec::new();
             open_decompressed(path, compression)?
+                .take(MAX_LIST_BYTES + 1)
                 .read_to_end(&mut text)
                 .map_err(|e| Error::bad_input(path, format!("cannot read: {e}")))?;
+            if text.len() as u64 > MAX_LIST_BYTES {
+                return Err(Error::bad_input(
+                    path,
+                    format!("a list of more than {MAX_LIST_BYTES} bytes (decompressed); real ones are a few KB"),
+                ));
+            }
             let text = String::from_utf8(text)
                 .map_err(|_| Error::bad_input(path, "not valid UTF-8 text"))?;
+            if let Some((n, _)) = text
+                .split('\n')
+                .enumerate()
+                .find(|(_, line)| line.len() > MAX_LINE_BYTES)
+            {
+                return Err(Error::bad_input(
+                    path,
+                    format!(
+                        "line {}: longer than {MAX_LINE_BYTES} bytes (a package name or path pattern is far shorter)",
+                        n + 1
+                    ),
+                ));
+            }
             match kind {
                 Kind::Packages => appliance
                     .packages
@@ -181,6 +272,13 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
     Ok(())
 }
 
+/// The largest packages, hostfiles or excludefiles list read: libguestfs'
+/// are a few KB.  A gzipped list can claim gigabytes.
+pub const MAX_LIST_BYTES: u64 = 16 << 20;
+
+/// The longest line of such a list (`PATH_MAX`).
+pub const MAX_LINE_BYTES: usize = 4096;
+
 /// The non-blank lines of a text file, with their line numbers (from 1).
 pub(crate) fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
@@ -192,8 +290,9 @@ pub(crate) fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// The compression of a file and the first 512 decompressed bytes.
 fn sniff_compression(path: &Path) -> Result<(Compression, Vec<u8>)> {
     let mut raw = Vec::with_capacity(512);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(512).read_to_end(&mut raw))
+    open_input(path)?
+        .take(512)
+        .read_to_end(&mut raw)
         .map_err(|e| Error::bad_input(path, format!("cannot read: {e}")))?;
     let compression = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
         Compression::Gzip
@@ -234,10 +333,26 @@ fn kind_of(path: &Path, head: &[u8]) -> Result<Kind> {
     })
 }
 
-fn open_decompressed(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
-    let file = std::fs::File::open(path)
+/// Open an input file: without blocking (a FIFO swapped in after the
+/// walk looked), and only if the descriptor is a regular file.
+fn open_input(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
         .map_err(|e| Error::bad_input(path, format!("cannot open: {e}")))?;
-    let file = std::io::BufReader::new(file);
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        _ => Err(Error::bad_input(
+            path,
+            "is not a regular file or a directory (a FIFO, socket or device)",
+        )),
+    }
+}
+
+fn open_decompressed(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
+    let file = std::io::BufReader::new(open_input(path)?);
     Ok(match compression {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),

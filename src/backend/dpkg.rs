@@ -14,11 +14,12 @@ use std::time::SystemTime;
 
 use debversion::Version;
 
-use super::{deb, host_path, stays_inside, Backend, ConfigFile, Driver};
+use super::{deb, hex, stays_inside, Backend, ConfigFile, Driver, DATABASE_FILE_LIMIT};
 use crate::error::{Error, IoContext, Result};
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
 use crate::resolve::{self, Clause, Graph};
+use crate::rootfs::RootFs;
 
 pub const DRIVER: Driver = Driver {
     name: "debian/dpkg",
@@ -27,17 +28,19 @@ pub const DRIVER: Driver = Driver {
     open,
 };
 
-const ADMIN_DIR: &str = "var/lib/dpkg";
+/// dpkg's admin directory, inside the root.
+const ADMIN_DIR: &str = "/var/lib/dpkg";
 
-fn detect(root: &Path) -> bool {
+fn detect(root: &RootFs) -> bool {
+    let is_file = |p: &str| root.metadata(Path::new(p)).is_ok_and(|m| m.is_file());
     let debian_like = super::os_release_ids(root)
         .iter()
         .any(|id| id == "debian" || id == "ubuntu")
-        || root.join("etc/debian_version").is_file();
-    debian_like && root.join(ADMIN_DIR).join("status").is_file()
+        || is_file("/etc/debian_version");
+    debian_like && is_file("/var/lib/dpkg/status")
 }
 
-fn open(root: &Path) -> Result<Box<dyn Backend>> {
+fn open(root: RootFs) -> Result<Box<dyn Backend>> {
     Ok(Box::new(Dpkg::open(root)?))
 }
 
@@ -142,7 +145,8 @@ struct Installed {
 /// A dpkg database, loaded once.
 #[derive(Debug)]
 pub struct Dpkg {
-    root: PathBuf,
+    root: RootFs,
+    /// [`ADMIN_DIR`], inside the root.
     admin: PathBuf,
     native_arch: String,
     installed: Vec<Installed>,
@@ -226,16 +230,10 @@ fn native_arch_of(installed: &[Installed]) -> String {
 
 impl Dpkg {
     /// Load the dpkg database of `root`.
-    pub fn open(root: &Path) -> Result<Dpkg> {
-        let admin = root.join(ADMIN_DIR);
-        let status_path = admin.join("status");
-        let text = std::fs::read(&status_path).map_err(|e| {
-            Error::backend(
-                "dpkg",
-                format!("cannot read {}: {e}", status_path.display()),
-            )
-        })?;
-        let text = String::from_utf8_lossy(&text);
+    pub fn open(root: RootFs) -> Result<Dpkg> {
+        let admin = PathBuf::from(ADMIN_DIR);
+        let text = read_database_file(&root, &admin.join("status"))?;
+        let status_path = root.display_path(&admin.join("status"));
         let mut installed = Vec::new();
         let mut provides_text = Vec::new();
         for (line, stanza) in numbered_stanzas(&text) {
@@ -351,9 +349,9 @@ impl Dpkg {
             });
         }
 
-        let diversions = read_diversions(&admin.join("diversions"))?;
+        let diversions = read_diversions(&root, &admin.join("diversions"))?;
         Ok(Dpkg {
-            root: root.to_path_buf(),
+            root,
             admin,
             native_arch,
             installed,
@@ -422,7 +420,7 @@ impl Dpkg {
     fn info_file(&self, package: &Package, ext: &str) -> PathBuf {
         let info = self.admin.join("info");
         let qualified = info.join(format!("{}:{}.{ext}", package.name, package.arch));
-        if qualified.exists() {
+        if self.root.symlink_metadata(&qualified).is_ok() {
             qualified
         } else {
             info.join(format!("{}.{ext}", package.name))
@@ -433,8 +431,11 @@ impl Dpkg {
     /// conffiles (in `status`) and other files (`info/<pkg>.md5sums`).
     fn shipped_md5sums(&self, package: &Package) -> HashMap<PathBuf, String> {
         let mut sums: HashMap<PathBuf, String> = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(self.info_file(package, "md5sums")) {
-            for line in text.lines() {
+        if let Ok(text) = self
+            .root
+            .read(&self.info_file(package, "md5sums"), DATABASE_FILE_LIMIT)
+        {
+            for line in String::from_utf8_lossy(&text).lines() {
                 if let Some((hash, path)) = line.split_once("  ") {
                     sums.insert(Path::new("/").join(path), hash.to_string());
                 }
@@ -452,16 +453,10 @@ impl Dpkg {
         use md5::{Digest, Md5};
         use std::os::unix::fs::MetadataExt;
         let expected = expected?;
-        let host = host_path(&self.root, path);
-        let meta = std::fs::symlink_metadata(&host)
-            .ok()
-            .filter(|m| m.is_file())?;
-        let data = std::fs::read(&host).ok()?;
-        let hex: String = Md5::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        (hex == *expected).then(|| ConfigFile {
+        let (data, meta) = super::verified_installed(&self.root, path, |data| {
+            hex(&Md5::digest(data)) == *expected
+        })?;
+        Some(ConfigFile {
             path: path.to_path_buf(),
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime().max(0) as u64,
@@ -472,16 +467,17 @@ impl Dpkg {
     /// Paths listed for a package (`/.` dropped), in database order.
     fn listed_paths(&self, package: &Package) -> Result<Vec<PathBuf>> {
         let list = self.info_file(package, "list");
-        let data = std::fs::read(&list).map_err(|e| {
+        let data = self.root.read(&list, DATABASE_FILE_LIMIT).map_err(|e| {
             Error::backend(
                 "dpkg",
                 format!(
                     "cannot read the file list of {}: {}: {e}",
                     package.full_name,
-                    list.display()
+                    self.root.display_path(&list).display()
                 ),
             )
         })?;
+        let list = self.root.display_path(&list);
         use std::os::unix::ffi::OsStrExt;
         let mut paths = Vec::new();
         for (n, line) in data.split(|&b| b == b'\n').enumerate() {
@@ -496,7 +492,7 @@ impl Dpkg {
                         "{}: line {}: {:?} is not a plain absolute path (the file list of {} is corrupt)",
                         list.display(),
                         n + 1,
-                        path,
+                        crate::error::capped(&path.to_string_lossy()),
                         package.full_name
                     ),
                 ));
@@ -507,19 +503,27 @@ impl Dpkg {
     }
 }
 
+/// A file of dpkg's database, read inside the root (bounded), as text.
+fn read_database_file(root: &RootFs, path: &Path) -> Result<String> {
+    let bytes = root.read(path, DATABASE_FILE_LIMIT).map_err(|e| {
+        Error::backend(
+            "dpkg",
+            format!("cannot read {}: {e}", root.display_path(path).display()),
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// `diversions` holds triples of lines: diverted path, new path, package
 /// (`:` for a local diversion made by the administrator).
-fn read_diversions(path: &Path) -> Result<HashMap<PathBuf, (PathBuf, String)>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => {
-            return Err(Error::backend(
-                "dpkg",
-                format!("cannot read {}: {e}", path.display()),
-            ))
+fn read_diversions(root: &RootFs, path: &Path) -> Result<HashMap<PathBuf, (PathBuf, String)>> {
+    if let Err(e) = root.symlink_metadata(path) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Ok(HashMap::new());
         }
-    };
+    }
+    let text = read_database_file(root, path)?;
+    let path = &root.display_path(path);
     let lines: Vec<&str> = text.lines().collect();
     let mut out = HashMap::new();
     for (i, c) in lines.chunks_exact(3).enumerate() {
@@ -532,7 +536,7 @@ fn read_diversions(path: &Path) -> Result<HashMap<PathBuf, (PathBuf, String)>> {
                         "{}: line {}: {:?} is not a plain absolute path",
                         path.display(),
                         3 * i + offset + 1,
-                        p
+                        crate::error::capped(&p.to_string_lossy())
                     ),
                 ));
             }
@@ -561,7 +565,7 @@ impl Backend for Dpkg {
         "dpkg"
     }
 
-    fn root(&self) -> &Path {
+    fn root(&self) -> &RootFs {
         &self.root
     }
 
@@ -613,11 +617,10 @@ impl Backend for Dpkg {
                 Some((to, by)) if by != &package.name => Some(to.clone()),
                 _ => None,
             };
-            let meta = std::fs::symlink_metadata(host_path(
-                &self.root,
-                source.as_deref().unwrap_or(&path),
-            ))
-            .ok();
+            let meta = self
+                .root
+                .symlink_metadata(source.as_deref().unwrap_or(&path))
+                .ok();
             let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
             use std::os::unix::fs::MetadataExt;
             let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
@@ -637,9 +640,10 @@ impl Backend for Dpkg {
 
     fn database_mtime(&self) -> Result<SystemTime> {
         let status = self.admin.join("status");
-        std::fs::metadata(&status)
+        self.root
+            .metadata(&status)
             .and_then(|m| m.modified())
-            .at("reading the mtime of", status)
+            .at("reading the mtime of", self.root.display_path(&status))
     }
 
     fn pristine_config_files(
@@ -716,17 +720,20 @@ fn deb_file_name(p: &Package) -> String {
 fn download<'a>(
     packages: impl Iterator<Item = &'a Package>,
     scratch: &Path,
-    root: &Path,
+    root: &RootFs,
     packager_config: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let packages: Vec<&Package> = packages.collect();
-    let cache = root.join("var/cache/apt/archives");
+    // apt's cache, resolved inside the root.
+    let cache = root
+        .resolved_host_path(Path::new("/var/cache/apt/archives"))
+        .ok();
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
     for p in &packages {
-        let cached = cache.join(deb_file_name(p));
-        if cached.is_file() {
+        let cached = cache.as_ref().map(|c| c.join(deb_file_name(p)));
+        if let Some(cached) = cached.filter(|c| c.is_file()) {
             found.insert(p.full_name.clone(), cached);
         } else {
             missing.push(*p);
@@ -744,7 +751,7 @@ fn download<'a>(
     reporter.info(1, || {
         format!("dpkg: downloading {} packages with apt-get", pinned.len())
     });
-    if let Err(message) = apt_get_download(&dir, &pinned, packager_config) {
+    if let Err(message) = apt_get_download(&dir, &pinned, packager_config, reporter)? {
         // One unavailable version fails the whole command.  apt names each
         // one on an `E:` line whose last quoted word is the package ("Can't
         // find a source to download version 'V' of 'NAME:ARCH'", or
@@ -774,7 +781,7 @@ fn download<'a>(
                 retry.push(spec.clone());
             }
         }
-        apt_get_download(&dir, &retry, packager_config).map_err(|msg| {
+        apt_get_download(&dir, &retry, packager_config, reporter)?.map_err(|msg| {
             Error::backend(
                 "dpkg",
                 format!(
@@ -811,12 +818,14 @@ fn download<'a>(
     Ok(found)
 }
 
-/// The one place `apt-get` is run.  Errors carry apt's own message.
+/// The one place `apt-get` is run.  Errors carry apt's own message; a
+/// cancelled build stops it.
 fn apt_get_download(
     dir: &Path,
     specs: &[String],
     packager_config: Option<&Path>,
-) -> std::result::Result<(), String> {
+    reporter: &Reporter,
+) -> Result<std::result::Result<(), String>> {
     let mut cmd = Command::new("apt-get");
     cmd.current_dir(dir).arg("-qq");
     if let Some(config) = packager_config {
@@ -828,11 +837,11 @@ fn apt_get_download(
         cmd.arg("-o").arg("APT::Sandbox::User=root");
     }
     cmd.arg("download").args(specs);
-    match cmd.output() {
+    Ok(match crate::process::output(&mut cmd, reporter)? {
         Ok(out) if out.status.success() => Ok(()),
         Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
         Err(e) => Err(format!("cannot run apt-get: {e}")),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -880,9 +889,10 @@ mod tests {
     /// A root with `status`, and `.list` files for some packages.
     fn fake_root(status: &str, lists: &[(&str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        let info = root.path().join(ADMIN_DIR).join("info");
+        let admin = root.path().join("var/lib/dpkg");
+        let info = admin.join("info");
         std::fs::create_dir_all(&info).unwrap();
-        std::fs::write(root.path().join(ADMIN_DIR).join("status"), status).unwrap();
+        std::fs::write(admin.join("status"), status).unwrap();
         for (name, list) in lists {
             std::fs::write(info.join(format!("{name}.list")), list).unwrap();
         }
@@ -917,7 +927,9 @@ mod tests {
             ),
         ] {
             let root = fake_root(&format!("{OK}{bad}"), &[]);
-            let e = Dpkg::open(root.path()).unwrap_err().to_string();
+            let e = Dpkg::open(RootFs::open(root.path()).unwrap())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("status: line 6: broken entry"), "{e}");
             assert!(e.contains(says), "{e}");
         }
@@ -926,13 +938,19 @@ mod tests {
             &format!("{OK}Package: gone\nStatus: purge ok not-installed\n"),
             &[],
         );
-        assert_eq!(Dpkg::open(root.path()).unwrap().installed.len(), 1);
+        assert_eq!(
+            Dpkg::open(RootFs::open(root.path()).unwrap())
+                .unwrap()
+                .installed
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn file_lists_and_diversions_cannot_name_paths_outside_the_root() {
         let root = fake_root(OK, &[("a", "/.\n/usr\n/usr/../../etc/shadow\n")]);
-        let dpkg = Dpkg::open(root.path()).unwrap();
+        let dpkg = Dpkg::open(RootFs::open(root.path()).unwrap()).unwrap();
         let e = dpkg
             .files(&dpkg.installed[0].package)
             .unwrap_err()
@@ -942,16 +960,18 @@ mod tests {
             "{e}"
         );
         let root = fake_root(OK, &[("a", "usr/bin/relative\n")]);
-        let dpkg = Dpkg::open(root.path()).unwrap();
+        let dpkg = Dpkg::open(RootFs::open(root.path()).unwrap()).unwrap();
         assert!(dpkg.files(&dpkg.installed[0].package).is_err());
 
         let root = fake_root(OK, &[]);
         std::fs::write(
-            root.path().join(ADMIN_DIR).join("diversions"),
+            root.path().join("var/lib/dpkg/diversions"),
             "/bin/sh\n/bin/../../sh.distrib\ndash\n",
         )
         .unwrap();
-        let e = Dpkg::open(root.path()).unwrap_err().to_string();
+        let e = Dpkg::open(RootFs::open(root.path()).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diversions: line 2"), "{e}");
     }
 }

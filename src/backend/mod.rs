@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::error::{Error, Result};
 use crate::package::{File, Package};
 use crate::report::Reporter;
+use crate::rootfs::{read_bounded, RootFs};
 
 /// A configuration file's pristine content, as shipped by its package.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +28,9 @@ pub struct ConfigFile {
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name: `dpkg`, `rpm`.
     fn name(&self) -> &'static str;
-    /// The root whose database and files are read (`/` for the host).
-    fn root(&self) -> &Path;
+    /// The root whose database and files are read (`/` for the host);
+    /// every path of a package is resolved inside it.
+    fn root(&self) -> &RootFs;
     /// Every installed package, sorted by full name.
     fn packages(&self) -> Vec<Package>;
     /// The installed package called `name` (a backend may accept
@@ -88,7 +90,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             }
             reporter.warn(format!(
                 "ignoring packages that are not installed: {}",
-                missing.join(", ")
+                crate::error::name_list(&missing)
             ));
         }
         Ok(found)
@@ -101,16 +103,28 @@ pub struct Driver {
     pub name: &'static str,
     /// The kind accepted by [`open`]: `dpkg`, `rpm`.
     pub kind: &'static str,
-    pub detect: fn(&Path) -> bool,
-    pub open: fn(&Path) -> Result<Box<dyn Backend>>,
+    pub detect: fn(&RootFs) -> bool,
+    pub open: fn(RootFs) -> Result<Box<dyn Backend>>,
 }
 
 pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE];
 
+/// The root directory `root`, held open for a backend; `what` says what
+/// was looked for there, for the error.
+fn open_root(root: &Path, what: &str) -> Result<RootFs> {
+    RootFs::open(root).map_err(|e| {
+        Error::backend(
+            "detect",
+            format!("no {what} under {}: cannot open it: {e}", root.display()),
+        )
+    })
+}
+
 /// The backend of the package manager that manages `root`.
 pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
-    match DRIVERS.iter().find(|d| (d.detect)(root)) {
-        Some(driver) => (driver.open)(root),
+    let rootfs = open_root(root, "package database")?;
+    match DRIVERS.iter().find(|d| (d.detect)(&rootfs)) {
+        Some(driver) => (driver.open)(rootfs),
         None => Err(Error::backend(
             "detect",
             format!(
@@ -125,7 +139,7 @@ pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
 /// The backend of a named kind (`dpkg`, ...) reading `root`.
 pub fn open(kind: &str, root: &Path) -> Result<Box<dyn Backend>> {
     match DRIVERS.iter().find(|d| d.kind == kind) {
-        Some(driver) => (driver.open)(root),
+        Some(driver) => (driver.open)(open_root(root, &format!("{kind} database"))?),
         None => Err(Error::Usage(format!(
             "unknown package manager '{kind}' (known: {})",
             DRIVERS
@@ -138,15 +152,21 @@ pub fn open(kind: &str, root: &Path) -> Result<Box<dyn Backend>> {
 }
 
 /// `(driver name, detected)` for every driver, for `--list-drivers`.
-pub fn list_drivers(root: &Path) -> Vec<(&'static str, bool)> {
-    DRIVERS.iter().map(|d| (d.name, (d.detect)(root))).collect()
+pub fn list_drivers(root: &Path) -> Result<Vec<(&'static str, bool)>> {
+    let rootfs = open_root(root, "package database")?;
+    Ok(DRIVERS
+        .iter()
+        .map(|d| (d.name, (d.detect)(&rootfs)))
+        .collect())
 }
 
-/// `ID` and `ID_LIKE` words of `root/etc/os-release` (or `usr/lib/os-release`).
-pub fn os_release_ids(root: &Path) -> Vec<String> {
-    let text = ["etc/os-release", "usr/lib/os-release"]
+/// `ID` and `ID_LIKE` words of `/etc/os-release` (or `/usr/lib/os-release`)
+/// inside `root`.
+pub fn os_release_ids(root: &RootFs) -> Vec<String> {
+    let text = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
-        .find_map(|p| std::fs::read_to_string(root.join(p)).ok())
+        .find_map(|p| root.read(Path::new(p), 1 << 20).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default();
     let mut ids = Vec::new();
     for line in text.lines() {
@@ -193,6 +213,43 @@ pub fn stays_inside(path: &Path) -> bool {
 /// `root` joined with an absolute package path (`/usr/bin/bash`).
 pub fn host_path(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// How much of one package-database file is read: databases are other
+/// people's data, and a hostile one must not exhaust memory.  Real ones
+/// are far smaller (Debian's `status` with 5,000 packages is ~10 MB).
+pub const DATABASE_FILE_LIMIT: u64 = 256 << 20;
+
+/// How much of one installed config file is read.
+pub const CONFIG_FILE_LIMIT: u64 = 256 << 20;
+
+/// The installed copy of a config file: a regular file inside `root`
+/// (never a symlink's target, a FIFO or a device), with the metadata of
+/// the very file read.
+pub(crate) fn read_installed(
+    root: &RootFs,
+    path: &Path,
+) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    let (file, meta) = root.open_regular(path)?;
+    let data = read_bounded(file, meta.len(), CONFIG_FILE_LIMIT)?;
+    Ok((data, meta))
+}
+
+/// The installed copy of a config file when `is_pristine` says its bytes
+/// are those the package shipped (the database's digest matches): then it
+/// *is* the pristine file and no download is needed for it.
+pub(crate) fn verified_installed(
+    root: &RootFs,
+    path: &Path,
+    is_pristine: impl FnOnce(&[u8]) -> bool,
+) -> Option<(Vec<u8>, std::fs::Metadata)> {
+    let (data, meta) = read_installed(root, path).ok()?;
+    is_pristine(&data).then_some((data, meta))
+}
+
+/// Lower-case hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -16,11 +16,12 @@ use std::time::SystemTime;
 use rpm::{DependencyFlags, FileFlags};
 
 use super::{ConfigFile, Driver};
-use crate::backend::{host_path, os_release_ids, stays_inside, Backend};
+use crate::backend::{hex, host_path, os_release_ids, stays_inside, Backend};
 use crate::error::{Error, Result};
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
 use crate::resolve::{self, Clause, Graph};
+use crate::rootfs::RootFs;
 
 /// `ID`/`ID_LIKE` words of the RPM family, as upstream's handlers and beyond.
 const FEDORA_LIKE: &[&str] = &[
@@ -64,24 +65,24 @@ pub const SUSE: Driver = Driver {
     open,
 };
 
-fn detect_with(root: &Path, family: &[&str]) -> bool {
+fn detect_with(root: &RootFs, family: &[&str]) -> bool {
     let ids = os_release_ids(root);
     ids.iter().any(|id| family.contains(&id.as_str())) && database_path(root).is_some()
 }
 
-fn detect_fedora(root: &Path) -> bool {
+fn detect_fedora(root: &RootFs) -> bool {
     detect_with(root, FEDORA_LIKE)
 }
 
-fn detect_suse(root: &Path) -> bool {
+fn detect_suse(root: &RootFs) -> bool {
     detect_with(root, SUSE_LIKE)
 }
 
-fn open(root: &Path) -> Result<Box<dyn Backend>> {
+fn open(root: RootFs) -> Result<Box<dyn Backend>> {
     Ok(Box::new(Rpm::open(root)?))
 }
 
-/// Where the database lives, and which kind it is.
+/// Where the database lives (inside the root), and which kind it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
@@ -92,18 +93,20 @@ pub enum Database {
 }
 
 /// The database under `root`, newest layout first.
-pub fn database_path(root: &Path) -> Option<Database> {
-    for dir in ["usr/lib/sysimage/rpm", "var/lib/rpm"] {
-        let sqlite = root.join(dir).join("rpmdb.sqlite");
-        if sqlite.is_file() {
+pub fn database_path(root: &RootFs) -> Option<Database> {
+    let is_file = |p: &Path| root.metadata(p).is_ok_and(|m| m.is_file());
+    const DIRS: [&str; 2] = ["/usr/lib/sysimage/rpm", "/var/lib/rpm"];
+    for dir in DIRS {
+        let sqlite = Path::new(dir).join("rpmdb.sqlite");
+        if is_file(&sqlite) {
             return Some(Database::Sqlite(sqlite));
         }
     }
-    for dir in ["usr/lib/sysimage/rpm", "var/lib/rpm"] {
+    for dir in DIRS {
         for name in ["Packages", "Packages.db"] {
-            if root.join(dir).join(name).is_file() {
+            if is_file(&Path::new(dir).join(name)) {
                 return Some(Database::Legacy {
-                    dbpath: Path::new("/").join(dir),
+                    dbpath: PathBuf::from(dir),
                 });
             }
         }
@@ -290,7 +293,7 @@ struct InstalledFile {
 /// An RPM database, loaded.
 #[derive(Debug)]
 pub struct Rpm {
-    root: PathBuf,
+    root: RootFs,
     database: Database,
     installed: Vec<Installed>,
     /// Provide name -> (package, provide index).
@@ -457,20 +460,27 @@ fn exported_blobs(root: &Path, dbpath: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 impl Rpm {
-    pub fn open(root: &Path) -> Result<Rpm> {
-        let database = database_path(root).ok_or_else(|| {
+    pub fn open(root: RootFs) -> Result<Rpm> {
+        let database = database_path(&root).ok_or_else(|| {
             backend_error(format!(
                 "no rpm database under {} (looked for usr/lib/sysimage/rpm and var/lib/rpm)",
-                root.display()
+                root.path().display()
             ))
         })?;
         let blobs = match &database {
-            Database::Sqlite(path) => sqlite_blobs(path)?,
-            Database::Legacy { dbpath } => exported_blobs(root, dbpath)?,
+            Database::Sqlite(path) => {
+                // SQLite opens by path: the database's place, resolved
+                // inside the root.
+                let host = root
+                    .resolved_host_path(path)
+                    .map_err(|e| Error::io("resolving", root.display_path(path), e))?;
+                sqlite_blobs(&host)?
+            }
+            Database::Legacy { dbpath } => exported_blobs(root.path(), dbpath)?,
         };
         let where_ = match &database {
-            Database::Sqlite(p) => p.clone(),
-            Database::Legacy { dbpath } => host_path(root, dbpath),
+            Database::Sqlite(p) => root.display_path(p),
+            Database::Legacy { dbpath } => root.display_path(dbpath),
         };
         let mut installed = Vec::with_capacity(blobs.len());
         for (i, blob) in blobs.iter().enumerate() {
@@ -497,7 +507,7 @@ impl Rpm {
         Ok(Rpm::from_installed(root, database, installed))
     }
 
-    fn from_installed(root: &Path, database: Database, installed: Vec<Installed>) -> Rpm {
+    fn from_installed(root: RootFs, database: Database, installed: Vec<Installed>) -> Rpm {
         let mut provides: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
         let mut owners: HashMap<PathBuf, Vec<usize>> = HashMap::new();
         for (id, p) in installed.iter().enumerate() {
@@ -514,7 +524,7 @@ impl Rpm {
         }
         .to_string();
         Rpm {
-            root: root.to_path_buf(),
+            root,
             database,
             installed,
             provides,
@@ -674,7 +684,7 @@ impl Backend for Rpm {
         "rpm"
     }
 
-    fn root(&self) -> &Path {
+    fn root(&self) -> &RootFs {
         &self.root
     }
 
@@ -718,10 +728,11 @@ impl Backend for Rpm {
             if !stays_inside(&f.path) {
                 return Err(backend_error(format!(
                     "{}: the database lists {:?}, which is not a plain absolute path",
-                    package.full_name, f.path
+                    package.full_name,
+                    crate::error::capped(&f.path.to_string_lossy())
                 )));
             }
-            let (kind, mode) = match fs::symlink_metadata(host_path(&self.root, &f.path)) {
+            let (kind, mode) = match self.root.symlink_metadata(&f.path) {
                 Ok(meta) => {
                     use std::os::unix::fs::MetadataExt;
                     (FileKind::of(&meta), meta.mode())
@@ -742,12 +753,20 @@ impl Backend for Rpm {
     fn database_mtime(&self) -> Result<SystemTime> {
         let path = match &self.database {
             Database::Sqlite(p) => p.clone(),
-            Database::Legacy { dbpath } => host_path(&self.root, dbpath),
+            Database::Legacy { dbpath } => dbpath.clone(),
         };
-        let mut newest = fs::metadata(&path)
+        let mut newest = self
+            .root
+            .metadata(&path)
             .and_then(|m| m.modified())
-            .map_err(|e| Error::io("reading", &path, e))?;
-        if let Ok(t) = fs::metadata(format!("{}-wal", path.display())).and_then(|m| m.modified()) {
+            .map_err(|e| Error::io("reading", self.root.display_path(&path), e))?;
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
+        if let Ok(t) = self
+            .root
+            .metadata(Path::new(&wal))
+            .and_then(|m| m.modified())
+        {
             newest = newest.max(t);
         }
         Ok(newest)
@@ -796,7 +815,7 @@ impl Backend for Rpm {
             return Ok(out);
         }
         let names: Vec<String> = to_fetch.iter().map(|(p, _)| p.full_name.clone()).collect();
-        download(&self.root, &names, scratch, packager_config, reporter)?;
+        download(self.root.path(), &names, scratch, packager_config, reporter)?;
         let mut downloaded: HashMap<String, PathBuf> = HashMap::new();
         for entry in walkdir::WalkDir::new(scratch).into_iter().flatten() {
             if entry.path().extension().is_some_and(|e| e == "rpm") {
@@ -820,19 +839,20 @@ impl Backend for Rpm {
 
 /// The host's copy of a config file, if its digest equals the one the
 /// database recorded for the shipped file (then it *is* the pristine file).
-fn verified_host_copy(root: &Path, file: &InstalledFile) -> Option<ConfigFile> {
+fn verified_host_copy(root: &RootFs, file: &InstalledFile) -> Option<ConfigFile> {
     use md5::Digest as _;
     let digest = file.digest.as_ref()?;
-    let data = fs::read(host_path(root, &file.path)).ok()?;
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let actual = match digest.algo {
-        rpm::DigestAlgorithm::Md5 => hex(&md5::Md5::digest(&data)),
-        rpm::DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(&data)),
-        rpm::DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(&data)),
-        rpm::DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(&data)),
-        _ => return None,
-    };
-    (actual == digest.digest).then(|| ConfigFile {
+    let (data, _) = crate::backend::verified_installed(root, &file.path, |data| {
+        let actual = match digest.algo {
+            rpm::DigestAlgorithm::Md5 => hex(&md5::Md5::digest(data)),
+            rpm::DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(data)),
+            rpm::DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(data)),
+            rpm::DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(data)),
+            _ => return false,
+        };
+        actual == digest.digest
+    })?;
+    Some(ConfigFile {
         path: file.path.clone(),
         mode: file.mode & 0o7777,
         mtime: file.mtime as u64,
@@ -914,8 +934,7 @@ fn download(
     }
     command.args(names);
     reporter.info(1, || format!("rpm: running {command:?}"));
-    let output = command
-        .output()
+    let output = crate::process::output(&mut command, reporter)?
         .map_err(|e| backend_error(format!("cannot run {tool}: {e}")))?;
     if !output.status.success() {
         return Err(backend_error(format!(

@@ -2,22 +2,28 @@
 //!
 //! Files are copied in-process (`std::io::copy` uses `copy_file_range`, so
 //! the kernel moves the bytes, or shares them on reflink filesystems) and in
-//! parallel; upstream forks one `cp -p` per file.
+//! parallel; upstream forks one `cp -p` per file.  Every host file is read
+//! through the backend's [`RootFs`] (resolved inside the root, opened
+//! without following a symlink, checked to be the file listed) and every
+//! entry is written through [`OutDir`] (never through a symlink).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use filetime::FileTime;
 use rayon::prelude::*;
+use rustix::fs::FileType;
 
+use super::fileset::normalize;
 use super::FileSet;
-use crate::appliance::BaseImage;
-use crate::backend::host_path;
+use crate::appliance::{BaseImage, Guarded};
 use crate::error::{with_causes, Error, IoContext, Result};
+use crate::outdir::{OutDir, Parents, Place};
 use crate::report::Reporter;
+use crate::rootfs::{is_pseudo_file_error, FileId, RootFs};
 
 /// What a chroot build wrote.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +33,12 @@ pub struct Stats {
     pub hard_links: u64,
     /// Host files we could not read (non-root builds); never copied empty.
     pub unreadable: Vec<PathBuf>,
+    /// Host files on kernel pseudo filesystems (`/proc`, `/sys`), whose
+    /// sizes are not their contents: never copied.
+    pub pseudo: Vec<PathBuf>,
+    /// Set-user-ID and set-group-ID bits dropped because the owner could
+    /// not be kept (non-root builds), as `cp -p` and GNU tar do.
+    pub setid_dropped: u64,
 }
 
 fn is_root() -> bool {
@@ -34,56 +46,176 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The permission bits to give an entry: set-id bits only where the
+/// owner is kept (otherwise the builder would own a set-id program).
+fn permissions(mode: u32, keep_owner: bool) -> u32 {
+    if keep_owner {
+        mode & 0o7777
+    } else {
+        mode & 0o1777
+    }
+}
+
+/// Owner, permissions and times of a base-image member.
+struct Member {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: i64,
+}
+
 /// Unpack base images in order (later ones overwrite earlier ones).
 ///
-/// The tar crate guards paths (`..`, absolute names, symlinks planted by
-/// earlier entries, hard links leaving the output) but writes device nodes
-/// and FIFOs as empty regular files, so those are made here, under the
-/// same guard.  Without root, device nodes cannot be made: they are
-/// skipped and named in one warning.
-pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter) -> Result<()> {
+/// Members are written through [`OutDir`] with tar's semantics inside the
+/// output: missing parents are created, and a symlink an earlier member
+/// made is followed inside the output (as the appliance will see it),
+/// never outside.  Names are cleaned lexically (`..` stops at `/`), as the
+/// ext2 format does.  Without root, device nodes cannot be made: they are
+/// skipped and named in one warning, and set-id bits are dropped.
+pub fn unpack_base_images(
+    images: &[BaseImage],
+    out: &OutDir,
+    reporter: &Reporter,
+) -> Result<Stats> {
     let root = is_root();
-    let out_real = fs::canonicalize(out).at("resolving", out)?;
+    let mut stats = Stats::default();
     let mut skipped: Vec<String> = Vec::new();
     for image in images {
         reporter.info(1, || format!("build: unpacking {}", image.path.display()));
-        let bad = |e: io::Error| {
-            Error::bad_input(
-                &image.path,
-                format!("cannot unpack base image: {}", with_causes(&e)),
-            )
-        };
-        let mut archive = tar::Archive::new(image.open()?);
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_mtime(true);
-        archive.set_preserve_ownerships(root);
-        archive.set_overwrite(true);
-        // Directories last, deepest first, as `Archive::unpack` does, so a
-        // read-only directory does not stop its own entries.
-        let mut directories = Vec::new();
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            match entry.header().entry_type() {
-                tar::EntryType::Directory => directories.push(entry),
-                kind @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => {
-                    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                    if kind != tar::EntryType::Fifo && !root {
-                        skipped.push(format!("{}: {name}", image.path.display()));
-                        continue;
+        // Directory metadata last, deepest first, so that a read-only
+        // directory does not stop its own members.
+        let mut directories: Vec<(PathBuf, Member)> = Vec::new();
+        let mut last_dir: Option<(PathBuf, std::sync::Arc<std::os::fd::OwnedFd>)> = None;
+        image
+            .for_each_member(|entry| {
+                reporter.check()?;
+                // As the tarball names it, for messages.
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let path =
+                    normalize(&Path::new("/").join(entry.path().map_err(|e| image.error(e))?));
+                if path == Path::new("/") {
+                    return Ok(());
+                }
+                let fail = |e: io::Error| {
+                    Error::bad_input(
+                        &image.path,
+                        format!("cannot unpack base image: {name}: {}", with_causes(&e)),
+                    )
+                };
+                let header = entry.header();
+                let member = Member {
+                    uid: header.uid().map_err(fail)? as u32,
+                    gid: header.gid().map_err(fail)? as u32,
+                    mode: header.mode().map_err(fail)?,
+                    mtime: header.mtime().map_err(fail)? as i64,
+                };
+                let kind = header.entry_type();
+                // Consecutive members share a directory: look it up once.
+                let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let dir = match &last_dir {
+                    Some((p, fd)) if *p == parent => fd.clone(),
+                    _ => {
+                        let fd = out.dir(&parent, Parents::InRoot).map_err(fail)?;
+                        last_dir = Some((parent, fd.clone()));
+                        fd
                     }
-                    make_special_from_tar(entry.header(), &name, &out_real, root)
-                        .map_err(|e| bad(io::Error::new(e.kind(), format!("{name}: {e}"))))?;
+                };
+                let place = Place::new(dir, path.file_name().expect("not /").to_os_string());
+                match kind {
+                    tar::EntryType::Directory => {
+                        place.make_dir().map_err(fail)?;
+                        // A new directory may hide the cached one's path.
+                        last_dir = None;
+                        directories.push((path, member));
+                        return Ok(());
+                    }
+                    tar::EntryType::Regular
+                    | tar::EntryType::Continuous
+                    | tar::EntryType::GNUSparse => {
+                        let mut file = place.create_file().map_err(fail)?;
+                        if kind == tar::EntryType::GNUSparse {
+                            copy_sparse(entry, &mut file, reporter).map_err(fail)?;
+                        } else {
+                            reporter.copy(entry, &mut file).map_err(fail)?;
+                        }
+                        // On the descriptor: no lookup of the name again.
+                        return finish_file(&file, &member, root, &mut stats).map_err(fail);
+                    }
+                    tar::EntryType::Symlink => {
+                        let target = entry.link_name_bytes().ok_or_else(|| {
+                            fail(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "symlink without a target",
+                            ))
+                        })?;
+                        let target = std::ffi::OsStr::from_bytes(&target).to_os_string();
+                        place.symlink(Path::new(&target)).map_err(fail)?;
+                        last_dir = None;
+                    }
+                    tar::EntryType::Link => {
+                        let target = entry.link_name().map_err(fail)?.ok_or_else(|| {
+                            fail(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "hard link without a target",
+                            ))
+                        })?;
+                        let target = normalize(&Path::new("/").join(target));
+                        let existing = out.place(&target, Parents::InRoot).map_err(fail)?;
+                        place.hard_link_to(&existing).map_err(fail)?;
+                        // A link shares its target's owner, mode and times.
+                        return Ok(());
+                    }
+                    tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                        if kind != tar::EntryType::Fifo && !root {
+                            skipped.push(format!("{}: {name}", image.path.display()));
+                            return Ok(());
+                        }
+                        let (file_type, dev) = match kind {
+                            tar::EntryType::Char => {
+                                (FileType::CharacterDevice, device(header).map_err(fail)?)
+                            }
+                            tar::EntryType::Block => {
+                                (FileType::BlockDevice, device(header).map_err(fail)?)
+                            }
+                            // A FIFO has no device number (some writers leave
+                            // the field blank).
+                            _ => (FileType::Fifo, 0),
+                        };
+                        place.mknod(file_type, 0o600, dev).map_err(fail)?;
+                    }
+                    other => {
+                        reporter.warn(format!(
+                            "{}: skipping {name} (tar entry type {other:?})",
+                            image.path.display()
+                        ));
+                        return Ok(());
+                    }
                 }
-                _ => {
-                    entry.unpack_in(out).map_err(bad)?;
-                }
+                finish(
+                    &place,
+                    &member,
+                    kind == tar::EntryType::Symlink,
+                    root,
+                    &mut stats,
+                )
+                .map_err(fail)
+            })
+            .map_err(|e| reporter.cancelled_or(e))?;
+        directories.sort_by(|a, b| b.0.cmp(&a.0));
+        for (path, member) in directories {
+            reporter.check()?;
+            let fail = |e: io::Error| {
+                Error::bad_input(
+                    &image.path,
+                    format!("cannot unpack base image: {}: {e}", path.display()),
+                )
+            };
+            let place = out.place(&path, Parents::InRoot).map_err(fail)?;
+            // A later member may have replaced the directory.
+            if place.existing().map_err(fail)? == Some(FileType::Directory) {
+                finish(&place, &member, false, root, &mut stats).map_err(fail)?;
             }
         }
-        directories.sort_by(|a, b| b.path_bytes().cmp(&a.path_bytes()));
-        for mut dir in directories {
-            dir.unpack_in(out).map_err(bad)?;
-        }
-        image.read_to_end(archive.into_inner())?;
     }
     if !skipped.is_empty() {
         reporter.warn(format!(
@@ -92,91 +224,91 @@ pub fn unpack_base_images(images: &[BaseImage], out: &Path, reporter: &Reporter)
             first_few(&skipped)
         ));
     }
-    Ok(())
+    Ok(stats)
 }
 
-/// Create the device node or FIFO a tar `header` describes, at `name`
-/// under `out` (canonical).  Entries with `..`, or whose parent directory
-/// resolves outside `out` (through a symlink an earlier entry made), are
-/// refused.
-fn make_special_from_tar(
-    header: &tar::Header,
-    name: &str,
-    out: &Path,
-    root: bool,
-) -> io::Result<()> {
-    use std::path::Component;
-    let refuse = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
-    let mut relative = PathBuf::new();
-    for c in Path::new(name).components() {
-        match c {
-            Component::Normal(part) => relative.push(part),
-            Component::ParentDir => return Err(refuse("a '..' component")),
-            _ => {}
-        }
-    }
-    let (Some(parent), Some(file_name)) = (relative.parent(), relative.file_name()) else {
-        return Err(refuse("no file name"));
-    };
-    // Walk down from `out`, creating what is missing and checking each
-    // existing step (a symlink an earlier entry made) before going on:
-    // nothing may be created outside `out`, not even a directory.
-    let mut dir = out.to_path_buf();
-    for part in parent.components() {
-        let next = dir.join(part);
-        match fs::symlink_metadata(&next) {
-            Ok(m) if m.is_dir() => dir = next,
-            Ok(m) if m.file_type().is_symlink() => {
-                let real = fs::canonicalize(&next)?;
-                if !real.starts_with(out) {
-                    return Err(refuse("its directory is outside the output"));
-                }
-                dir = real;
-            }
-            Ok(_) => return Err(refuse("a parent is not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&next)?;
-                dir = next;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let dest = dir.join(file_name);
-    let device = |bits| -> io::Result<(libc::mode_t, libc::dev_t)> {
-        let major = header.device_major()?.unwrap_or(0);
-        let minor = header.device_minor()?.unwrap_or(0);
-        Ok((bits, libc::makedev(major, minor)))
-    };
-    let (type_bits, rdev) = match header.entry_type() {
-        tar::EntryType::Char => device(libc::S_IFCHR)?,
-        tar::EntryType::Block => device(libc::S_IFBLK)?,
-        // A FIFO has no device number (some writers leave the field blank).
-        _ => (libc::S_IFIFO, 0),
-    };
-    let perm = header.mode()? & 0o7777;
-    clear(&dest)?;
-    mknod(&dest, type_bits | perm, rdev)?;
+/// Owner (as root), permissions and times of a regular member just
+/// written, set through its descriptor.
+fn finish_file(file: &fs::File, m: &Member, root: bool, stats: &mut Stats) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if root {
-        std::os::unix::fs::lchown(
-            &dest,
-            Some(header.uid()? as u32),
-            Some(header.gid()? as u32),
-        )?;
+        std::os::unix::fs::fchown(file, Some(m.uid), Some(m.gid))?;
     }
-    // mknod applied the umask; chown (as root) cleared set-id bits.
-    fs::set_permissions(&dest, fs::Permissions::from_mode(perm))?;
-    let mtime = FileTime::from_unix_time(header.mtime()? as i64, 0);
-    filetime::set_symlink_file_times(&dest, mtime, mtime)
+    // After chown, which clears set-id bits.
+    let perm = permissions(m.mode, root);
+    if perm != m.mode & 0o7777 {
+        stats.setid_dropped += 1;
+    }
+    file.set_permissions(fs::Permissions::from_mode(perm))?;
+    let time = filetime::FileTime::from_unix_time(m.mtime, 0);
+    filetime::set_file_handle_times(file, Some(time), Some(time))
 }
 
-fn mknod(path: &Path, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: c is a valid NUL-terminated path.
-    if unsafe { libc::mknod(c.as_ptr(), mode, rdev) } != 0 {
-        return Err(io::Error::last_os_error());
+/// A device member's number.
+fn device(header: &tar::Header) -> io::Result<u64> {
+    let major = header.device_major()?.unwrap_or(0);
+    let minor = header.device_minor()?.unwrap_or(0);
+    Ok(libc::makedev(major, minor))
+}
+
+/// Owner (as root), permissions (not of a symlink) and times of a
+/// member just written.
+fn finish(
+    place: &Place,
+    m: &Member,
+    symlink: bool,
+    root: bool,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    if root {
+        place.chown(m.uid, m.gid)?;
     }
-    Ok(())
+    if !symlink {
+        // After chown, which clears set-id bits.
+        let perm = permissions(m.mode, root);
+        if perm != m.mode & 0o7777 {
+            stats.setid_dropped += 1;
+        }
+        place.chmod(perm)?;
+    }
+    place.set_times((m.mtime, 0), (m.mtime, 0))
+}
+
+/// Copy a sparse member, leaving its holes (the runs of zeros the tar
+/// reader produces for them) as holes: a 512 MiB sparse file stays small.
+fn copy_sparse(
+    entry: &mut tar::Entry<'_, Guarded>,
+    file: &mut fs::File,
+    reporter: &Reporter,
+) -> io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut buffer = vec![0u8; 64 * BLOCK];
+    let mut length = 0u64;
+    loop {
+        if reporter.check().is_err() {
+            return Err(io::Error::other("cancelled"));
+        }
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let n = entry.read(&mut buffer[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        for chunk in buffer[..filled].chunks(BLOCK) {
+            if chunk.iter().all(|&b| b == 0) {
+                file.seek(io::SeekFrom::Current(chunk.len() as i64))?;
+            } else {
+                file.write_all(chunk)?;
+            }
+        }
+        length += filled as u64;
+    }
+    file.set_len(length)
 }
 
 /// `target` rewritten relative to the directory of `link` when absolute, so
@@ -201,157 +333,152 @@ pub fn relative_target(link: &Path, target: &Path) -> PathBuf {
     out
 }
 
-/// Replace whatever a base image left at `path` (a file or a symlink) so
-/// that creating the package's copy never writes through a symlink.
-fn clear(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "a directory is in the way",
-        )),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn copy_file(source: &Path, dest: &Path, meta: &fs::Metadata, keep_owner: bool) -> io::Result<u64> {
-    let mut input = fs::File::open(source)?;
-    clear(dest)?;
-    let mut output = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dest)?;
-    let n = io::copy(&mut input, &mut output)?;
+/// Copy one host file (opened again and proved to be the file listed in
+/// pass 1) to `dest`, with the owner, mode and times of the descriptor
+/// read.  Never more bytes than `fstat` said: a file that grows while it
+/// is copied does not grow the copy.
+fn copy_file(
+    root: &RootFs,
+    source: &Path,
+    id: FileId,
+    dest: &Place,
+    keep_owner: bool,
+    reporter: &Reporter,
+) -> io::Result<(u64, bool)> {
+    let (input, meta) = root.open_same(source, id)?;
+    let mut output = dest.create_file()?;
+    let n = reporter.copy(&mut input.take(meta.len()), &mut output)?;
     if keep_owner {
         std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))?;
     }
     // After chown, which clears set-id bits.
-    output.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    let perm = permissions(meta.mode(), keep_owner);
+    output.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(perm))?;
     filetime::set_file_handle_times(
         &output,
-        Some(FileTime::from_last_access_time(meta)),
-        Some(FileTime::from_last_modification_time(meta)),
+        Some(filetime::FileTime::from_last_access_time(&meta)),
+        Some(filetime::FileTime::from_last_modification_time(&meta)),
     )?;
-    Ok(n)
+    Ok((n, perm != meta.mode() & 0o7777))
 }
 
-/// One warning for host files this user cannot read (non-root builds).
-pub fn warn_unreadable(stats: &Stats, reporter: &Reporter) {
-    if stats.unreadable.is_empty() {
-        return;
+/// One warning each for host files this user cannot read (non-root
+/// builds) and files on pseudo filesystems.
+pub fn warn_skipped(stats: &Stats, reporter: &Reporter) {
+    let names = |paths: &[PathBuf]| -> Vec<String> {
+        paths.iter().map(|p| p.display().to_string()).collect()
+    };
+    if !stats.unreadable.is_empty() {
+        reporter.warn(format!(
+            "{} host files are unreadable by this user and were skipped: {}",
+            stats.unreadable.len(),
+            first_few(&names(&stats.unreadable))
+        ));
     }
-    let paths: Vec<String> = stats
-        .unreadable
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    reporter.warn(format!(
-        "{} host files are unreadable by this user and were skipped: {}",
-        paths.len(),
-        first_few(&paths)
-    ));
+    if !stats.pseudo.is_empty() {
+        reporter.warn(format!(
+            "{} host files are on kernel pseudo filesystems (/proc, /sys, ...), whose sizes are not their contents, and were skipped: {}",
+            stats.pseudo.len(),
+            first_few(&names(&stats.pseudo))
+        ));
+    }
+    if stats.setid_dropped > 0 {
+        reporter.info(1, || {
+            format!(
+                "build: set-user-ID/set-group-ID bits dropped from {} entries (not root: their owners cannot be kept)",
+                stats.setid_dropped
+            )
+        });
+    }
 }
 
 /// The first five of `items`, comma-separated, with `...` if there are
 /// more: a warning names a few culprits, not thousands.
-fn first_few(items: &[String]) -> String {
+pub(crate) fn first_few(items: &[String]) -> String {
     let mut text = items[..items.len().min(5)].join(", ");
     if items.len() > 5 {
-        text.push_str(", ...");
+        text.push_str(&format!(", ... ({} more)", items.len() - 5));
     }
     text
 }
 
-fn make_node(dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    mknod(
-        dest,
-        meta.mode() as libc::mode_t,
-        meta.rdev() as libc::dev_t,
-    )?;
-    std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))
-}
-
-/// A directory at `dest`, whose parent is already a real directory.  A
-/// symlink a base image put there (`usr/share/doc/x -> /elsewhere`) is
-/// replaced, as the ext2 format replaces it: following it could write
-/// outside the output.  Every directory of the tree passes here, parents
-/// first, so no file is ever written through such a symlink.
-fn make_dir(dest: &Path) -> Result<()> {
-    match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(m) if m.file_type().is_symlink() => {
-            fs::remove_file(dest).at("replacing symlink", dest)?;
-        }
-        _ => {}
-    }
-    fs::create_dir_all(dest).at("creating directory", dest)
-}
-
-/// Write `set` under `out` (base images must already be unpacked there).
+/// Write `set` under `out` (base images must already be unpacked there),
+/// reading the host files from `root`.
 pub fn write(
     set: &FileSet,
-    root: &Path,
-    out: &Path,
+    root: &RootFs,
+    out: &OutDir,
     packagelist: bool,
+    mut stats: Stats,
     reporter: &Reporter,
 ) -> Result<Stats> {
     let keep_owner = is_root();
-    let mut stats = Stats::default();
-    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
-    let mut copies: Vec<(PathBuf, PathBuf, fs::Metadata)> = Vec::new();
-    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dirs: Vec<(Place, PathBuf, fs::Metadata)> = Vec::new();
+    let mut copies: Vec<(&Path, Place, FileId)> = Vec::new();
+    // Later names of a multiply-linked file: (index in `copies`, place).
+    let mut links: Vec<(usize, Place)> = Vec::new();
+    let mut first_of_inode: HashMap<FileId, usize> = HashMap::new();
+    let in_output = |path: &Path| out.path().join(path.strip_prefix("/").unwrap_or(path));
 
     // Pass 1, in tree order: directories, symlinks and special files, and
-    // the list of regular files to copy.
+    // the list of regular files to copy.  Every parent of an entry is a
+    // directory made before it, so no entry is written through a symlink.
     for entry in &set.entries {
-        let source = host_path(root, &entry.source);
-        let dest = host_path(out, &entry.path);
-        let meta = match fs::symlink_metadata(&source) {
+        reporter.check()?;
+        let dest = out
+            .place(&entry.path, Parents::Existing)
+            .at("creating", in_output(&entry.path))?;
+        let meta = match root.symlink_metadata(&entry.source) {
             Ok(m) => m,
             Err(_) if entry.origin == super::Origin::Implied => {
-                make_dir(&dest)?;
+                dest.make_dir()
+                    .at("creating directory", in_output(&entry.path))?;
                 continue;
             }
             Err(_) => continue,
         };
         let ft = meta.file_type();
         if ft.is_dir() {
-            make_dir(&dest)?;
-            // Writable by us until the final pass restores the real mode.
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
-                .at("setting permissions of", &dest)?;
-            dirs.push((dest, meta));
+            dest.make_dir()
+                .at("creating directory", in_output(&entry.path))?;
+            dirs.push((dest, entry.path.clone(), meta));
         } else if ft.is_symlink() {
             // As upstream: a symlink from a base image is kept.
-            if fs::symlink_metadata(&dest).is_ok() {
+            if dest
+                .existing()
+                .at("reading", in_output(&entry.path))?
+                .is_some()
+            {
                 continue;
             }
-            let target = fs::read_link(&source).at("reading symlink", &source)?;
+            let target = root
+                .read_link(&entry.source)
+                .at("reading symlink", root.display_path(&entry.source))?;
             let target = relative_target(&entry.path, &target);
-            std::os::unix::fs::symlink(&target, &dest).at("creating symlink", &dest)?;
+            let at = in_output(&entry.path);
+            dest.symlink(&target).at("creating symlink", &at)?;
             if keep_owner {
-                std::os::unix::fs::lchown(&dest, Some(meta.uid()), Some(meta.gid()))
-                    .at("chown", &dest)?;
+                dest.chown(meta.uid(), meta.gid()).at("chown", &at)?;
             }
-            let mtime = FileTime::from_last_modification_time(&meta);
-            filetime::set_symlink_file_times(&dest, mtime, mtime).at("setting times of", &dest)?;
+            dest.set_times((meta.mtime(), 0), (meta.mtime(), meta.mtime_nsec()))
+                .at("setting times of", &at)?;
         } else if ft.is_file() {
+            let id = FileId::of(&meta);
             if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = first_of_inode.get(&key) {
-                    links.push((first.clone(), dest));
+                if let Some(&first) = first_of_inode.get(&id) {
+                    links.push((first, dest));
                     continue;
                 }
-                first_of_inode.insert(key, dest.clone());
+                first_of_inode.insert(id, copies.len());
             }
-            copies.push((source, dest, meta));
+            copies.push((&entry.source, dest, id));
         } else if keep_owner {
-            clear(&dest)
-                .and_then(|()| make_node(&dest, &meta))
-                .at("creating device node", &dest)?;
+            let at = in_output(&entry.path);
+            let kind = FileType::from_raw_mode(meta.mode());
+            dest.mknod(kind, 0o600, meta.rdev())
+                .and_then(|()| dest.chown(meta.uid(), meta.gid()))
+                .and_then(|()| dest.chmod(meta.mode() & 0o7777))
+                .at("creating device node", &at)?;
         } else {
             reporter.info(1, || {
                 format!(
@@ -364,59 +491,74 @@ pub fn write(
 
     // Pass 2, in parallel: regular files.
     let counter = reporter.counter("copying files", copies.len() as u64);
-    let results: Vec<(usize, io::Result<u64>)> = copies
+    let results: Vec<io::Result<(u64, bool)>> = copies
         .par_iter()
-        .enumerate()
-        .map(|(i, (source, dest, meta))| {
-            let r = copy_file(source, dest, meta, keep_owner);
+        .map(|(source, dest, id)| {
+            if reporter.check().is_err() {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            let r = copy_file(root, source, *id, dest, keep_owner, reporter);
             counter.tick();
-            (i, r)
+            r
         })
         .collect();
-    let mut failed_copies: Vec<PathBuf> = Vec::new();
-    for (i, result) in results {
-        let (source, dest, _) = &copies[i];
+    reporter.check()?;
+    let mut failed: Vec<bool> = vec![false; copies.len()];
+    for (i, result) in results.into_iter().enumerate() {
+        let (source, _, _) = &copies[i];
         match result {
-            Ok(n) => {
+            Ok((n, dropped)) => {
                 stats.files += 1;
                 stats.bytes += n;
+                stats.setid_dropped += dropped as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !keep_owner => {
-                stats.unreadable.push(source.clone());
-                failed_copies.push(dest.clone());
+                stats.unreadable.push(root.display_path(source));
+                failed[i] = true;
             }
-            Err(e) => return Err(Error::io("copying", source, e)),
+            Err(e) if is_pseudo_file_error(&e) => {
+                stats.pseudo.push(root.display_path(source));
+                failed[i] = true;
+            }
+            Err(e) => return Err(Error::io("copying", root.display_path(source), e)),
         }
     }
-    for (first, dest) in links {
-        if failed_copies.contains(&first) {
+    for (first, dest) in &links {
+        if failed[*first] {
             continue;
         }
-        clear(&dest)
-            .and_then(|()| fs::hard_link(&first, &dest))
-            .at("creating hard link", &dest)?;
+        dest.hard_link_to(&copies[*first].1)
+            .at("creating hard link", out.path())?;
         stats.hard_links += 1;
     }
-    warn_unreadable(&stats, reporter);
+    warn_skipped(&stats, reporter);
 
     if packagelist {
-        let path = out.join("packagelist");
-        clear(&path).at("replacing", &path)?;
-        fs::write(&path, set.packagelist()).at("writing", &path)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
-            .at("setting permissions of", &path)?;
+        let at = in_output(Path::new("/packagelist"));
+        let place = out
+            .place(Path::new("/packagelist"), Parents::Existing)
+            .at("creating", &at)?;
+        let mut file = place.create_file().at("creating", &at)?;
+        file.write_all(set.packagelist().as_bytes())
+            .at("writing", &at)?;
+        place.chmod(0o644).at("setting permissions of", &at)?;
     }
 
     // Pass 3, deepest first: directory owners, modes and times.
-    for (dest, meta) in dirs.iter().rev() {
+    for (dest, path, meta) in dirs.iter().rev() {
+        reporter.check()?;
+        let at = in_output(path);
         if keep_owner {
-            std::os::unix::fs::chown(dest, Some(meta.uid()), Some(meta.gid())).at("chown", dest)?;
+            dest.chown(meta.uid(), meta.gid()).at("chown", &at)?;
         }
-        fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .at("setting permissions of", dest)?;
-        let mtime = FileTime::from_last_modification_time(meta);
-        filetime::set_file_times(dest, FileTime::from_last_access_time(meta), mtime)
-            .at("setting times of", dest)?;
+        let perm = permissions(meta.mode(), keep_owner);
+        stats.setid_dropped += (perm != meta.mode() & 0o7777) as u64;
+        dest.chmod(perm).at("setting permissions of", &at)?;
+        dest.set_times(
+            (meta.atime(), meta.atime_nsec()),
+            (meta.mtime(), meta.mtime_nsec()),
+        )
+        .at("setting times of", &at)?;
     }
     Ok(stats)
 }
@@ -450,5 +592,13 @@ mod tests {
             relative_target(Path::new("/usr/bin/x"), Path::new("y")),
             PathBuf::from("y")
         );
+    }
+
+    #[test]
+    fn set_id_bits_stay_only_with_their_owner() {
+        assert_eq!(permissions(0o104755, true), 0o4755);
+        assert_eq!(permissions(0o104755, false), 0o755);
+        assert_eq!(permissions(0o42755, false), 0o755);
+        assert_eq!(permissions(0o41777, false), 0o1777, "sticky kept");
     }
 }

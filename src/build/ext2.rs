@@ -19,15 +19,15 @@ use md5::{Digest, Md5};
 use walkdir::WalkDir;
 
 use super::chroot;
-use super::ext2fs::{self, Data, Kind, Meta, Node, Tree};
+use super::ext2fs::{self, Data, Kind, Meta, Node, ReadFrom, Roots, Tree};
 use super::fileset::normalize;
 use super::initrd;
 use super::kernel::{self, Kernel};
 use super::{FileSet, Origin};
 use crate::appliance::BaseImage;
-use crate::backend::host_path;
 use crate::error::{with_causes, Error, IoContext, Result};
 use crate::report::Reporter;
+use crate::rootfs::{is_pseudo_file_error, FileId, RootFs};
 
 /// Upstream's default image size: 4 GiB, sparse.
 pub const DEFAULT_SIZE: u64 = 4 << 30;
@@ -73,12 +73,13 @@ pub struct Outcome {
 pub fn write(
     set: &FileSet,
     base_images: &[BaseImage],
-    host_root: &Path,
+    build_root: &RootFs,
     out: &Path,
     packagelist: bool,
     options: &Options,
     reporter: &Reporter,
 ) -> Result<Outcome> {
+    ext2fs::check_size(options.size.unwrap_or(DEFAULT_SIZE))?;
     // The kernel first: without one there is no point in the rest.
     let search = kernel::Search::host(options.host_cpu.as_deref());
     let kernel = kernel::find(&options.kernel, &search, reporter)?;
@@ -95,7 +96,7 @@ pub fn write(
     // that a killed build's leftovers are cleaned with it.
     let spill = Spill::in_dir(out, size);
     add_base_images(&mut tree, base_images, &spill, reporter)?;
-    let files = add_host_files(&mut tree, set, host_root, reporter)?;
+    let files = add_host_files(&mut tree, set, build_root, reporter)?;
     if packagelist {
         let meta = Meta {
             perm: 0o644,
@@ -127,7 +128,12 @@ pub fn write(
             format_uuid(uuid)
         )
     });
-    let image_stats = ext2fs::write_image(&tree, &image, size, uuid, now, reporter)?;
+    let host = RootFs::host().at("opening", "/")?;
+    let roots = Roots {
+        build: build_root,
+        host: &host,
+    };
+    let image_stats = ext2fs::write_image(&tree, &image, size, uuid, now, roots, reporter)?;
     if spill.dir.exists() {
         fs::remove_dir_all(&spill.dir).at("removing", &spill.dir)?;
     }
@@ -166,7 +172,12 @@ pub fn image_of_base_images(images: &[BaseImage], dir: &Path, size: u64) -> Resu
     let mut tree = Tree::new(directory);
     add_base_images(&mut tree, images, &Spill::in_dir(dir, size), &reporter)?;
     add_lost_found(&mut tree, directory)?;
-    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, &reporter)?;
+    let host = RootFs::host().at("opening", "/")?;
+    let roots = Roots {
+        build: &host,
+        host: &host,
+    };
+    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, roots, &reporter)?;
     Ok(())
 }
 
@@ -243,12 +254,11 @@ fn add_base_images(
                 format!("cannot read base image: {}", with_causes(&e)),
             )
         };
-        let mut archive = tar::Archive::new(image.open()?);
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
+        image.for_each_member(|entry| {
+            reporter.check()?;
             let path = normalize(&Path::new("/").join(entry.path().map_err(bad)?));
             if path == Path::new("/") {
-                continue;
+                return Ok(());
             }
             let header = entry.header();
             let mtime = header.mtime().map_err(bad)? as i64;
@@ -281,9 +291,12 @@ fn add_base_images(
                         let file = spill.dir.join(spilled.to_string());
                         spilled += 1;
                         let mut f = fs::File::create(&file).at("creating", &file)?;
-                        let n = std::io::copy(&mut entry, &mut f).map_err(bad)?;
+                        let n = reporter.copy(entry, &mut f).map_err(bad)?;
+                        let id = FileId::of(&f.metadata().at("reading", &file)?);
                         Kind::File(Data::Host {
+                            from: ReadFrom::Host,
                             path: file,
+                            id,
                             size: n,
                         })
                     } else {
@@ -322,7 +335,7 @@ fn add_base_images(
                         )
                     })?;
                     tree.link(&path, index).map_err(in_image)?;
-                    continue;
+                    return Ok(());
                 }
                 tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                     let major = header.device_major().ok().flatten().unwrap_or(0);
@@ -344,23 +357,16 @@ fn add_base_images(
                         path.display(),
                         other
                     ));
-                    continue;
+                    return Ok(());
                 }
             };
             tree.insert(&path, Node { meta, kind })
                 .map_err(|e| Error::bad_input(&image.path, e.to_string()))?;
-        }
-        image.read_to_end(archive.into_inner())?;
+            Ok(())
+        })
+        .map_err(|e| reporter.cancelled_or(e))?;
     }
     Ok(())
-}
-
-fn is_readable(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: c is a valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::R_OK) == 0 }
 }
 
 fn meta_of(m: &fs::Metadata) -> Meta {
@@ -379,14 +385,15 @@ fn meta_of(m: &fs::Metadata) -> Meta {
 fn add_host_files(
     tree: &mut Tree,
     set: &FileSet,
-    root: &Path,
+    root: &RootFs,
     reporter: &Reporter,
 ) -> Result<chroot::Stats> {
     let mut stats = chroot::Stats::default();
-    let mut first_of_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut first_of_inode: HashMap<FileId, usize> = HashMap::new();
     for entry in &set.entries {
-        let source = host_path(root, &entry.source);
-        let meta = match fs::symlink_metadata(&source) {
+        reporter.check()?;
+        let source = &entry.source;
+        let meta = match root.symlink_metadata(source) {
             Ok(m) => m,
             Err(_) if entry.origin == Origin::Implied => {
                 tree.mkdir_p(&entry.path)?;
@@ -403,10 +410,12 @@ fn add_host_files(
             if tree.exists(&entry.path) {
                 continue;
             }
-            let target = fs::read_link(&source).at("reading symlink", &source)?;
+            let target = root
+                .read_link(source)
+                .at("reading symlink", root.display_path(source))?;
             Kind::Symlink(target.as_os_str().as_bytes().to_vec())
         } else if ft.is_file() {
-            let key = (meta.dev(), meta.ino());
+            let key = FileId::of(&meta);
             if meta.nlink() > 1 {
                 if let Some(&first) = first_of_inode.get(&key) {
                     tree.link(&entry.path, first)?;
@@ -414,9 +423,19 @@ fn add_host_files(
                     continue;
                 }
             }
-            if !is_readable(&source) {
-                stats.unreadable.push(source.clone());
-                continue;
+            // Opened now to learn whether it can be read at all; opened
+            // again (and proved the same file) when the image is written.
+            match root.open_same(source, key) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    stats.unreadable.push(root.display_path(source));
+                    continue;
+                }
+                Err(e) if is_pseudo_file_error(&e) => {
+                    stats.pseudo.push(root.display_path(source));
+                    continue;
+                }
+                Err(e) => return Err(Error::io("reading", root.display_path(source), e)),
             }
             stats.files += 1;
             stats.bytes += meta.len();
@@ -425,7 +444,9 @@ fn add_host_files(
                 Node {
                     meta: node_meta,
                     kind: Kind::File(Data::Host {
+                        from: ReadFrom::Build,
                         path: source.clone(),
+                        id: key,
                         size: meta.len(),
                     }),
                 },
@@ -449,7 +470,7 @@ fn add_host_files(
             },
         )?;
     }
-    chroot::warn_unreadable(&stats, reporter);
+    chroot::warn_skipped(&stats, reporter);
     Ok(stats)
 }
 
@@ -475,6 +496,7 @@ fn add_modules(
     tree.set_meta(top, directory);
     let mut count = 0u64;
     for entry in WalkDir::new(source).min_depth(1).sort_by_file_name() {
+        reporter.check()?;
         let entry = entry.map_err(|e| Error::Kernel {
             path: Some(source.clone()),
             message: format!("cannot read the module tree {}: {e}", source.display()),
@@ -509,7 +531,9 @@ fn add_modules(
         } else if meta.is_file() {
             count += 1;
             Kind::File(Data::Host {
+                from: ReadFrom::Host,
                 path: entry.path().to_path_buf(),
+                id: FileId::of(&meta),
                 size: meta.len(),
             })
         } else {

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::report::Reporter;
+use crate::rootfs::{FileId, RootFs};
 
 const BLOCK: u64 = 4096;
 const INODE_SIZE: u64 = 128;
@@ -70,12 +71,32 @@ pub struct Meta {
 /// Where a regular file's bytes come from.
 #[derive(Debug, Clone)]
 pub enum Data {
-    /// A host file of this size (read when the image is written).
+    /// A file of this size at `path` inside one of the [`Roots`], read when
+    /// the image is written: opened again without following a symlink and
+    /// proved to be the file `id` that was listed.
     Host {
+        from: ReadFrom,
         path: PathBuf,
+        id: FileId,
         size: u64,
     },
     Bytes(Vec<u8>),
+}
+
+/// Which root a [`Data::Host`] file is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The build's root (`--root`): package files and hostfiles.
+    Build,
+    /// The host's `/`: kernel modules, base-image members spilled to disk.
+    Host,
+}
+
+/// The roots [`Data::Host`] files are read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Roots<'a> {
+    pub build: &'a RootFs,
+    pub host: &'a RootFs,
 }
 
 impl Data {
@@ -366,6 +387,25 @@ fn has_super(group: u64) -> bool {
     group <= 1 || power_of(group, 3) || power_of(group, 5) || power_of(group, 7)
 }
 
+/// The largest image: ext2 numbers blocks with 32 bits (16 TiB of 4 KiB
+/// blocks).
+pub const MAX_IMAGE_SIZE: u64 = (u32::MAX as u64) * BLOCK;
+
+/// Refuse an image size ext2 cannot have, before anything is written.
+pub fn check_size(size: u64) -> Result<()> {
+    if size > MAX_IMAGE_SIZE {
+        return Err(Error::Usage(format!(
+            "a {size}-byte root image (--size) is larger than ext2 allows ({MAX_IMAGE_SIZE} bytes, 16T)"
+        )));
+    }
+    if size / BLOCK < 64 {
+        return Err(Error::Usage(format!(
+            "a {size}-byte root image (--size) is too small for an ext2 filesystem"
+        )));
+    }
+    Ok(())
+}
+
 impl Geometry {
     fn new(size: u64, inodes_needed: u64) -> Result<Geometry> {
         let too_small = || {
@@ -377,6 +417,7 @@ impl Geometry {
         if blocks < 64 {
             return Err(too_small());
         }
+        check_size(size)?;
         loop {
             let groups = blocks.div_ceil(BLOCKS_PER_GROUP);
             let gdt_blocks = (groups * 32).div_ceil(BLOCK);
@@ -553,6 +594,7 @@ pub fn write_image(
     size: u64,
     uuid: [u8; 16],
     now: i64,
+    roots: Roots<'_>,
     reporter: &Reporter,
 ) -> Result<ImageStats> {
     // Inode numbers: depth-first in name order; `lost+found` is 11.
@@ -799,14 +841,29 @@ pub fn write_image(
     let data_bytes: u64 = host_files
         .par_iter()
         .map(|p| {
-            let Kind::File(Data::Host { path, size }) = &tree.nodes[p.node].kind else {
+            let Kind::File(Data::Host {
+                from,
+                path,
+                id,
+                size,
+            }) = &tree.nodes[p.node].kind
+            else {
                 unreachable!()
             };
-            let r = copy_host_file(path, *size, &p.data, &file).at("copying", path);
+            reporter.check()?;
+            let root = match from {
+                ReadFrom::Build => roots.build,
+                ReadFrom::Host => roots.host,
+            };
+            let r = root
+                .open_same(path, *id)
+                .and_then(|(input, _)| copy_host_file(&input, *size, &p.data, &file, reporter))
+                .at("copying", root.display_path(path));
             counter.tick();
             r.map(|()| *size)
         })
-        .try_reduce(|| 0, |a, b| Ok(a + b))?;
+        .try_reduce(|| 0, |a, b| Ok(a + b))
+        .map_err(|e| reporter.cancelled_or(e))?;
 
     // Inode tables (only the blocks that hold used inodes are written; the
     // rest stay sparse zeros).
@@ -963,17 +1020,28 @@ pub fn write_image(
 /// contiguous blocks, with `copy_file_range` (the kernel moves the data;
 /// on a reflink filesystem it may share it). Bytes the file lacks (it
 /// shrank since it was listed) stay zero.
-fn copy_host_file(source: &Path, size: u64, blocks: &[u32], image: &fs::File) -> io::Result<()> {
-    let input = fs::File::open(source)?;
+fn copy_host_file(
+    input: &fs::File,
+    size: u64,
+    blocks: &[u32],
+    image: &fs::File,
+    reporter: &Reporter,
+) -> io::Result<()> {
+    // Runs of at most CHECK_EVERY bytes, with a check for a cancel
+    // between them: one huge file does not hold a cancelled build.
+    let max_run = (crate::report::CHECK_EVERY / BLOCK) as usize;
     let mut offset = 0u64;
     let mut i = 0usize;
     while i < blocks.len() && offset < size {
+        if reporter.check().is_err() {
+            return Err(io::Error::other("cancelled"));
+        }
         let mut run = 1usize;
-        while i + run < blocks.len() && blocks[i + run] == blocks[i] + run as u32 {
+        while i + run < blocks.len() && run < max_run && blocks[i + run] == blocks[i] + run as u32 {
             run += 1;
         }
         let length = (run as u64 * BLOCK).min(size - offset);
-        let copied = copy_range(&input, offset, image, blocks[i] as u64 * BLOCK, length)?;
+        let copied = copy_range(input, offset, image, blocks[i] as u64 * BLOCK, length)?;
         if copied < length {
             return Ok(()); // end of file came early
         }
@@ -1192,13 +1260,39 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("root");
-        let e = write_image(&tree, &image, 64 << 20, [0; 16], 0, &Reporter::default())
-            .unwrap_err()
-            .to_string();
+        let host = RootFs::host().unwrap();
+        let roots = Roots {
+            build: &host,
+            host: &host,
+        };
+        let e = write_image(
+            &tree,
+            &image,
+            64 << 20,
+            [0; 16],
+            0,
+            roots,
+            &Reporter::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("an inode with 65001 hard links; ext2 allows 65000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn image_sizes_are_bounded_both_ways() {
+        for huge in [1u64 << 63, u64::MAX, MAX_IMAGE_SIZE + 1] {
+            let e = check_size(huge).unwrap_err().to_string();
+            assert!(e.contains("larger than ext2 allows"), "{e}");
+        }
+        assert!(check_size(4096)
+            .unwrap_err()
+            .to_string()
+            .contains("too small"));
+        assert!(check_size(MAX_IMAGE_SIZE).is_ok());
     }
 
     #[test]

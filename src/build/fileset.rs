@@ -6,11 +6,12 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::appliance::Appliance;
-use crate::backend::{host_path, Backend};
-use crate::error::Result;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::pattern;
 use crate::report::Reporter;
+use crate::rootfs::RootFs;
 
 /// Why a path is in the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub enum Origin {
 pub struct Entry {
     /// Absolute path inside the appliance.
     pub path: PathBuf,
-    /// Absolute path on the host (under the backend's root) to copy from.
+    /// Absolute path inside the backend's root to copy from (resolved
+    /// inside that root when read).
     pub source: PathBuf,
     pub origin: Origin,
 }
@@ -73,7 +75,10 @@ pub fn assemble(
     // File lists (each stats its files on the host): in parallel.
     let lists: Vec<Vec<crate::package::File>> = packages
         .par_iter()
-        .map(|p| backend.files(p))
+        .map(|p| {
+            reporter.check()?;
+            backend.files(p)
+        })
         .collect::<Result<_>>()?;
     let mut raw: Vec<Entry> = Vec::new();
     let mut excluded = 0usize;
@@ -112,15 +117,10 @@ pub fn assemble(
             });
         }
     }
-    // Another root's absolute symlinks point into that root, not the host.
-    if root != Path::new("/") {
-        let mut resolver = RootResolver::new(root);
-        for e in &mut raw {
-            e.source = resolver.resolve(&e.source);
-        }
-    }
-    // Paths that do not exist on the host are dropped.
-    raw.retain(|e| std::fs::symlink_metadata(host_path(root, &e.source)).is_ok());
+    // Paths that do not exist on the host are dropped.  (Every path is
+    // looked up inside the root: another root's absolute symlinks point
+    // into it, not into the host.)
+    raw.retain(|e| root.symlink_metadata(&e.source).is_ok());
     let raw = apply_diversions(raw);
 
     let mut layout = Layout {
@@ -129,7 +129,7 @@ pub fn assemble(
         entries: BTreeMap::new(),
     };
     for entry in raw {
-        layout.add(entry);
+        layout.add(entry)?;
     }
     let entries: Vec<Entry> = layout
         .entries
@@ -164,19 +164,19 @@ fn apply_diversions(mut raw: Vec<Entry>) -> Vec<Entry> {
 /// (`/lib/x` with `/lib -> usr/lib`) is written at its target
 /// (`/usr/lib/x`) and the symlink itself is added, as upstream does.
 struct Layout<'a> {
-    root: &'a Path,
+    root: &'a RootFs,
     canonical: HashMap<PathBuf, PathBuf>,
     entries: BTreeMap<PathBuf, Entry>,
 }
 
 impl Layout<'_> {
-    fn add(&mut self, entry: Entry) {
+    fn add(&mut self, entry: Entry) -> Result<()> {
         let path = match (entry.path.parent(), entry.path.file_name()) {
-            (Some(parent), Some(name)) => self.canonical_dir(parent, 0).join(name),
+            (Some(parent), Some(name)) => self.canonical_dir(parent, 0)?.join(name),
             _ => entry.path.clone(),
         };
         if self.entries.contains_key(&path) {
-            return;
+            return Ok(());
         }
         self.add_ancestors(&path);
         self.entries.insert(
@@ -187,14 +187,18 @@ impl Layout<'_> {
             },
         );
         // A listed symlink to a directory: its target must exist too.
-        let host = host_path(self.root, &path);
-        if std::fs::symlink_metadata(&host)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-            && host.is_dir()
-        {
-            self.canonical_dir(&path, 0);
+        if self.is_dir_symlink(&path) {
+            self.canonical_dir(&path, 0)?;
         }
+        Ok(())
+    }
+
+    /// Is `path` a symlink to a directory (inside the root)?
+    fn is_dir_symlink(&self, path: &Path) -> bool {
+        self.root
+            .symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            && self.root.metadata(path).is_ok_and(|m| m.is_dir())
     }
 
     fn add_ancestors(&mut self, path: &Path) {
@@ -215,20 +219,31 @@ impl Layout<'_> {
     }
 
     /// The path of `dir` with every symlink to a directory resolved inside
-    /// the root (chroot semantics: `..` stops at `/`).
-    fn canonical_dir(&mut self, dir: &Path, depth: usize) -> PathBuf {
+    /// the root (chroot semantics: `..` stops at `/`).  More than 40
+    /// symlinks (the kernel's limit) is an error, never a path left
+    /// partly resolved: a writer would follow the rest outside the output.
+    fn canonical_dir(&mut self, dir: &Path, hops: usize) -> Result<PathBuf> {
         if let Some(c) = self.canonical.get(dir) {
-            return c.clone();
+            return Ok(c.clone());
+        }
+        if hops > MAX_SYMLINKS {
+            return Err(Error::backend(
+                "build",
+                format!(
+                    "{}: too many levels of symbolic links inside the root",
+                    self.root.display_path(dir).display()
+                ),
+            ));
         }
         let result = match (dir.parent(), dir.file_name()) {
-            (Some(parent), Some(name)) if depth < 40 => {
-                let candidate = self.canonical_dir(parent, depth + 1).join(name);
-                let host = host_path(self.root, &candidate);
-                let is_link = std::fs::symlink_metadata(&host)
-                    .map(|m| m.file_type().is_symlink())
-                    .unwrap_or(false);
-                match (is_link, std::fs::read_link(&host)) {
-                    (true, Ok(target)) if host.is_dir() => {
+            (Some(parent), Some(name)) => {
+                let candidate = self.canonical_dir(parent, hops)?.join(name);
+                let target = self
+                    .is_dir_symlink(&candidate)
+                    .then(|| self.root.read_link(&candidate).ok())
+                    .flatten();
+                match target {
+                    Some(target) => {
                         self.add_ancestors(&candidate);
                         self.entries
                             .entry(candidate.clone())
@@ -239,68 +254,22 @@ impl Layout<'_> {
                             });
                         let base = candidate.parent().unwrap_or(Path::new("/"));
                         let target = normalize(&base.join(target));
-                        let resolved = self.canonical_dir(&target, depth + 1);
+                        let resolved = self.canonical_dir(&target, hops + 1)?;
                         self.add_ancestors(&resolved.join("x"));
                         resolved
                     }
-                    _ => candidate,
+                    None => candidate,
                 }
             }
             _ => dir.to_path_buf(),
         };
         self.canonical.insert(dir.to_path_buf(), result.clone());
-        result
+        Ok(result)
     }
 }
 
-/// Resolves the directories of paths inside a root other than `/` as a
-/// chroot would: a symlink's absolute target, and `..`, stay inside the
-/// root.  (The kernel, given `ROOT/lib/x` with `ROOT/lib -> /usr/lib`,
-/// would read the host's `/usr/lib/x`.)
-struct RootResolver<'a> {
-    root: &'a Path,
-    dirs: HashMap<PathBuf, PathBuf>,
-}
-
-impl<'a> RootResolver<'a> {
-    fn new(root: &'a Path) -> Self {
-        RootResolver {
-            root,
-            dirs: HashMap::new(),
-        }
-    }
-
-    /// `path` with its parent directories resolved; the last component is
-    /// left alone (a symlink there is itself the thing to copy).
-    fn resolve(&mut self, path: &Path) -> PathBuf {
-        match (path.parent(), path.file_name()) {
-            (Some(parent), Some(name)) => self.dir(parent, 0).join(name),
-            _ => path.to_path_buf(),
-        }
-    }
-
-    fn dir(&mut self, dir: &Path, depth: usize) -> PathBuf {
-        if let Some(d) = self.dirs.get(dir) {
-            return d.clone();
-        }
-        let resolved = match (dir.parent(), dir.file_name()) {
-            // 40 hops, as the kernel's MAXSYMLINKS; a loop stays unresolved.
-            (Some(parent), Some(name)) if depth < 40 => {
-                let candidate = self.dir(parent, depth + 1).join(name);
-                match std::fs::read_link(host_path(self.root, &candidate)) {
-                    Ok(target) => {
-                        let base = candidate.parent().unwrap_or(Path::new("/"));
-                        self.dir(&normalize(&base.join(target)), depth + 1)
-                    }
-                    Err(_) => candidate,
-                }
-            }
-            _ => dir.to_path_buf(),
-        };
-        self.dirs.insert(dir.to_path_buf(), resolved.clone());
-        resolved
-    }
-}
+/// The kernel's limit on symlinks in one lookup (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
 
 /// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
 pub(crate) fn normalize(path: &Path) -> PathBuf {
@@ -328,17 +297,20 @@ mod tests {
         std::fs::create_dir_all(root.path().join("usr/lib/x")).unwrap();
         std::fs::write(root.path().join("usr/lib/x/libc.so"), "").unwrap();
         symlink("usr/lib", root.path().join("lib")).unwrap();
+        let rootfs = RootFs::open(root.path()).unwrap();
         let mut layout = Layout {
-            root: root.path(),
+            root: &rootfs,
             canonical: HashMap::new(),
             entries: BTreeMap::new(),
         };
         let p = PathBuf::from("/lib/x/libc.so");
-        layout.add(Entry {
-            path: p.clone(),
-            source: p.clone(),
-            origin: Origin::Package,
-        });
+        layout
+            .add(Entry {
+                path: p.clone(),
+                source: p.clone(),
+                origin: Origin::Package,
+            })
+            .unwrap();
         let paths: Vec<_> = layout
             .entries
             .keys()
@@ -362,28 +334,35 @@ mod tests {
     }
 
     #[test]
-    fn another_roots_absolute_symlinks_resolve_inside_it() {
+    fn another_roots_absolute_symlinks_lay_out_inside_it() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("usr/lib/x")).unwrap();
         std::fs::create_dir_all(root.path().join("opt")).unwrap();
         symlink("/usr/lib", root.path().join("lib")).unwrap();
         symlink("../../../../lib", root.path().join("opt/up")).unwrap();
         symlink("loop", root.path().join("loop")).unwrap();
-        let mut r = RootResolver::new(root.path());
-        assert_eq!(
-            r.resolve(Path::new("/lib/x/a.so")),
-            PathBuf::from("/usr/lib/x/a.so")
-        );
-        assert_eq!(
-            r.resolve(Path::new("/opt/up/x/b")),
-            PathBuf::from("/usr/lib/x/b")
-        );
-        assert_eq!(
-            r.resolve(Path::new("/lib")),
-            PathBuf::from("/lib"),
-            "last component kept"
-        );
-        assert_eq!(r.resolve(Path::new("/loop/c")), PathBuf::from("/loop/c"));
+        let rootfs = RootFs::open(root.path()).unwrap();
+        let mut layout = Layout {
+            root: &rootfs,
+            canonical: HashMap::new(),
+            entries: BTreeMap::new(),
+        };
+        for p in ["/lib/x/a.so", "/opt/up/x/b", "/loop/c"] {
+            layout
+                .add(Entry {
+                    path: p.into(),
+                    source: p.into(),
+                    origin: Origin::Package,
+                })
+                .unwrap();
+        }
+        let paths: Vec<_> = layout.entries.keys().cloned().collect();
+        for placed in ["/usr/lib/x/a.so", "/usr/lib/x/b", "/loop/c"] {
+            assert!(
+                paths.contains(&PathBuf::from(placed)),
+                "{placed}: {paths:?}"
+            );
+        }
     }
 
     #[test]

@@ -47,12 +47,24 @@ const NOT_BOOT_MODULES: &[&str] = &["virtio-gpu.ko*"];
 /// and all its dependencies.
 pub type ModuleDeps = BTreeMap<String, Vec<String>>;
 
+/// The largest `modules.dep` read (a distribution kernel's is about 1 MB).
+const MAX_MODULES_DEP: u64 = 64 << 20;
+
 pub fn read_module_deps(modules: &Path) -> Result<ModuleDeps> {
     let path = modules.join("modules.dep");
-    let text = fs::read_to_string(&path).map_err(|e| Error::Kernel {
-        path: Some(path.clone()),
-        message: format!("cannot read {}: {e}", path.display()),
-    })?;
+    let text = fs::File::open(&path)
+        .and_then(|f| {
+            let size = f.metadata()?.len();
+            crate::rootfs::read_bounded(f, size, MAX_MODULES_DEP)
+        })
+        .and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "is not UTF-8 text"))
+        })
+        .map_err(|e| Error::Kernel {
+            path: Some(path.clone()),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
     let junk = |n: usize, what: String| Error::Kernel {
         path: Some(path.clone()),
         message: format!(
@@ -63,14 +75,23 @@ pub fn read_module_deps(modules: &Path) -> Result<ModuleDeps> {
     let mut deps = ModuleDeps::new();
     for (n, line) in content_lines(&text) {
         let Some((module, needs)) = line.split_once(':') else {
-            return Err(junk(n, format!("not `module: dependencies`: {line:?}")));
+            return Err(junk(
+                n,
+                format!(
+                    "not `module: dependencies`: {:?}",
+                    crate::error::capped(line)
+                ),
+            ));
         };
         let needs: Vec<String> = needs.split_whitespace().map(str::to_string).collect();
         // Paths are relative to the module directory; one that leaves it
         // would put an arbitrary file into the initrd under a module name.
         for m in std::iter::once(module).chain(needs.iter().map(String::as_str)) {
             if !is_module_path(m) {
-                return Err(junk(n, format!("{m:?} is not a module path")));
+                return Err(junk(
+                    n,
+                    format!("{:?} is not a module path", crate::error::capped(m)),
+                ));
             }
         }
         deps.insert(module.to_string(), needs);
@@ -101,31 +122,50 @@ pub fn module_matches(path: &str, globs: &[&str]) -> bool {
 /// The modules to load, dependencies first, each once: a depth-first walk
 /// from every module matching `wanted` (and not `unwanted`), in path order.
 pub fn modules_in_load_order(deps: &ModuleDeps, wanted: &[&str], unwanted: &[&str]) -> Vec<String> {
-    fn visit<'a>(
-        module: &'a str,
-        deps: &'a ModuleDeps,
-        seen: &mut HashSet<&'a str>,
-        order: &mut Vec<String>,
-    ) {
-        if !seen.insert(module) {
-            return;
-        }
-        // modules.dep lists every (transitive) dependency; visiting them in
-        // sorted order keeps the result independent of its line order.
-        let needs: BTreeSet<&String> = deps.get(module).into_iter().flatten().collect();
-        for need in needs {
-            visit(need, deps, seen, order);
-        }
-        order.push(module.to_string());
-    }
-    let mut seen = HashSet::new();
+    // A depth-first post-order walk with an explicit stack: `modules.dep`
+    // is data, and a chain tens of thousands deep must not overflow the
+    // thread's stack.  modules.dep lists every (transitive) dependency;
+    // visiting them in sorted order keeps the result independent of its
+    // line order.
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut order = Vec::new();
     for module in deps.keys() {
-        if module_matches(module, wanted) && !module_matches(module, unwanted) {
-            visit(module, deps, &mut seen, &mut order);
+        if !module_matches(module, wanted) || module_matches(module, unwanted) {
+            continue;
+        }
+        if !seen.insert(module.as_str()) {
+            continue;
+        }
+        // (module, its remaining dependencies)
+        let mut stack: Vec<(&str, std::collections::btree_set::IntoIter<&String>)> =
+            vec![(module.as_str(), needs_of(deps, module))];
+        while let Some((current, needs)) = stack.last_mut() {
+            match needs.next() {
+                Some(need) => {
+                    if seen.insert(need.as_str()) {
+                        stack.push((need.as_str(), needs_of(deps, need)));
+                    }
+                }
+                None => {
+                    order.push(current.to_string());
+                    stack.pop();
+                }
+            }
         }
     }
     order
+}
+
+/// The dependencies `modules.dep` lists for `module`, sorted.
+fn needs_of<'a>(
+    deps: &'a ModuleDeps,
+    module: &str,
+) -> std::collections::btree_set::IntoIter<&'a String> {
+    deps.get(module)
+        .into_iter()
+        .flatten()
+        .collect::<BTreeSet<&String>>()
+        .into_iter()
 }
 
 /// The boot modules (upstream's whitelist), in load order.
@@ -193,7 +233,10 @@ pub fn write(
         .collect();
     let contents: Vec<Vec<u8>> = order
         .par_iter()
-        .map(|m| read_module(&modules.join(m.as_str())))
+        .map(|m| {
+            reporter.check()?;
+            read_module(&modules.join(m.as_str()))
+        })
         .collect::<Result<_>>()?;
 
     let mtime_of = |path: &Path| -> u64 {
@@ -325,6 +368,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("modules.dep"), text).unwrap();
         read_module_deps(dir.path()).unwrap()
+    }
+
+    #[test]
+    fn a_dependency_chain_deeper_than_the_stack_is_walked() {
+        // 100,000 modules each needing the next: a recursive walk
+        // overflowed the stack at 30,000.
+        let n = 100_000;
+        let mut text = String::new();
+        for i in 0..n {
+            if i + 1 < n {
+                text.push_str(&format!("kernel/m{i}.ko: kernel/m{}.ko\n", i + 1));
+            } else {
+                text.push_str(&format!("kernel/m{i}.ko:\n"));
+            }
+        }
+        let d = deps(&text);
+        let order = modules_in_load_order(&d, &["m0.ko"], &[]);
+        assert_eq!(order.len(), n);
+        assert_eq!(order[0], format!("kernel/m{}.ko", n - 1));
+        assert_eq!(order[n - 1], "kernel/m0.ko");
     }
 
     #[test]

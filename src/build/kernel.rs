@@ -187,16 +187,46 @@ fn unbootable(name: &str, host_cpu: &str) -> Option<&'static str> {
     }
 }
 
-fn check_readable(path: &Path) -> std::result::Result<(), String> {
-    match fs::File::open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(
-            "not readable by this user (Ubuntu installs kernels mode 0600): \
-             make a readable copy and point SUPERMIN_KERNEL at it, or run as root"
-                .to_string(),
-        ),
-        Err(e) => Err(e.to_string()),
+/// The largest kernel image accepted.  Real ones are 5-20 MB (an
+/// uncompressed `vmlinux` with debug information a few hundred); the
+/// bound keeps `/dev/zero`-like mistakes from copying without end.
+pub const MAX_KERNEL_SIZE: u64 = 1 << 30;
+
+/// Open a kernel image: a regular file (symlinks, as `/vmlinuz`, are
+/// followed) of at most [`MAX_KERNEL_SIZE`] bytes, opened without blocking
+/// (a FIFO) and checked on the descriptor that will be read.
+fn open_kernel(path: &Path) -> std::result::Result<(fs::File, fs::Metadata), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                "not readable by this user (Ubuntu installs kernels mode 0600): \
+                 make a readable copy and point SUPERMIN_KERNEL at it, or run as root"
+                    .to_string()
+            } else {
+                e.to_string()
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(
+            "not a regular file (a kernel image is a file such as /boot/vmlinuz-VERSION)".into(),
+        );
     }
+    if meta.len() == 0 || meta.len() > MAX_KERNEL_SIZE {
+        return Err(format!(
+            "{} bytes is not the size of a kernel image (at most {MAX_KERNEL_SIZE})",
+            meta.len()
+        ));
+    }
+    Ok((file, meta))
+}
+
+fn check_readable(path: &Path) -> std::result::Result<(), String> {
+    open_kernel(path).map(drop)
 }
 
 fn lib_modules_candidates(
@@ -420,9 +450,12 @@ fn no_kernel_error(search: &Search, rejected: &[(PathBuf, String)]) -> Error {
 /// is now, so that `--if-newer` sees it as new as the rest of the output.
 pub fn install(kernel: &Kernel, dest: &Path, copy: bool) -> Result<()> {
     if copy {
-        let mut input = fs::File::open(&kernel.path).at("reading kernel", &kernel.path)?;
+        let (input, meta) = open_kernel(&kernel.path).map_err(|why| Error::Kernel {
+            path: Some(kernel.path.clone()),
+            message: format!("{}: {why}", kernel.path.display()),
+        })?;
         let mut output = fs::File::create(dest).at("writing", dest)?;
-        io::copy(&mut input, &mut output).at("copying kernel to", dest)?;
+        io::copy(&mut input.take(meta.len()), &mut output).at("copying kernel to", dest)?;
     } else {
         let target = crate::output::absolute(&kernel.path)?;
         std::os::unix::fs::symlink(&target, dest).at("creating symlink", dest)?;
@@ -525,5 +558,29 @@ mod tests {
         };
         let err = find(&overrides, &search, &Reporter::default()).unwrap_err();
         assert!(err.to_string().contains("SUPERMIN_KERNEL_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn a_kernel_must_be_a_regular_file_of_sane_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let empty = dir.path().join("empty");
+        fs::write(&empty, "").unwrap();
+        for (bad, says) in [
+            (dir.path().to_path_buf(), "not a regular file"),
+            (PathBuf::from("/dev/zero"), "not a regular file"),
+            (fifo, "not a regular file"),
+            (empty, "not the size of a kernel image"),
+        ] {
+            let overrides = Overrides {
+                kernel: Some(bad.clone()),
+                version: Some("9.9".into()),
+                modules: Some(dir.path().to_path_buf()),
+            };
+            let err = find(&overrides, &Search::host(None), &Reporter::default()).unwrap_err();
+            assert!(err.to_string().contains(says), "{}: {err}", bad.display());
+        }
     }
 }
