@@ -82,14 +82,20 @@ def parse_size(size: "int | str") -> int:
     (512-byte blocks), ``K``, ``M`` or ``G`` (powers of 1024), e.g. ``500M``
     or ``1.5G``; no suffix means bytes.  An int is taken as bytes."""
     if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise SuperminError(f"size must be positive, not {size}")
-        return size
-    m = _SIZE.fullmatch(str(size).strip())
-    if not m or float(m.group(1)) <= 0:
-        raise SuperminError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
-    scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
-    return int(float(m.group(1)) * scale)
+        value = size
+    else:
+        m = _SIZE.fullmatch(str(size).strip())
+        if not m or float(m.group(1)) <= 0:
+            raise SuperminError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
+        scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+        number = m.group(1)
+        # Whole numbers exactly (a float loses digits past 2**53).
+        value = int(number) * scale if "." not in number else int(float(number) * scale)
+    if value <= 0:
+        raise SuperminError(f"size must be positive, not {size}")
+    if value >= 1 << 64:
+        raise SuperminError(f"size {size} is too large (ext2 allows at most 16T)")
+    return value
 
 
 def prepare(

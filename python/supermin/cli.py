@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import List, NoReturn, Optional
 
@@ -32,6 +33,16 @@ or upgrade to libguestfs >= 1.26."""
 
 class _Fail(Exception):
     pass
+
+
+class _Terminated(Exception):
+    """Raised by the SIGTERM handler: it cancels a running build exactly as
+    Ctrl-C does (the core stops, removes its staging directory and keeps the
+    previous output)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,6 +173,11 @@ def run(argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; errors print ``supermin: MESSAGE`` and return 1.
+    Ctrl-C (SIGINT) and SIGTERM stop a build within a second, keep the
+    previous output and return 130 and 143, as a shell reports a process
+    killed by those signals."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (_Fail, SuperminError) as e:
@@ -169,7 +185,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("supermin: interrupted", file=sys.stderr)
-        return 1
+        return 128 + signal.SIGINT
+    except _Terminated:
+        print("supermin: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 //! The PyO3 binding layer: thin wrappers over the core, error mapping,
-//! GIL release and progress forwarding.  No logic of its own.
+//! GIL release, progress forwarding and cancellation.  No logic of its own.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -15,7 +16,7 @@ use crate::backend::{self, Backend};
 use crate::build::ext2::Modules;
 use crate::error::Error;
 use crate::package::{File, Package};
-use crate::report::Reporter;
+use crate::report::{Cancel, Reporter};
 use crate::{BuildOptions, Format, PrepareOptions};
 
 create_exception!(
@@ -96,7 +97,9 @@ fn to_py(err: Error) -> PyErr {
                     path.clone().into_pyobject(py).unwrap().into_any().unbind(),
                 )),
             ),
-            Error::Usage(_) | Error::Internal(_) => (SuperminError::new_err(message), None),
+            Error::Usage(_) | Error::Internal(_) | Error::Cancelled => {
+                (SuperminError::new_err(message), None)
+            }
         };
         if let Some((name, value)) = attr {
             let _ = exc.value(py).setattr(name, value);
@@ -105,34 +108,118 @@ fn to_py(err: Error) -> PyErr {
     })
 }
 
-/// Run core work without the GIL; a panic becomes a SuperminError.
-fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    py.detach(|| match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
-            Err(Error::Internal(msg))
-        }
-    })
-    .map_err(to_py)
+/// What the worker of [`run_with`] tells the caller's thread.
+enum Event {
+    /// A progress report; the worker waits for the reply.
+    Progress(String, u64, u64, mpsc::SyncSender<()>),
+    /// A message for stderr (`true`: a warning).
+    Message(bool, String),
 }
 
-fn reporter(verbose: u8, progress: Option<Py<PyAny>>) -> Reporter {
-    let r = Reporter::new(verbose);
-    match progress {
-        None => r,
-        Some(cb) => r.with_progress(Box::new(move |stage: &str, done: u64, total: u64| {
-            Python::attach(|py| {
-                if let Err(e) = cb.call1(py, (stage, done, total)) {
-                    e.print(py);
-                }
-            })
-        })),
+/// How often the caller's thread wakes, without the GIL, to look for
+/// signals while core work runs: Ctrl-C stops a build well within a second.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// Run core work on a worker thread while the caller's thread waits
+/// without the GIL, waking every [`SIGNAL_POLL`] to run Python's signal
+/// handlers and to hand progress and messages to Python.  The progress
+/// callback is therefore always called on the caller's thread, one event
+/// at a time, the worker waiting for it.  A signal handler that raises
+/// (`KeyboardInterrupt` on Ctrl-C, whatever a SIGTERM handler raises) or a
+/// callback that raises cancels the work: the core stops at its next
+/// check, removes what it was writing and keeps the previous output, and
+/// that exception is raised here.  Work that had already finished (the
+/// new output swapped in) returns normally: the interruption came too late
+/// to undo it, and reporting a failure would be false.  A panic becomes a
+/// SuperminError.
+fn run_with<T: Send>(
+    py: Python<'_>,
+    verbose: u8,
+    progress: Option<Py<PyAny>>,
+    f: impl FnOnce(&Reporter) -> crate::Result<T> + Send,
+) -> PyResult<T> {
+    let cancel = Cancel::default();
+    let (tx, rx) = mpsc::channel::<Event>();
+    let messages = tx.clone();
+    let mut reporter = Reporter::new(verbose)
+        .with_cancel(cancel.clone())
+        .with_messages(Box::new(move |warning, text| {
+            let _ = messages.send(Event::Message(warning, text));
+        }));
+    if progress.is_some() {
+        let events = tx.clone();
+        reporter = reporter.with_progress(Box::new(move |stage: &str, done: u64, total: u64| {
+            let (reply, wait) = mpsc::sync_channel(1);
+            if events
+                .send(Event::Progress(stage.to_string(), done, total, reply))
+                .is_ok()
+            {
+                let _ = wait.recv();
+            }
+        }));
     }
+    drop(tx);
+    // `detach` needs what it borrows to be Sync; only this thread receives.
+    let rx = std::sync::Mutex::new(rx);
+    let mut raised: Option<PyErr> = None;
+    let result = std::thread::scope(|scope| {
+        let worker = scope.spawn(move || {
+            let reporter = reporter;
+            catch_unwind(AssertUnwindSafe(|| f(&reporter)))
+        });
+        loop {
+            let event = py.detach(|| rx.lock().expect("one receiver").recv_timeout(SIGNAL_POLL));
+            match event {
+                Ok(Event::Progress(stage, done, total, reply)) => {
+                    if let (None, Some(cb)) = (&raised, &progress) {
+                        if let Err(e) = cb.call1(py, (stage, done, total)) {
+                            cancel.cancel();
+                            raised = Some(e);
+                        }
+                    }
+                    let _ = reply.send(());
+                }
+                Ok(Event::Message(warning, text)) => {
+                    let line = if warning {
+                        format!("supermin: warning: {text}\n")
+                    } else {
+                        format!("supermin: {text}\n")
+                    };
+                    let _ = py
+                        .import("sys")
+                        .and_then(|sys| sys.getattr("stderr"))
+                        .and_then(|err| err.call_method1("write", (line,)));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if raised.is_none() {
+                if let Err(e) = py.check_signals() {
+                    cancel.cancel();
+                    raised = Some(e);
+                }
+            }
+        }
+        worker.join().unwrap_or_else(Err)
+    });
+    let result = result.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        Err(Error::Internal(msg))
+    });
+    match (result, raised) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(exception)) => Err(exception),
+        (Err(e), None) => Err(to_py(e)),
+    }
+}
+
+/// [`run_with`] for work that reports nothing.
+fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    run_with(py, 0, None, |_| f())
 }
 
 fn html_escape(s: &str) -> String {
@@ -337,7 +424,7 @@ impl PyBackend {
     }
     #[getter]
     fn root(&self) -> PathBuf {
-        self.inner.root().to_path_buf()
+        self.inner.root().path().to_path_buf()
     }
     /// Every installed package.
     fn packages(&self) -> Vec<PyPackage> {
@@ -358,9 +445,9 @@ impl PyBackend {
     #[pyo3(signature = (names, verbose = 0))]
     fn resolve(&self, py: Python<'_>, names: Vec<String>, verbose: u8) -> PyResult<Vec<PyPackage>> {
         let backend = self.inner.clone();
-        let closure = run(py, move || {
+        let closure = run_with(py, verbose, None, move |reporter| {
             let roots = backend.packages_named(&names)?;
-            backend.resolve(&roots, &Reporter::new(verbose))
+            backend.resolve(&roots, reporter)
         })?;
         Ok(closure.into_iter().map(|p| self.wrap(p)).collect())
     }
@@ -420,14 +507,10 @@ impl PyAppliance {
     /// hostfiles, sorted.
     #[pyo3(signature = (root = PathBuf::from("/"), ignore_missing = false))]
     fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
-        run(py, || {
+        run_with(py, 0, None, |reporter| {
             let backend = backend::detect(&root)?;
-            let set = crate::build::assemble(
-                backend.as_ref(),
-                &self.inner,
-                ignore_missing,
-                &Reporter::new(0),
-            )?;
+            let set =
+                crate::build::assemble(backend.as_ref(), &self.inner, ignore_missing, reporter)?;
             let mut paths: Vec<PathBuf> = set.entries.into_iter().map(|e| e.path).collect();
             for image in &self.inner.base_images {
                 paths.extend(image.members()?);
@@ -524,8 +607,7 @@ fn _prepare<'py>(
         always_download,
         source_date_epoch,
     };
-    let reporter = reporter(verbose, progress);
-    let (backend, prepared) = run(py, || {
+    let (backend, prepared) = run_with(py, verbose, progress, |reporter| {
         let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
         let prepared = crate::prepare(
             backend.as_ref(),
@@ -533,7 +615,7 @@ fn _prepare<'py>(
             &output,
             &options,
             lock.as_deref(),
-            &reporter,
+            reporter,
         )?;
         Ok((backend, prepared))
     })?;
@@ -590,10 +672,9 @@ fn _build<'py>(
             kernel: crate::build::kernel::Overrides::from_env(),
         },
     };
-    let reporter = reporter(verbose, progress);
-    let (backend, outcome) = run(py, || {
+    let (backend, outcome) = run_with(py, verbose, progress, |reporter| {
         let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
-        let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, &reporter)?;
+        let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, reporter)?;
         Ok((backend, outcome))
     })?;
     let d = PyDict::new(py);
@@ -659,8 +740,8 @@ fn _scratch_dir(py: Python<'_>) -> PyResult<PyScratch> {
 /// `(driver, detected)` pairs for `--list-drivers`.
 #[pyfunction]
 #[pyo3(signature = (root = PathBuf::from("/")))]
-fn _list_drivers(root: PathBuf) -> Vec<(&'static str, bool)> {
-    backend::list_drivers(&root)
+fn _list_drivers(root: PathBuf) -> PyResult<Vec<(&'static str, bool)>> {
+    backend::list_drivers(&root).map_err(to_py)
 }
 
 #[pymodule]
