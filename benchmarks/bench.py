@@ -6,7 +6,8 @@ same inputs, in one run, reported as ratios.
 
 Cases: prepare (default mode and --use-installed), build -f chroot and
 build -f ext2 (same host kernel for both), for bash+coreutils and for a 140+
-package appliance.  Each command runs N times (default 3) alternating
+package appliance; and build -f chroot of bash+coreutils plus a base image
+of 100,000 one-byte files (the shape of a hostile or generated tarball).  Each command runs N times (default 3) alternating
 ours/upstream, after one untimed warm-up run of each, every run into a
 fresh output after a `sync`; the median wall time is reported.  Chroot
 outputs are kept until the end (see MANY_FILES).  For ext2 it also reports
@@ -117,6 +118,19 @@ def compare_ext2(label, sd, args_extra, out_ours, out_up, repeat):
     return ours_sizes, up_sizes
 
 
+def many_files_appliance(sd: Path, dest: Path, count: int = 100_000) -> Path:
+    """`sd` plus `zz-many.tar.gz`: `count` one-byte files, 1,000 a directory."""
+    import io
+    import tarfile
+    shutil.copytree(sd, dest)
+    with tarfile.open(dest / "zz-many.tar.gz", "w:gz", compresslevel=1) as tar:
+        for i in range(count):
+            info = tarfile.TarInfo(f"srv/d{i // 1000:03d}/f{i:06d}")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return dest
+
+
 def boot_seconds(out):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
     from supermin._boot import boot
@@ -170,6 +184,8 @@ def rpm_case(tmp, repeat=20):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", choices=["many-files"],
+                    help="run one case only (many-files: the 100,000-file base image)")
     args = ap.parse_args()
     large = installed(LARGE)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -180,7 +196,12 @@ def main():
         print("| case | ours | upstream | speed-up |\n|---|---|---|---|")
         sizes = {}
         boots = []
-        for label, names in (("bash+coreutils", SMALL), (f"large ({len(large)} named)", large)):
+        cases = (("bash+coreutils", SMALL), (f"large ({len(large)} named)", large))
+        if args.only:
+            cases = ()
+            subprocess.run(OURS + ["--prepare", "--use-installed", *SMALL, "-o", str(tmp / "sd-bash+coreutils")],
+                           check=True)
+        for label, names in cases:
             sd = tmp / f"sd-{label.split()[0]}"
             compare(f"prepare {label}", ["--prepare", *names], ["--prepare", *names], tmp / "p", args.repeat)
             compare(f"prepare --use-installed {label}", ["--prepare", "--use-installed", *names],
@@ -198,6 +219,11 @@ def main():
                 subprocess.run(OURS + ["--build", "-f", "ext2", str(booting), "-o", str(ours_dir)], check=True)
                 subprocess.run(UPSTREAM + ["--build", "-f", "ext2", str(booting), "-o", str(up_dir)], check=True)
                 boots = [(boot_seconds(ours_dir), boot_seconds(up_dir)) for _ in range(args.repeat)]
+        many = many_files_appliance(tmp / "sd-bash+coreutils", tmp / "sd-many")
+        compare("build -f chroot, base image of 100,000 one-byte files", ["--build", "-f", "chroot", str(many)],
+                ["--build", "-f", "chroot", str(many)], tmp / "app-many", args.repeat)
+        if args.only:
+            return
         print("\n| ext2 output | ours | upstream |\n|---|---|---|")
         for label, ((o_root, o_initrd), (u_root, u_initrd)) in sizes.items():
             print(f"| root blocks in use, {label} | {o_root / 2**20:.0f} MiB | {u_root / 2**20:.0f} MiB |")

@@ -15,6 +15,7 @@ seed() {  # seed TARGET FILE...
 }
 seed appliance_input /var/tmp/supermin-demo/supermin.d/base.tar.gz
 seed ext2_image /var/tmp/supermin-demo/supermin.d/base.tar.gz
+seed chroot_unpack /var/tmp/supermin-demo/supermin.d/base.tar.gz regressions/ext2_image/*.tar
 seed package_file ../../shared/fixtures/rpm/packages/v4/*.rpm ../../shared/fixtures/rpm/packages/v6/*.rpm \
     $(ls /var/cache/apt/archives/*.deb 2>/dev/null | head -3)
 head -c 200000 /var/lib/dpkg/status > /tmp/supermin-fuzz-status && seed dpkg_status /tmp/supermin-fuzz-status
@@ -28,7 +29,7 @@ if os.path.exists(db):
     for hnum, blob in con.execute("SELECT hnum, blob FROM Packages LIMIT 10"):
         open(f"corpus/rpm_header/{hnum}", "wb").write(blob)
 PY
-for target in appliance_input ext2_image package_file rpm_header dpkg_status modules_dep; do
+for target in appliance_input ext2_image chroot_unpack package_file rpm_header dpkg_status modules_dep; do
     echo "== $target ($seconds s)"
     cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
         -max_len=1048576 || echo "!! $target found a crash: see fuzz/artifacts/$target/"

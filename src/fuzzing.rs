@@ -24,6 +24,36 @@ pub fn appliance_input(data: &[u8]) {
     }
 }
 
+/// A base image unpacked as the chroot format does, into `DIR/out`: the
+/// unpacker (tar semantics inside the output, through descriptors) must
+/// never create anything outside `out`, whatever the tarball says.
+pub fn chroot_unpack(data: &[u8]) {
+    let dir = scratch();
+    let input = dir.path().join("input");
+    fs::write(&input, data).expect("write");
+    let out = dir.path().join("out");
+    fs::create_dir(&out).expect("mkdir");
+    let Ok(appliance) = crate::appliance::load(std::slice::from_ref(&input)) else {
+        return;
+    };
+    let outdir = crate::outdir::OutDir::open(&out).expect("open out");
+    let _ = crate::build::chroot::unpack_base_images(
+        &appliance.base_images,
+        &outdir,
+        &crate::report::Reporter::new(0).with_messages(Box::new(|_, _| {})),
+    );
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["input", "out"],
+        "the unpacker wrote outside its output"
+    );
+}
+
 /// A package file: `.deb` (ar, control and data tarballs) or `.rpm`
 /// (lead, headers, file list).
 pub fn package_file(data: &[u8]) {
