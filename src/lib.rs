@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 
 pub use backend::Backend;
 pub use build::Format;
-use error::IoContext;
 pub use error::{Error, Result};
 pub use package::{File, FileKind, Package};
 pub use prepare::{PrepareOptions, Prepared};
@@ -88,9 +87,11 @@ pub fn prepare(
     lock: Option<&Path>,
     reporter: &Reporter,
 ) -> Result<Prepared> {
-    let _lock = lock.map(output::Lock::acquire).transpose()?;
+    let _lock = lock
+        .map(|l| output::Lock::acquire(l, reporter))
+        .transpose()?;
     let staging = output::Staging::new(output, &[])?;
-    let prepared = prepare::prepare(backend, names, staging.path(), options, reporter)?;
+    let prepared = prepare::prepare(backend, names, &staging.outdir()?, options, reporter)?;
     reporter.info(1, || {
         format!(
             "prepare: renaming {} to {}",
@@ -122,7 +123,7 @@ pub fn build(
     let _lock = options
         .lock
         .as_deref()
-        .map(output::Lock::acquire)
+        .map(|l| output::Lock::acquire(l, reporter))
         .transpose()?;
     output::check_location(output, inputs)?;
     if options.format == Format::Ext2 {
@@ -148,7 +149,7 @@ pub fn build(
     let staging = output::Staging::new(output, inputs)?;
     let (stats, ext2) = match options.format {
         Format::Chroot => {
-            let out = outdir::OutDir::open(staging.path()).at("opening", staging.path())?;
+            let out = staging.outdir()?;
             let stats = build::chroot::unpack_base_images(&appliance.base_images, &out, reporter)?;
             let stats = build::chroot::write(
                 &set,
@@ -165,7 +166,7 @@ pub fn build(
                 &set,
                 &appliance.base_images,
                 backend.root(),
-                staging.path(),
+                &staging.outdir()?,
                 options.include_packagelist,
                 &options.ext2,
                 reporter,

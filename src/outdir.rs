@@ -65,8 +65,50 @@ impl OutDir {
         })
     }
 
+    /// The directory `dir` (a descriptor already held), shown as `path`.
+    pub fn from_fd(path: PathBuf, dir: OwnedFd) -> OutDir {
+        OutDir { path, dir }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The output as a root to read back from (what the build wrote
+    /// there, e.g. spilled base-image members).
+    pub fn rootfs(&self) -> io::Result<crate::rootfs::RootFs> {
+        Ok(crate::rootfs::RootFs::from_fd(
+            self.path.clone(),
+            self.dir.try_clone()?,
+        ))
+    }
+
+    /// Remove the directory `path` (whose parents are real directories)
+    /// and the files in it; a subdirectory there is an error.
+    pub fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let place = self.place(path, Parents::Existing)?;
+        let dir = rustix::fs::openat(
+            &*place.dir,
+            &place.name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut reader = rustix::fs::Dir::read_from(&dir)?;
+        let mut names = Vec::new();
+        while let Some(entry) = reader.read() {
+            let name = entry?.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        for name in names {
+            rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())?;
+        }
+        Ok(rustix::fs::unlinkat(
+            &*place.dir,
+            &place.name,
+            AtFlags::REMOVEDIR,
+        )?)
     }
 
     /// The directory `path` (absolute inside the output; `/` is the output
@@ -169,6 +211,11 @@ impl Place {
 
     /// A new, empty regular file here (mode 0600), replacing a non-directory.
     pub fn create_file(&self) -> io::Result<fs::File> {
+        self.create_file_replacing().map(|(file, _)| file)
+    }
+
+    /// [`Place::create_file`], and whether something was replaced.
+    pub fn create_file_replacing(&self) -> io::Result<(fs::File, bool)> {
         let create = || {
             rustix::fs::openat(
                 &*self.dir,
@@ -178,14 +225,14 @@ impl Place {
             )
         };
         // Usually nothing is there: one system call.
-        let fd = match create() {
+        let (fd, replaced) = match create() {
             Err(Errno::EXIST) => {
                 self.clear()?;
-                create()?
+                (create()?, true)
             }
-            other => other?,
+            other => (other?, false),
         };
-        Ok(fs::File::from(fd))
+        Ok((fs::File::from(fd), replaced))
     }
 
     /// A symlink here to `target`, replacing a non-directory.

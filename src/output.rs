@@ -2,90 +2,249 @@
 //! failed or interrupted build never leaves a half-written OUT or loses the
 //! previous one; `--lock`; `--if-newer`.
 //!
-//! What this program deletes it has provably made: a directory left by a
-//! killed build is removed only if it has the staging name, is owned by
-//! this user, holds the [`MARKER`] file and no live process holds its
-//! lock.  A user's `app.20240601` or another user's scratch directory is
-//! never touched.
+//! OUT's directory may belong to someone else, who can rename and replace
+//! what is in it at any moment.  So everything here works on descriptors:
+//! the staging directory is created, checked empty, marked and locked
+//! through its own descriptor, written through it (see [`crate::outdir`]),
+//! and swapped in by name only after checking the name still leads to it.
+//! Nothing is ever written, listed or removed through a path that a symlink
+//! could redirect.
+//!
+//! What this program deletes it has provably made, or was asked to
+//! replace: a directory left by a killed build is removed only if it has
+//! the staging name, is owned by this user, holds the [`MARKER`] file and
+//! no live process holds its lock.  A user's `app.20240601` or another
+//! user's scratch directory is never touched.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
 use crate::error::{Error, IoContext, Result};
-
-/// A fresh `OUT.<random>` directory that becomes OUT on [`commit`]; it is
-/// removed if dropped uncommitted (an error, or a panic unwinding).
-///
-/// [`commit`]: Staging::commit
-#[derive(Debug)]
-pub struct Staging {
-    output: PathBuf,
-    dir: Option<PathBuf>,
-    /// An flock on the staging directory for as long as this process
-    /// lives: the next builder removes `OUT.<random>` directories it can
-    /// lock, which are exactly those left by a killed build.
-    _alive: fs::File,
-}
-
-/// Lock `dir` (an flock, released by the kernel when its holder dies).
-fn try_lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
-    use std::os::unix::io::AsRawFd;
-    let file = fs::File::open(dir)?;
-    // SAFETY: a valid descriptor; flock does not touch memory.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(Some(file))
-    } else {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(e)
-        }
-    }
-}
+use crate::report::Reporter;
 
 /// The file that marks a directory as made by this program: a staging
 /// output, a scratch directory, or a replaced output being removed.  It is
 /// removed from a staging directory just before that becomes the output.
 pub const MARKER: &str = ".supermin-staging";
 
-/// Does `dir` (not followed if a symlink) belong to this program and this
-/// user: a real directory owned by our effective uid, holding [`MARKER`]?
-fn is_ours(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let Ok(meta) = fs::symlink_metadata(dir) else {
+/// A hidden `.PREFIX<8 random>` exists only between creating and locking,
+/// microseconds; one older than this was left by a process killed then.
+const HIDDEN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// `path`'s parent directory, opened (the user chose the path: symlinks in
+/// it are followed), and the last name.
+fn open_parent(path: &Path) -> io::Result<(OwnedFd, OsString)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a valid directory name"))?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let fd = rustix::fs::open(
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok((fd, name.to_os_string()))
+}
+
+/// Open the directory `name` in `parent` for reading, never through a
+/// symlink.
+fn open_dir_at(parent: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// (device, inode) of a descriptor, or of `name` in `parent` (not followed).
+fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn identity_at(parent: &OwnedFd, name: &OsStr) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Try to take the flock of a directory descriptor.
+fn try_lock(dir: &OwnedFd) -> io::Result<bool> {
+    match rustix::fs::flock(dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Create [`MARKER`] in `dir` (a descriptor): never through a symlink, and
+/// replacing whatever a previous owner of the directory left by that name.
+fn mark(dir: &OwnedFd) -> io::Result<()> {
+    let _ = rustix::fs::unlinkat(dir, MARKER, AtFlags::empty());
+    let fd = rustix::fs::openat(
+        dir,
+        MARKER,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    rustix::io::write(
+        &fd,
+        b"made by supermin; removed when no supermin process holds it\n",
+    )?;
+    Ok(())
+}
+
+/// Is the directory `dir` ours: owned by this user and holding a regular
+/// [`MARKER`] of this user?
+fn is_ours(dir: &OwnedFd) -> bool {
+    let uid = euid();
+    let Ok(st) = rustix::fs::fstat(dir) else {
         return false;
     };
-    meta.is_dir()
-        && meta.uid() == uid
-        && fs::symlink_metadata(dir.join(MARKER)).is_ok_and(|m| m.is_file() && m.uid() == uid)
+    if st.st_uid != uid {
+        return false;
+    }
+    matches!(
+        rustix::fs::statat(dir, MARKER, AtFlags::SYMLINK_NOFOLLOW),
+        Ok(m) if rustix::fs::FileType::from_raw_mode(m.st_mode) == rustix::fs::FileType::RegularFile
+            && m.st_uid == uid
+    )
+}
+
+/// Remove everything inside the directory `dir`, through descriptors only
+/// (a symlink inside is removed, never followed), [`MARKER`] last, so that
+/// a run killed half-way still leaves it recognisably ours.  Directories
+/// this user owns but cannot enter (a chroot's 0555 ones, for a non-root
+/// builder) are made accessible first; others' are left as they are.
+fn remove_contents(dir: &OwnedFd) -> io::Result<()> {
+    // (directory, names left to remove in it): an explicit stack, for
+    // trees of any depth.
+    let mut stack: Vec<(OwnedFd, Vec<OsString>)> = vec![(dir.try_clone()?, list(dir)?)];
+    while let Some((here, names)) = stack.last_mut() {
+        let Some(name) = names.pop() else {
+            stack.pop();
+            continue;
+        };
+        match rustix::fs::unlinkat(&*here, name.as_os_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => continue,
+            Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A directory: empty it first, then come back for it.
+        let child = match open_dir_at(here, &name) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                make_accessible(here, &name)?;
+                open_dir_at(here, &name)?
+            }
+            Err(e) => return Err(e),
+        };
+        let inner = list(&child)?;
+        if inner.is_empty() {
+            remove_dir_at(here, &name)?;
+        } else {
+            names.push(name);
+            stack.push((child, inner));
+        }
+    }
+    Ok(())
+}
+
+/// `rmdir` of `name` in `parent`; already gone is fine.
+fn remove_dir_at(parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// chmod 0700 the directory `name` in `parent` if this user owns it (the
+/// directory itself: it is opened without following a symlink, and changed
+/// through its `/proc/self/fd` link).
+fn make_accessible(parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if rustix::fs::fstat(&fd)?.st_uid != euid() {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::chmod(
+        proc.as_str(),
+        Mode::from_raw_mode(0o700),
+    )?)
+}
+
+/// The names in a directory descriptor (but `.` and `..`), [`MARKER`]
+/// first so that it is removed last.
+fn list(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    // A readable descriptor of the same directory (`dir` may be O_PATH).
+    let readable = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut reader = rustix::fs::Dir::read_from(&readable)?;
+    let mut names = Vec::new();
+    while let Some(entry) = reader.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(&name).to_os_string());
+        }
+    }
+    names.sort_by_key(|n| n != MARKER);
+    Ok(names)
+}
+
+/// Remove the entry `name` of `parent`: a directory with everything in it
+/// (through descriptors), anything else by unlinking the name itself.
+fn remove_entry(parent: &OwnedFd, name: &OsStr) {
+    match open_dir_at(parent, name) {
+        Ok(dir) => {
+            if remove_contents(&dir).is_ok()
+                && identity(&dir).ok() == identity_at(parent, name).ok()
+            {
+                let _ = remove_dir_at(parent, name);
+            }
+        }
+        Err(_) => {
+            let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
+        }
+    }
 }
 
 /// Remove what killed processes left in `parent`: directories named
 /// `PREFIX<8 random>` (and, with `aside`, `PREFIX old.<pid>`) that are
 /// ours ([`is_ours`]) and that no live process holds locked.  A process
 /// locks such a directory before giving it that name (see
-/// [`create_locked_dir`]), so an unlocked one has no live owner.  The
-/// hidden `.PREFIX<8 random>` name exists only between creating and
-/// locking, microseconds; one older than [`HIDDEN_GRACE`] was left by a
-/// process killed in that instant.
-fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
-    let Ok(entries) = fs::read_dir(parent) else {
+/// [`create_locked_dir`]), so an unlocked one has no live owner.
+fn remove_stale(parent: &OwnedFd, prefix: &OsStr, aside: bool) {
+    let Ok(names) = list(parent) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.as_bytes();
-        let hidden = name.first() == Some(&b'.');
-        let Some(rest) = name
+    for name in names {
+        let bytes = name.as_bytes();
+        let hidden = bytes.first() == Some(&b'.');
+        let Some(rest) = bytes
             .strip_prefix(b".")
-            .unwrap_or(name)
+            .unwrap_or(bytes)
             .strip_prefix(prefix.as_bytes())
         else {
             continue;
@@ -99,98 +258,136 @@ fn remove_stale(parent: &Path, prefix: &std::ffi::OsStr, aside: bool) {
         if !random && !set_aside {
             continue;
         }
-        let path = entry.path();
-        let Ok(meta) = fs::symlink_metadata(&path) else {
+        let Ok(dir) = open_dir_at(parent, &name) else {
             continue;
         };
         let old_enough = !hidden
-            || meta
-                .modified()
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > HIDDEN_GRACE);
-        if !meta.is_dir() || !old_enough || !is_ours(&path) {
-            continue;
-        }
-        if let Ok(Some(_lock)) = try_lock_dir(&path) {
-            remove_ours(&path);
+            || rustix::fs::fstat(&dir).is_ok_and(|st| {
+                let mtime = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+                mtime.elapsed().is_ok_and(|age| age > HIDDEN_GRACE)
+            });
+        if old_enough && is_ours(&dir) && try_lock(&dir).unwrap_or(false) {
+            remove_entry(parent, &name);
         }
     }
 }
 
-/// Remove a directory this program made, [`MARKER`] last: if we are
-/// killed half-way, the next run still knows it for ours and finishes.
-fn remove_ours(path: &Path) {
-    let Ok(entries) = fs::read_dir(path) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name() != MARKER {
-            let child = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => remove_tree(&child),
-                _ => {
-                    let _ = fs::remove_file(&child);
-                }
+/// A directory this process made and holds: its parent, its name there,
+/// and its own descriptor, which carries the flock.
+#[derive(Debug)]
+struct Held {
+    parent: OwnedFd,
+    name: OsString,
+    dir: OwnedFd,
+}
+
+impl Held {
+    /// Does `name` in `parent` still lead to our directory?
+    fn in_place(&self) -> io::Result<bool> {
+        Ok(identity(&self.dir)? == identity_at(&self.parent, &self.name)?)
+    }
+
+    /// Remove our directory: its contents through its descriptor, then the
+    /// name, if the name still leads to it.
+    fn remove(&self) {
+        if remove_contents(&self.dir).is_ok() && self.in_place().unwrap_or(false) {
+            let _ = remove_dir_at(&self.parent, &self.name);
+        }
+    }
+}
+
+/// Eight random letters and digits.
+fn random_name() -> io::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 8];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled +=
+            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
+}
+
+/// A new directory `PREFIX<8 random>` in `parent`, locked for as long as
+/// this process keeps it.  It is made under a hidden name no cleaner acts
+/// on within [`HIDDEN_GRACE`], opened without following a symlink, checked
+/// to be ours and empty (whatever someone swapped in meanwhile is refused),
+/// marked, locked, and only then given its name; the name is checked to
+/// lead to it afterwards.
+fn create_locked_dir(parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<Held> {
+    let tampered = || io::Error::other("was replaced by someone else while being created");
+    for _ in 0..100 {
+        let random = random_name()?;
+        let mut hidden = OsString::from(".");
+        hidden.push(prefix);
+        hidden.push(&random);
+        match rustix::fs::mkdirat(&parent, hidden.as_os_str(), Mode::from_raw_mode(mode)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let dir = open_dir_at(&parent, &hidden)?;
+        let st = rustix::fs::fstat(&dir)?;
+        if st.st_uid != euid() || !list(&dir)?.is_empty() {
+            return Err(tampered());
+        }
+        let held = Held {
+            parent,
+            name: hidden,
+            dir,
+        };
+        let made = mark(&held.dir).and_then(|()| {
+            if try_lock(&held.dir)? {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "locked by another process",
+                ))
+            }
+        });
+        if let Err(e) = made {
+            held.remove();
+            return Err(e);
+        }
+        let mut name = prefix.to_os_string();
+        name.push(&random);
+        let renamed = rustix::fs::renameat_with(
+            &held.parent,
+            held.name.as_os_str(),
+            &held.parent,
+            name.as_os_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        let held = Held { name, ..held };
+        match renamed {
+            Ok(()) if held.in_place()? => return Ok(held),
+            Ok(()) => return Err(tampered()),
+            Err(e) => {
+                let _ = remove_contents(&held.dir);
+                return Err(e.into());
             }
         }
     }
-    let _ = fs::remove_file(path.join(MARKER));
-    let _ = fs::remove_dir(path);
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free random name after 100 tries",
+    ))
 }
 
-/// Put [`MARKER`] in `dir`.
-fn mark(dir: &Path) -> io::Result<()> {
-    fs::write(
-        dir.join(MARKER),
-        "made by supermin; removed when no supermin process holds it\n",
-    )
-}
-
-/// See [`remove_stale`].
-const HIDDEN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// A new directory `PREFIX<8 random>` in `parent`, locked (the returned
-/// file holds the flock) for as long as this process keeps it.  It is
-/// created under a hidden name no cleaner looks at, locked, then renamed:
-/// a directory with the final name is always either locked by a live
-/// process or abandoned.
-fn create_locked_dir(
-    parent: &Path,
-    prefix: &std::ffi::OsStr,
-    mode: u32,
-) -> io::Result<(PathBuf, fs::File)> {
-    let mut hidden = std::ffi::OsString::from(".");
-    hidden.push(prefix);
-    let fresh = tempfile::Builder::new()
-        .prefix(&hidden)
-        .rand_bytes(8)
-        .permissions(fs::Permissions::from_mode(mode))
-        .tempdir_in(parent)?
-        .keep();
-    if let Err(e) = mark(&fresh) {
-        remove_tree(&fresh);
-        return Err(e);
-    }
-    let alive = match try_lock_dir(&fresh) {
-        Ok(Some(lock)) => lock,
-        other => {
-            remove_tree(&fresh);
-            return Err(match other {
-                Err(e) => e,
-                _ => io::Error::new(io::ErrorKind::WouldBlock, "locked by another process"),
-            });
-        }
-    };
-    let random = fresh.file_name().expect("named").as_bytes()[hidden.len()..].to_vec();
-    let mut name = prefix.to_os_string();
-    name.push(std::ffi::OsStr::from_bytes(&random));
-    let dir = parent.join(name);
-    if let Err(e) = renameat2(&fresh, &dir, libc::RENAME_NOREPLACE) {
-        remove_tree(&fresh);
-        return Err(e);
-    }
-    Ok((dir, alive))
+/// A fresh `OUT.<random>` directory that becomes OUT on [`commit`]; it is
+/// removed if dropped uncommitted (an error, or a panic unwinding).
+///
+/// [`commit`]: Staging::commit
+#[derive(Debug)]
+pub struct Staging {
+    output: PathBuf,
+    out_name: OsString,
+    held: Option<Held>,
 }
 
 impl Staging {
@@ -198,42 +395,62 @@ impl Staging {
     /// the current directory or any of `inputs` ([`check_location`]).
     pub fn new(output: &Path, inputs: &[PathBuf]) -> Result<Staging> {
         let output = check_location(output, inputs)?;
-        if let Ok(meta) = fs::symlink_metadata(&output) {
-            if !meta.is_dir() {
+        let (parent, out_name) = open_parent(&output).map_err(|e| {
+            Error::output(
+                &output,
+                format!("cannot open the directory it goes in: {e}"),
+            )
+        })?;
+        match rustix::fs::statat(&parent, out_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::Directory =>
+            {
                 return Err(Error::output(
                     &output,
                     "exists and is not a directory; refusing to replace it",
                 ));
             }
+            _ => {}
         }
-        let parent = output.parent().unwrap_or(Path::new("/"));
-        let name = output
-            .file_name()
-            .ok_or_else(|| Error::output(&output, "not a valid output directory name"))?;
-        let mut prefix = name.to_os_string();
+        let mut prefix = out_name.clone();
         prefix.push(".");
-        remove_stale(parent, &prefix, true);
-        let (dir, alive) = create_locked_dir(parent, &prefix, 0o755).map_err(|e| {
+        remove_stale(&parent, &prefix, true);
+        let held = create_locked_dir(parent, &prefix, 0o755).map_err(|e| {
             Error::output(
                 &output,
                 format!(
                     "cannot create the output beside it in {}: {e}",
-                    parent.display()
+                    output.parent().unwrap_or(Path::new("/")).display()
                 ),
             )
         })?;
         Ok(Staging {
             output,
-            dir: Some(dir),
-            _alive: alive,
+            out_name,
+            held: Some(held),
         })
     }
 
-    /// Where to write.
-    pub fn path(&self) -> &Path {
-        self.dir
-            .as_deref()
+    fn held(&self) -> &Held {
+        self.held
+            .as_ref()
             .expect("staging directory exists until commit")
+    }
+
+    /// Where the output is being written, for messages.  Write through
+    /// [`Staging::outdir`], never through this path.
+    pub fn path(&self) -> PathBuf {
+        self.output
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(&self.held().name)
+    }
+
+    /// The staging directory, to write into by descriptor.
+    pub fn outdir(&self) -> Result<crate::outdir::OutDir> {
+        let fd = self.held().dir.try_clone().at("opening", self.path())?;
+        Ok(crate::outdir::OutDir::from_fd(self.path(), fd))
     }
 
     /// The final output path.
@@ -244,104 +461,111 @@ impl Staging {
     /// Swap the finished output in.  With `renameat2(RENAME_EXCHANGE)` OUT
     /// is never missing, not even for an instant; where that is not
     /// supported, OUT is renamed aside first, then the new one renamed in.
+    /// What was at OUT is then removed through descriptors: if it was a
+    /// symlink, the symlink itself.
     pub fn commit(mut self) -> Result<PathBuf> {
-        let new = self.dir.take().expect("commit once");
-        // From here on the directory is the user's output, not ours.
-        if let Err(e) = fs::remove_file(new.join(MARKER)) {
-            remove_ours(&new);
-            return Err(Error::io("removing", new.join(MARKER), e));
-        }
-        // A fresh mtime on OUT itself, for --if-newer.
-        let now = filetime::FileTime::now();
-        filetime::set_file_times(&new, now, now).at("setting times of", &new)?;
-        let result = if fs::symlink_metadata(&self.output).is_ok() {
-            match renameat2(&new, &self.output, libc::RENAME_EXCHANGE) {
+        let held = self.held.take().expect("commit once");
+        let out = self.output.clone();
+        let fail = |what: &str, e: io::Error| Error::output(&out, format!("{what}: {e}"));
+        let result = (|| {
+            // From here on the directory is the user's output, not ours.
+            rustix::fs::unlinkat(&held.dir, MARKER, AtFlags::empty())
+                .map_err(|e| fail("cannot finish the output", e.into()))?;
+            // A fresh mtime on OUT itself, for --if-newer.
+            rustix::fs::futimens(
+                &held.dir,
+                &rustix::fs::Timestamps {
+                    last_access: now(),
+                    last_modification: now(),
+                },
+            )
+            .map_err(|e| fail("cannot set its times", e.into()))?;
+            if !held.in_place().unwrap_or(false) {
+                return Err(fail(
+                    "cannot replace it",
+                    io::Error::other(format!(
+                        "{} was moved or replaced while the build ran",
+                        self.path().display()
+                    )),
+                ));
+            }
+            let (parent, name, out_name) = (
+                &held.parent,
+                held.name.as_os_str(),
+                self.out_name.as_os_str(),
+            );
+            let exists = rustix::fs::statat(parent, out_name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+            if !exists {
+                match rustix::fs::renameat_with(
+                    parent,
+                    name,
+                    parent,
+                    out_name,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => return Ok(()),
+                    Err(Errno::EXIST) => {}
+                    Err(e) => return Err(fail("cannot create", e.into())),
+                }
+            }
+            match rustix::fs::renameat_with(
+                parent,
+                name,
+                parent,
+                out_name,
+                rustix::fs::RenameFlags::EXCHANGE,
+            ) {
                 Ok(()) => {
-                    // `new` now names the previous output, unlocked and
-                    // marked ours: if we are killed while removing it, the
-                    // next build finishes.
-                    let _ = mark(&new);
-                    remove_ours(&new);
+                    // `name` now holds the previous output (or whatever
+                    // was at OUT).  It is marked ours where it is ours, so
+                    // that a kill while removing it is finished later.
+                    if let Ok(old) = open_dir_at(parent, name) {
+                        if rustix::fs::fstat(&old).is_ok_and(|st| st.st_uid == euid()) {
+                            let _ = mark(&old);
+                        }
+                    }
+                    remove_entry(parent, name);
                     Ok(())
                 }
                 Err(_) => {
-                    let aside = aside_name(&self.output);
-                    let _ = mark(&self.output);
-                    fs::rename(&self.output, &aside)
-                        .and_then(|()| fs::rename(&new, &self.output))
-                        .map_err(|e| {
-                            let _ = fs::remove_file(self.output.join(MARKER));
-                            Error::output(&self.output, format!("cannot replace: {e}"))
-                        })?;
-                    remove_ours(&aside);
+                    let mut aside = self.out_name.clone();
+                    aside.push(format!(".old.{}", std::process::id()));
+                    if let Ok(old) = open_dir_at(parent, out_name) {
+                        if rustix::fs::fstat(&old).is_ok_and(|st| st.st_uid == euid()) {
+                            let _ = mark(&old);
+                        }
+                    }
+                    rustix::fs::renameat(parent, out_name, parent, aside.as_os_str())
+                        .and_then(|()| rustix::fs::renameat(parent, name, parent, out_name))
+                        .map_err(|e| fail("cannot replace", e.into()))?;
+                    remove_entry(parent, &aside);
                     Ok(())
                 }
             }
-        } else {
-            fs::rename(&new, &self.output)
-                .map_err(|e| Error::output(&self.output, format!("cannot create: {e}")))
-        };
-        if result.is_err() && new.exists() {
-            let _ = mark(&new);
-            remove_ours(&new);
+        })();
+        if result.is_err() {
+            held.remove();
         }
         result.map(|()| self.output.clone())
     }
 }
 
+fn now() -> rustix::fs::Timespec {
+    let d = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rustix::fs::Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            remove_ours(&dir);
+        if let Some(held) = self.held.take() {
+            held.remove();
         }
     }
-}
-
-fn aside_name(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_os_string();
-    name.push(format!(".old.{}", std::process::id()));
-    PathBuf::from(name)
-}
-
-/// `renameat2(2)` with `flags`: `RENAME_NOREPLACE` (fail rather than
-/// replace `to`) or `RENAME_EXCHANGE` (swap the two atomically).
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let cf = std::ffi::CString::new(from.as_os_str().as_bytes())?;
-    let ct = std::ffi::CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Remove a tree we made, making read-only directories writable first
-/// (a chroot can contain 0555 directories).  Best effort.
-pub fn remove_tree(path: &Path) {
-    if fs::remove_dir_all(path).is_ok() {
-        return;
-    }
-    for entry in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if entry.file_type().is_dir() {
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
-        }
-    }
-    let _ = fs::remove_dir_all(path);
 }
 
 /// An absolute path without resolving symlinks of the last component.
@@ -429,14 +653,13 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Block until the lock on `path` (created if needed) is ours.  The
-    /// lock file must be a regular file: a FIFO would block the open
-    /// forever and a device could act on it, so what is there is checked
-    /// first, the open neither follows a symlink nor blocks, and the file
-    /// opened is checked again.
-    pub fn acquire(path: &Path) -> Result<Lock> {
+    /// Wait until the lock on `path` (created if needed) is ours, or the
+    /// caller cancels.  The lock file must be a regular file: a FIFO would
+    /// block the open forever and a device could act on it, so what is
+    /// there is checked first, the open neither follows a symlink nor
+    /// blocks, and the file opened is checked again.
+    pub fn acquire(path: &Path, reporter: &Reporter) -> Result<Lock> {
         use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::io::AsRawFd;
         let not_regular = || {
             Error::output(
                 path,
@@ -463,14 +686,21 @@ impl Lock {
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // Polled rather than blocking (F_SETLKW), so that a cancel is
+        // heard while another builder holds the lock.
         loop {
-            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &fl) };
+            reporter.check()?;
+            // SAFETY: F_SETLK on a valid descriptor with a valid flock.
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
             if rc == 0 {
                 return Ok(Lock { _file: file });
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::output(path, format!("cannot lock: {err}")));
+            match err.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                _ => return Err(Error::output(path, format!("cannot lock: {err}"))),
             }
         }
     }
@@ -479,9 +709,16 @@ impl Lock {
 /// The newest mtime of `path`, looking inside directories (so a file
 /// edited in place inside an input directory counts, unlike upstream).
 fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    // Directory symlinks are followed, each directory once: symlinks that
+    // fan out (`d0/{x,y} -> d1`, `d1/{x,y} -> d2`, ...) would otherwise
+    // make the walk exponential.
+    let mut seen = std::collections::HashSet::new();
     walkdir::WalkDir::new(path)
         .follow_links(true)
         .into_iter()
+        .filter_entry(move |e| {
+            !e.file_type().is_dir() || e.metadata().is_ok_and(|m| seen.insert((m.dev(), m.ino())))
+        })
         .flatten()
         .filter_map(|e| {
             let link = fs::symlink_metadata(e.path()).ok()?.modified().ok();
@@ -526,24 +763,24 @@ pub fn is_up_to_date(
 
 /// A private scratch directory, `supermin.<8 random>` in `$TMPDIR` (which
 /// must be absolute) or `/var/tmp`, removed when dropped.  Like a staging
-/// output it is locked for its owner's life, so the next one made removes
-/// any that killed processes left.  (Upstream's are `supermin*.tmpdir`
-/// and are left alone.)
+/// output it is marked and locked for its owner's life, so the next one
+/// made removes any that killed processes left.  (Upstream's are
+/// `supermin*.tmpdir` and are left alone.)
 #[derive(Debug)]
 pub struct Scratch {
-    dir: PathBuf,
-    _alive: fs::File,
+    path: PathBuf,
+    held: Held,
 }
 
 impl Scratch {
     pub fn path(&self) -> &Path {
-        &self.dir
+        &self.path
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        remove_ours(&self.dir);
+        self.held.remove();
     }
 }
 
@@ -561,16 +798,31 @@ pub fn scratch_dir() -> Result<Scratch> {
         }
         _ => PathBuf::from("/var/tmp"),
     };
-    let prefix = std::ffi::OsStr::new("supermin.");
-    remove_stale(&base, prefix, false);
-    let (dir, alive) =
-        create_locked_dir(&base, prefix, 0o700).at("creating a scratch directory in", &base)?;
-    Ok(Scratch { dir, _alive: alive })
+    let prefix = OsStr::new("supermin.");
+    let open = || {
+        rustix::fs::open(
+            &base,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let parent = open().map_err(io::Error::from).at("opening", &base)?;
+    remove_stale(&parent, prefix, false);
+    let held =
+        create_locked_dir(parent, prefix, 0o700).at("creating a scratch directory in", &base)?;
+    Ok(Scratch {
+        path: base.join(&held.name),
+        held,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parent_of(p: &Path) -> OwnedFd {
+        open_parent(p).unwrap().0
+    }
 
     #[test]
     fn failed_staging_leaves_previous_output() {
@@ -616,13 +868,14 @@ mod tests {
             fs::create_dir(&p).unwrap();
             fs::write(p.join("x"), "x").unwrap();
             if ours {
-                mark(&p).unwrap();
+                mark(&open_dir_at(&parent_of(&p), p.file_name().unwrap()).unwrap()).unwrap();
             }
             p
         };
         let abandoned = make("out.Abc12345", true);
         let live = make("out.Live1234", true);
-        let _holder = try_lock_dir(&live).unwrap().expect("lockable");
+        let holder = open_dir_at(&parent_of(&live), live.file_name().unwrap()).unwrap();
+        assert!(try_lock(&holder).unwrap(), "lockable");
         let aside = make("out.old.4242", true);
         let young_hidden = make(".out.Young123", true);
         let old_hidden = make(".out.Old12345", true);
@@ -635,7 +888,7 @@ mod tests {
         let old_copy = make("out.old.1234", false);
         let old_hidden_user = make(".out.Abcdefgh", false);
         filetime::set_file_mtime(&old_hidden_user, long_ago).unwrap();
-        remove_stale(dir.path(), std::ffi::OsStr::new("out."), true);
+        remove_stale(&parent_of(&abandoned), OsStr::new("out."), true);
         assert!(!abandoned.exists() && !aside.exists() && !old_hidden.exists());
         assert!(live.exists() && young_hidden.exists() && unrelated.exists());
         for kept in [&dated, &original, &old_copy, &old_hidden_user] {
@@ -678,11 +931,14 @@ mod tests {
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        assert!(Lock::acquire(&fifo).is_err(), "a FIFO would block forever");
-        assert!(Lock::acquire(dir.path()).is_err());
+        assert!(
+            Lock::acquire(&fifo, &Reporter::default()).is_err(),
+            "a FIFO would block forever"
+        );
+        assert!(Lock::acquire(dir.path(), &Reporter::default()).is_err());
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
-        assert!(Lock::acquire(&dir.path().join("link")).is_err());
-        assert!(Lock::acquire(Path::new("/dev/null")).is_err());
-        assert!(Lock::acquire(&dir.path().join("lock")).is_ok());
+        assert!(Lock::acquire(&dir.path().join("link"), &Reporter::default()).is_err());
+        assert!(Lock::acquire(Path::new("/dev/null"), &Reporter::default()).is_err());
+        assert!(Lock::acquire(&dir.path().join("lock"), &Reporter::default()).is_ok());
     }
 }

@@ -35,7 +35,10 @@ pub fn fnmatch(pattern: &str, path: &Path) -> bool {
 /// one is taken as it is.  A match must exist (`lstat`); a pattern ending
 /// in `/` matches directories only.  Returns sorted appliance paths; no
 /// match, or an unreadable directory, gives an empty list, as upstream.
-pub fn glob_in_root(root: &RootFs, pattern: &str) -> Vec<PathBuf> {
+/// A pattern that reaches more than [`MAX_GLOB_PATHS`] paths at any step
+/// is an error: `*/*/*...` over directories of symlinks to `.` grows
+/// exponentially (as it does for glob(3)).
+pub fn glob_in_root(root: &RootFs, pattern: &str) -> Result<Vec<PathBuf>, String> {
     let only_dirs = pattern.ends_with('/');
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
     let mut found: Vec<PathBuf> = vec![PathBuf::from("/")];
@@ -57,6 +60,12 @@ pub fn glob_in_root(root: &RootFs, pattern: &str) -> Vec<PathBuf> {
             } else if *part != "." && *part != ".." {
                 next.push(dir.join(part));
             }
+            if next.len() > MAX_GLOB_PATHS {
+                return Err(format!(
+                    "hostfiles pattern {:?} reaches more than {MAX_GLOB_PATHS} paths",
+                    crate::error::capped(pattern)
+                ));
+            }
         }
         if last {
             next.retain(|p| root.symlink_metadata(p).is_ok());
@@ -64,14 +73,18 @@ pub fn glob_in_root(root: &RootFs, pattern: &str) -> Vec<PathBuf> {
         found = next;
     }
     if parts.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     if only_dirs {
         found.retain(|p| root.metadata(p).is_ok_and(|m| m.is_dir()));
     }
     found.sort();
-    found
+    Ok(found)
 }
+
+/// The most paths one hostfiles pattern may reach at one step (a whole
+/// `/usr/lib/*/*` is a few tens of thousands).
+pub const MAX_GLOB_PATHS: usize = 200_000;
 
 /// Does a glob component need matching (glob(3) with `GLOB_NOESCAPE`)?
 fn has_magic(part: &str) -> bool {
@@ -121,18 +134,18 @@ mod tests {
             std::fs::write(dir.path().join("etc").join(name), "x").unwrap();
         }
         let root = RootFs::open(dir.path()).unwrap();
-        let found = glob_in_root(&root, "/etc/*.conf");
+        let found = glob_in_root(&root, "/etc/*.conf").unwrap();
         assert_eq!(
             found,
             vec![PathBuf::from("/etc/a.conf"), PathBuf::from("/etc/b.conf")]
         );
         assert!(
-            glob_in_root(&root, "/etc/{a,b}.conf").is_empty(),
+            glob_in_root(&root, "/etc/{a,b}.conf").unwrap().is_empty(),
             "no brace expansion"
         );
-        assert!(glob_in_root(&root, "/nonexistent/*").is_empty());
+        assert!(glob_in_root(&root, "/nonexistent/*").unwrap().is_empty());
         assert_eq!(
-            glob_in_root(&root, "/etc/.*"),
+            glob_in_root(&root, "/etc/.*").unwrap(),
             vec![PathBuf::from("/etc/.hidden.conf")],
             "never . or .."
         );
@@ -206,7 +219,7 @@ mod tests {
             "/etc/plain/x",
             "/etc/*[",
         ] {
-            let ours = glob_in_root(&root, pattern);
+            let ours = glob_in_root(&root, pattern).unwrap();
             let mut theirs: Vec<PathBuf> = libc_glob(&format!("{prefix}{pattern}"))
                 .into_iter()
                 // glob(3) also gives the `.` and `..` entries; we never do.

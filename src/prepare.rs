@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::appliance;
 use crate::backend::{read_installed, Backend, ConfigFile};
@@ -46,7 +46,7 @@ pub struct Prepared {
 pub fn prepare(
     backend: &dyn Backend,
     names: &[String],
-    dir: &Path,
+    dir: &crate::outdir::OutDir,
     options: &PrepareOptions,
     reporter: &Reporter,
 ) -> Result<Prepared> {
@@ -92,7 +92,7 @@ pub fn prepare(
     });
 
     let mut files = if options.use_installed {
-        installed_config_files(backend.root(), &wanted, reporter)
+        installed_config_files(backend.root(), &wanted, reporter)?
     } else if wanted.is_empty() {
         Vec::new()
     } else {
@@ -135,10 +135,11 @@ fn installed_config_files(
     root: &RootFs,
     wanted: &[(Package, Vec<PathBuf>)],
     reporter: &Reporter,
-) -> Vec<ConfigFile> {
+) -> Result<Vec<ConfigFile>> {
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
     for path in wanted.iter().flat_map(|(_, paths)| paths) {
+        reporter.check()?;
         match root.symlink_metadata(path) {
             Ok(meta) if meta.is_file() => {}
             _ => continue,
@@ -150,8 +151,17 @@ fn installed_config_files(
                 mtime: meta.mtime().max(0) as u64,
                 data,
             }),
-            Err(_) => unreadable.push(path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                unreadable.push(path.display().to_string())
+            }
+            // Too large to be a config file.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::io("reading", root.display_path(path), e))
+            }
+            // Replaced by a symlink or a FIFO since it was listed.
+            Err(_) => continue,
         }
+        crate::backend::check_config_total(&out)?;
     }
     if !unreadable.is_empty() {
         reporter.warn(format!(
@@ -165,5 +175,5 @@ fn installed_config_files(
                 .join(", ")
         ));
     }
-    out
+    Ok(out)
 }

@@ -63,6 +63,12 @@ impl RootFs {
         })
     }
 
+    /// The directory `dir` (a descriptor already held) as a root, shown
+    /// as `path`.
+    pub fn from_fd(path: PathBuf, dir: OwnedFd) -> RootFs {
+        RootFs { path, dir }
+    }
+
     /// The host's own root.
     pub fn host() -> io::Result<RootFs> {
         RootFs::open(Path::new("/"))

@@ -5,5 +5,7 @@ mod read;
 mod write;
 
 pub(crate) use read::content_lines;
-pub use read::{load, Appliance, BaseImage, Compression, Guarded, HEADER_BUDGET};
+pub use read::{
+    for_each_tar_member, load, Appliance, BaseImage, Compression, Guarded, HEADER_BUDGET,
+};
 pub use write::{write_base_image, write_packages};

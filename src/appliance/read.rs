@@ -2,6 +2,7 @@
 //! byte-sorted, depth-first walk (directory symlinks followed) where each
 //! file's kind is sniffed from its content, never its name.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -66,36 +67,48 @@ impl BaseImage {
         )
     }
 
-    /// Call `visit` with every member, in archive order; the member's data
-    /// is read to its end afterwards if `visit` did not, and the stream to
-    /// its very end (checksums) once the archive ends.
-    ///
-    /// The tar crate reads a GNU long name or a pax header into memory
-    /// whole, whatever size its header claims: a 9 MB gzip can claim a
-    /// 2 GiB name.  So the bytes the crate may read while finding the next
-    /// member (headers, long names, pax records, sparse maps) are bounded
-    /// by [`HEADER_BUDGET`], and a member that needs more is an error.
+    /// Call `visit` with every member, in archive order (see
+    /// [`for_each_tar_member`]), then read the stream to its very end so
+    /// that a corrupt gzip or xz stream is caught by its checksum.
     pub fn for_each_member(
         &self,
-        mut visit: impl FnMut(&mut tar::Entry<'_, Guarded>) -> Result<()>,
+        visit: impl FnMut(&mut tar::Entry<'_, Guarded<Box<dyn Read>>>) -> Result<()>,
     ) -> Result<()> {
-        let budget = std::rc::Rc::new(std::cell::Cell::new(u64::MAX));
-        let mut archive = tar::Archive::new(Guarded {
-            inner: self.open()?,
-            budget: budget.clone(),
-        });
-        let mut entries = archive.entries().map_err(|e| self.error(e))?;
-        loop {
-            budget.set(HEADER_BUDGET);
-            let next = entries.next();
-            budget.set(u64::MAX);
-            let Some(entry) = next else { break };
-            let mut entry = entry.map_err(|e| self.error(e))?;
-            visit(&mut entry)?;
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| self.error(e))?;
-        }
-        self.read_to_end(archive.into_inner())
+        let rest = for_each_tar_member(self.open()?, |e| self.error(e), visit)?;
+        self.read_to_end(rest)
     }
+}
+
+/// Call `visit` with every member of the tar stream `reader`, in archive
+/// order; a member's data is read to its end afterwards if `visit` did not.
+/// Returns the reader, just past the archive.
+///
+/// The tar crate reads a GNU long name or a pax header into memory whole,
+/// whatever size its header claims: a 9 MB gzip can claim a 2 GiB name.
+/// So the bytes the crate may read while finding the next member (headers,
+/// long names, pax records, sparse maps) are bounded by [`HEADER_BUDGET`],
+/// and a member that needs more is an error (`error` says which file).
+pub fn for_each_tar_member<R: Read>(
+    reader: R,
+    error: impl Fn(std::io::Error) -> Error,
+    mut visit: impl FnMut(&mut tar::Entry<'_, Guarded<R>>) -> Result<()>,
+) -> Result<R> {
+    let budget = std::rc::Rc::new(std::cell::Cell::new(u64::MAX));
+    let mut archive = tar::Archive::new(Guarded {
+        inner: reader,
+        budget: budget.clone(),
+    });
+    let mut entries = archive.entries().map_err(&error)?;
+    loop {
+        budget.set(HEADER_BUDGET);
+        let next = entries.next();
+        budget.set(u64::MAX);
+        let Some(entry) = next else { break };
+        let mut entry = entry.map_err(&error)?;
+        visit(&mut entry)?;
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(&error)?;
+    }
+    Ok(archive.into_inner().inner)
 }
 
 /// How many bytes of a tar stream may be read to find one member: its
@@ -103,14 +116,13 @@ impl BaseImage {
 /// at most 4 KiB; real pax records (xattrs, ACLs) are far below this.
 pub const HEADER_BUDGET: u64 = 1 << 20;
 
-/// A base image's decompressed stream, with the budget of
-/// [`BaseImage::for_each_member`].
-pub struct Guarded {
-    inner: Box<dyn Read>,
+/// A tar stream with the budget of [`for_each_tar_member`].
+pub struct Guarded<R> {
+    inner: R,
     budget: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
-impl Read for Guarded {
+impl<R: Read> Read for Guarded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.budget.get();
         if left == 0 {
@@ -163,12 +175,21 @@ pub fn load(inputs: &[PathBuf]) -> Result<Appliance> {
         ..Default::default()
     };
     for input in inputs {
-        visit(input, &mut appliance, 0)?;
+        visit(input, &mut appliance, 0, &mut HashSet::new())?;
     }
     Ok(appliance)
 }
 
-fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
+/// Walk `path`: `seen` holds the directories (device, inode) of this input
+/// entered so far.  Directory symlinks are followed, but a directory is
+/// read once: symlinks that fan out (`d0/{x,y} -> d1`, `d1/{x,y} -> d2`,
+/// ...) would make the walk exponential in a few dozen inodes.
+fn visit(
+    path: &Path,
+    appliance: &mut Appliance,
+    depth: usize,
+    seen: &mut HashSet<(u64, u64)>,
+) -> Result<()> {
     // Directory symlinks are followed, so a cycle is possible.
     if depth > 40 {
         return Err(Error::bad_input(
@@ -186,6 +207,14 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
         ));
     }
     if meta.is_dir() {
+        use std::os::unix::fs::MetadataExt;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            return Err(Error::bad_input(
+                path,
+                "is a directory already read through another path (symlinks to one directory); \
+                 an input is a tree",
+            ));
+        }
         let mut names: Vec<_> = std::fs::read_dir(path)
             .and_then(|rd| {
                 rd.map(|e| e.map(|e| e.file_name()))
@@ -194,7 +223,7 @@ fn visit(path: &Path, appliance: &mut Appliance, depth: usize) -> Result<()> {
             .map_err(|e| Error::bad_input(path, format!("cannot list directory: {e}")))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
-            visit(&path.join(name), appliance, depth + 1)?;
+            visit(&path.join(name), appliance, depth + 1, seen)?;
         }
         return Ok(());
     }

@@ -5,9 +5,23 @@ use std::path::Path;
 
 use crate::backend::ConfigFile;
 use crate::error::{IoContext, Result};
+use crate::outdir::{OutDir, Parents};
+
+/// A new file `name` (0644) in the output, made by descriptor.
+fn create(dir: &OutDir, name: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let at = dir.path().join(name);
+    let file = dir
+        .place(&Path::new("/").join(name), Parents::Existing)
+        .and_then(|p| p.create_file())
+        .at("creating", &at)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .at("setting permissions of", &at)?;
+    Ok(file)
+}
 
 /// `packages`: one name per line, sorted (bytewise) and de-duplicated.
-pub fn write_packages(dir: &Path, names: &[String]) -> Result<()> {
+pub fn write_packages(dir: &OutDir, names: &[String]) -> Result<()> {
     let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.dedup();
@@ -16,8 +30,9 @@ pub fn write_packages(dir: &Path, names: &[String]) -> Result<()> {
         text.push_str(n);
         text.push('\n');
     }
-    let path = dir.join("packages");
-    std::fs::write(&path, text).at("writing", path)
+    create(dir, "packages")?
+        .write_all(text.as_bytes())
+        .at("writing", dir.path().join("packages"))
 }
 
 /// `base.tar.gz`: the config files as a deterministic archive — entries
@@ -26,13 +41,13 @@ pub fn write_packages(dir: &Path, names: &[String]) -> Result<()> {
 /// gzip header without a timestamp or file name.  Identical inputs give
 /// identical bytes.
 pub fn write_base_image(
-    dir: &Path,
+    dir: &OutDir,
     files: &mut [ConfigFile],
     source_date_epoch: Option<u64>,
 ) -> Result<()> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let path = dir.join("base.tar.gz");
-    let out = std::fs::File::create(&path).at("creating", &path)?;
+    let path = dir.path().join("base.tar.gz");
+    let out = create(dir, "base.tar.gz")?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(std::io::BufWriter::new(out), flate2::Compression::default());

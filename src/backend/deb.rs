@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::ConfigFile;
+use super::{ConfigFile, CONFIG_FILE_LIMIT, CONFIG_TOTAL_LIMIT};
+use crate::appliance::for_each_tar_member;
 use crate::error::{Error, Result};
 use crate::package::{File, FileKind};
 
@@ -123,30 +124,50 @@ fn package_path(entry_path: &Path) -> PathBuf {
 }
 
 /// The contents of the regular files in `wanted` (absolute paths).
+/// The regular files among `wanted` in a `.deb`'s payload, each at most
+/// [`CONFIG_FILE_LIMIT`] bytes and all of them [`CONFIG_TOTAL_LIMIT`]
+/// (a config file is small; a member claiming gigabytes is refused before
+/// it is read).
 pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>> {
     with_data_tar(deb, |data| {
         let mut out = Vec::new();
-        let mut tar = tar::Archive::new(data);
-        for entry in tar.entries().map_err(|e| corrupt(deb, e))? {
-            let mut entry = entry.map_err(|e| corrupt(deb, e))?;
-            let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
-            if !entry.header().entry_type().is_file() || !wanted.contains(path.as_path()) {
-                continue;
-            }
-            let header = entry.header();
-            let mode = header.mode().map_err(|e| corrupt(deb, e))?;
-            let mtime = header.mtime().map_err(|e| corrupt(deb, e))?;
-            let mut data = Vec::with_capacity(entry.size().min(1 << 20) as usize);
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| corrupt(deb, format!("{}: {e}", path.display())))?;
-            out.push(ConfigFile {
-                path,
-                mode,
-                mtime,
-                data,
-            });
-        }
+        let mut total = 0u64;
+        for_each_tar_member(
+            data,
+            |e| corrupt(deb, e),
+            |entry| {
+                let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
+                if !entry.header().entry_type().is_file() || !wanted.contains(path.as_path()) {
+                    return Ok(());
+                }
+                let header = entry.header();
+                let mode = header.mode().map_err(|e| corrupt(deb, e))?;
+                let mtime = header.mtime().map_err(|e| corrupt(deb, e))?;
+                let size = entry.size();
+                total += size;
+                if size > CONFIG_FILE_LIMIT || total > CONFIG_TOTAL_LIMIT {
+                    return Err(corrupt(
+                    deb,
+                    format!(
+                        "config file {} is {size} bytes (at most {CONFIG_FILE_LIMIT} each, {CONFIG_TOTAL_LIMIT} in all)",
+                        path.display()
+                    ),
+                ));
+                }
+                let mut data = Vec::with_capacity(size as usize);
+                entry
+                    .take(size)
+                    .read_to_end(&mut data)
+                    .map_err(|e| corrupt(deb, format!("{}: {e}", path.display())))?;
+                out.push(ConfigFile {
+                    path,
+                    mode,
+                    mtime,
+                    data,
+                });
+                Ok(())
+            },
+        )?;
         Ok(out)
     })
 }
@@ -156,32 +177,35 @@ pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>
 pub fn list_files(deb: &Path) -> Result<Vec<File>> {
     with_data_tar(deb, |data| {
         let mut out = Vec::new();
-        let mut tar = tar::Archive::new(data);
-        for entry in tar.entries().map_err(|e| corrupt(deb, e))? {
-            let entry = entry.map_err(|e| corrupt(deb, e))?;
-            let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
-            if path == Path::new("/") {
-                continue;
-            }
-            let t = entry.header().entry_type();
-            let kind = if t.is_dir() {
-                FileKind::Directory
-            } else if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_file() || t.is_hard_link() {
-                FileKind::Regular
-            } else {
-                FileKind::Special
-            };
-            let mode = entry.header().mode().map_err(|e| corrupt(deb, e))?;
-            out.push(File {
-                path,
-                source: None,
-                kind,
-                mode,
-                is_config: false,
-            });
-        }
+        for_each_tar_member(
+            data,
+            |e| corrupt(deb, e),
+            |entry| {
+                let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
+                if path == Path::new("/") {
+                    return Ok(());
+                }
+                let t = entry.header().entry_type();
+                let kind = if t.is_dir() {
+                    FileKind::Directory
+                } else if t.is_symlink() {
+                    FileKind::Symlink
+                } else if t.is_file() || t.is_hard_link() {
+                    FileKind::Regular
+                } else {
+                    FileKind::Special
+                };
+                let mode = entry.header().mode().map_err(|e| corrupt(deb, e))?;
+                out.push(File {
+                    path,
+                    source: None,
+                    kind,
+                    mode,
+                    is_config: false,
+                });
+                Ok(())
+            },
+        )?;
         Ok(out)
     })
 }

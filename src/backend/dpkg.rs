@@ -671,6 +671,7 @@ impl Backend for Dpkg {
                     None => left.push(path.clone()),
                 }
             }
+            super::check_config_total(&out)?;
             if !left.is_empty() {
                 reporter.info(1, || {
                     format!(
@@ -696,6 +697,7 @@ impl Backend for Dpkg {
             let deb_path = &debs[&package.full_name];
             let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
             out.extend(deb::read_files(deb_path, &wanted)?);
+            super::check_config_total(&out)?;
         }
         Ok(out)
     }
@@ -725,25 +727,32 @@ fn download<'a>(
     reporter: &Reporter,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let packages: Vec<&Package> = packages.collect();
-    // apt's cache, resolved inside the root.
-    let cache = root
-        .resolved_host_path(Path::new("/var/cache/apt/archives"))
-        .ok();
+    let dir = scratch.join("debs");
+    std::fs::create_dir_all(&dir).at("creating", &dir)?;
+    // apt's cache: the host's is read where it is; another root's is read
+    // inside that root (a regular file, not a symlink out of it), copied
+    // into our scratch directory first.
+    let cache = Path::new("/var/cache/apt/archives");
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
     for p in &packages {
-        let cached = cache.as_ref().map(|c| c.join(deb_file_name(p)));
-        if let Some(cached) = cached.filter(|c| c.is_file()) {
-            found.insert(p.full_name.clone(), cached);
+        let name = deb_file_name(p);
+        let cached = cache.join(&name);
+        let usable = if root.is_host() {
+            Some(cached).filter(|c| std::fs::symlink_metadata(c).is_ok_and(|m| m.is_file()))
         } else {
-            missing.push(*p);
+            copy_out_of_root(root, &cached, &dir.join(&name))
+        };
+        match usable {
+            Some(path) => {
+                found.insert(p.full_name.clone(), path);
+            }
+            None => missing.push(*p),
         }
     }
     if missing.is_empty() {
         return Ok(found);
     }
-    let dir = scratch.join("debs");
-    std::fs::create_dir_all(&dir).at("creating", &dir)?;
     let pinned: Vec<String> = missing
         .iter()
         .map(|p| format!("{}:{}={}", p.name, p.arch, p.version))
@@ -817,6 +826,21 @@ fn download<'a>(
     }
     Ok(found)
 }
+
+/// Copy the regular file `path` of `root` to `dest` (at most
+/// [`MAX_CACHED_DEB`] bytes); `None` if it is not there or not usable.
+fn copy_out_of_root(root: &RootFs, path: &Path, dest: &Path) -> Option<PathBuf> {
+    let (file, meta) = root.open_regular(path).ok()?;
+    if meta.len() > MAX_CACHED_DEB {
+        return None;
+    }
+    let mut out = std::fs::File::create(dest).ok()?;
+    std::io::copy(&mut std::io::Read::take(file, meta.len()), &mut out).ok()?;
+    Some(dest.to_path_buf())
+}
+
+/// The largest `.deb` taken from another root's apt cache.
+const MAX_CACHED_DEB: u64 = 4 << 30;
 
 /// The one place `apt-get` is run.  Errors carry apt's own message; a
 /// cancelled build stops it.

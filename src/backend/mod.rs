@@ -220,8 +220,14 @@ pub fn host_path(root: &Path, path: &Path) -> PathBuf {
 /// are far smaller (Debian's `status` with 5,000 packages is ~10 MB).
 pub const DATABASE_FILE_LIMIT: u64 = 256 << 20;
 
-/// How much of one installed config file is read.
-pub const CONFIG_FILE_LIMIT: u64 = 256 << 20;
+/// How much of one config file is read (installed or from a package):
+/// real ones are kilobytes.
+pub const CONFIG_FILE_LIMIT: u64 = 64 << 20;
+
+/// How many bytes of config files one prepare holds in all (Debian's
+/// whole `/etc` is a few megabytes): hard links to one huge file, or many
+/// large ones, are refused rather than held in memory.
+pub const CONFIG_TOTAL_LIMIT: u64 = 512 << 20;
 
 /// The installed copy of a config file: a regular file inside `root`
 /// (never a symlink's target, a FIFO or a device), with the metadata of
@@ -245,6 +251,23 @@ pub(crate) fn verified_installed(
 ) -> Option<(Vec<u8>, std::fs::Metadata)> {
     let (data, meta) = read_installed(root, path).ok()?;
     is_pristine(&data).then_some((data, meta))
+}
+
+/// Refuse config files larger than [`CONFIG_TOTAL_LIMIT`] in all, as they
+/// are gathered (so that memory stays bounded).
+pub(crate) fn check_config_total(files: &[ConfigFile]) -> Result<()> {
+    let total: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    if total > CONFIG_TOTAL_LIMIT {
+        return Err(Error::backend(
+            "prepare",
+            format!(
+                "the config files of these packages hold more than {CONFIG_TOTAL_LIMIT} bytes \
+                 ({} files); real ones hold a few megabytes",
+                files.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Lower-case hex of a digest.

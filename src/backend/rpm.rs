@@ -800,6 +800,7 @@ impl Backend for Rpm {
                     None => missing.push(path.clone()),
                 }
             }
+            crate::backend::check_config_total(&out)?;
             if !missing.is_empty() {
                 to_fetch.push((package, missing));
             }
@@ -832,6 +833,7 @@ impl Backend for Rpm {
                 )));
             };
             out.extend(config_files_from_rpm(file, &paths)?);
+            crate::backend::check_config_total(&out)?;
         }
         Ok(out)
     }

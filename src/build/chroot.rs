@@ -19,7 +19,7 @@ use rustix::fs::FileType;
 
 use super::fileset::normalize;
 use super::FileSet;
-use crate::appliance::{BaseImage, Guarded};
+use crate::appliance::BaseImage;
 use crate::error::{with_causes, Error, IoContext, Result};
 use crate::outdir::{OutDir, Parents, Place};
 use crate::report::Reporter;
@@ -111,6 +111,17 @@ pub fn unpack_base_images(
                 };
                 let kind = header.entry_type();
                 // Consecutive members share a directory: look it up once.
+                // Anything but a new regular file may change what a path
+                // resolves to (a symlink made or replaced): look again.
+                let plain_file = matches!(
+                    kind,
+                    tar::EntryType::Regular
+                        | tar::EntryType::Continuous
+                        | tar::EntryType::GNUSparse
+                );
+                if !plain_file {
+                    last_dir = None;
+                }
                 let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
                 let dir = match &last_dir {
                     Some((p, fd)) if *p == parent => fd.clone(),
@@ -124,16 +135,28 @@ pub fn unpack_base_images(
                 match kind {
                     tar::EntryType::Directory => {
                         place.make_dir().map_err(fail)?;
-                        // A new directory may hide the cached one's path.
-                        last_dir = None;
                         directories.push((path, member));
                         return Ok(());
                     }
                     tar::EntryType::Regular
                     | tar::EntryType::Continuous
                     | tar::EntryType::GNUSparse => {
-                        let mut file = place.create_file().map_err(fail)?;
+                        let (mut file, replaced) = place.create_file_replacing().map_err(fail)?;
+                        if replaced {
+                            last_dir = None;
+                        }
                         if kind == tar::EntryType::GNUSparse {
+                            // The tar reader hands out holes as zeros; a
+                            // small member can claim exabytes of them.
+                            if entry.size() > MAX_SPARSE_MEMBER {
+                                return Err(fail(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    format!(
+                                        "a sparse file of {} bytes (at most {MAX_SPARSE_MEMBER})",
+                                        entry.size()
+                                    ),
+                                )));
+                            }
                             copy_sparse(entry, &mut file, reporter).map_err(fail)?;
                         } else {
                             reporter.copy(entry, &mut file).map_err(fail)?;
@@ -150,7 +173,6 @@ pub fn unpack_base_images(
                         })?;
                         let target = std::ffi::OsStr::from_bytes(&target).to_os_string();
                         place.symlink(Path::new(&target)).map_err(fail)?;
-                        last_dir = None;
                     }
                     tar::EntryType::Link => {
                         let target = entry.link_name().map_err(fail)?.ok_or_else(|| {
@@ -274,13 +296,12 @@ fn finish(
     place.set_times((m.mtime, 0), (m.mtime, 0))
 }
 
+/// The largest sparse member unpacked (its holes are read as zeros).
+const MAX_SPARSE_MEMBER: u64 = 16 << 30;
+
 /// Copy a sparse member, leaving its holes (the runs of zeros the tar
 /// reader produces for them) as holes: a 512 MiB sparse file stays small.
-fn copy_sparse(
-    entry: &mut tar::Entry<'_, Guarded>,
-    file: &mut fs::File,
-    reporter: &Reporter,
-) -> io::Result<()> {
+fn copy_sparse(entry: &mut impl Read, file: &mut fs::File, reporter: &Reporter) -> io::Result<()> {
     const BLOCK: usize = 4096;
     let mut buffer = vec![0u8; 64 * BLOCK];
     let mut length = 0u64;
@@ -347,7 +368,11 @@ fn copy_file(
 ) -> io::Result<(u64, bool)> {
     let (input, meta) = root.open_same(source, id)?;
     let mut output = dest.create_file()?;
-    let n = reporter.copy(&mut input.take(meta.len()), &mut output)?;
+    let n = if meta.blocks() * 512 < meta.len() {
+        copy_holes(&input, &mut output, meta.len(), reporter)?
+    } else {
+        reporter.copy(&mut input.take(meta.len()), &mut output)?
+    };
     if keep_owner {
         std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))?;
     }
@@ -360,6 +385,38 @@ fn copy_file(
         Some(filetime::FileTime::from_last_modification_time(&meta)),
     )?;
     Ok((n, perm != meta.mode() & 0o7777))
+}
+
+/// Copy a sparse host file's data and keep its holes (as `cp` does):
+/// data runs found with `SEEK_DATA`/`SEEK_HOLE`, never past `size`.
+fn copy_holes(
+    input: &fs::File,
+    output: &mut fs::File,
+    size: u64,
+    reporter: &Reporter,
+) -> io::Result<u64> {
+    use rustix::fs::SeekFrom;
+    let mut copied = 0u64;
+    let mut offset = 0u64;
+    while offset < size {
+        let data = match rustix::fs::seek(input, SeekFrom::Data(offset)) {
+            Ok(at) => at,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = rustix::fs::seek(input, SeekFrom::Hole(data))?.min(size);
+        // SEEK_HOLE moved the offset to the hole: back to the data.
+        rustix::fs::seek(input, SeekFrom::Start(data))?;
+        output.seek(io::SeekFrom::Start(data))?;
+        let mut run = Read::take(input, hole - data);
+        copied += reporter.copy(&mut run, output)?;
+        offset = hole;
+    }
+    output.set_len(size)?;
+    Ok(copied)
 }
 
 /// One warning each for host files this user cannot read (non-root
@@ -592,6 +649,85 @@ mod tests {
             relative_target(Path::new("/usr/bin/x"), Path::new("y")),
             PathBuf::from("y")
         );
+    }
+
+    /// A tarball of `(name, kind, data or link target)` members.
+    fn tarball(dir: &Path, members: &[(&str, tar::EntryType, &str)]) -> BaseImage {
+        let path = dir.join("image.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&path).unwrap());
+        for (name, kind, payload) in members {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            header.set_mtime(1_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            match kind {
+                tar::EntryType::Regular => {
+                    header.set_size(payload.len() as u64);
+                    builder
+                        .append_data(&mut header, name, payload.as_bytes())
+                        .unwrap();
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    header.set_size(0);
+                    builder.append_link(&mut header, name, payload).unwrap();
+                }
+                _ => {
+                    header.set_size(0);
+                    builder.append_data(&mut header, name, io::empty()).unwrap();
+                }
+            }
+        }
+        builder.finish().unwrap();
+        BaseImage {
+            path,
+            compression: crate::appliance::Compression::None,
+        }
+    }
+
+    #[test]
+    fn members_after_a_symlink_is_replaced_go_to_the_new_directory() {
+        use tar::EntryType::{Directory, Regular, Symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let image = tarball(
+            dir.path(),
+            &[
+                ("usr/lib/", Directory, ""),
+                ("lib", Symlink, "usr/lib"),
+                ("lib/a", Regular, "a"),
+                ("lib/", Directory, ""),
+                ("lib/b", Regular, "b"),
+                ("evil", Symlink, "/"),
+                ("evil/etc/c", Regular, "c"),
+            ],
+        );
+        let outdir = OutDir::open(&out).unwrap();
+        let reporter = Reporter::new(0).with_messages(Box::new(|_, _| {}));
+        unpack_base_images(&[image], &outdir, &reporter).unwrap();
+        assert_eq!(fs::read_to_string(out.join("usr/lib/a")).unwrap(), "a");
+        assert!(fs::symlink_metadata(out.join("lib")).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(out.join("lib/b")).unwrap(), "b");
+        assert!(
+            !out.join("usr/lib/b").exists(),
+            "written through the old symlink"
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("etc/c")).unwrap(),
+            "c",
+            "inside the output"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

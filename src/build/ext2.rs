@@ -26,6 +26,7 @@ use super::kernel::{self, Kernel};
 use super::{FileSet, Origin};
 use crate::appliance::BaseImage;
 use crate::error::{with_causes, Error, IoContext, Result};
+use crate::outdir::{OutDir, Parents};
 use crate::report::Reporter;
 use crate::rootfs::{is_pseudo_file_error, FileId, RootFs};
 
@@ -74,7 +75,7 @@ pub fn write(
     set: &FileSet,
     base_images: &[BaseImage],
     build_root: &RootFs,
-    out: &Path,
+    out: &OutDir,
     packagelist: bool,
     options: &Options,
     reporter: &Reporter,
@@ -120,7 +121,7 @@ pub fn write(
         Some(seed) => uuid_from_seed(seed),
         None => random_uuid()?,
     };
-    let image = out.join("root");
+    let image = out.path().join("root");
     reporter.info(1, || {
         format!(
             "ext2: writing {} ({size} bytes, UUID {})",
@@ -129,13 +130,37 @@ pub fn write(
         )
     });
     let host = RootFs::host().at("opening", "/")?;
+    let staging = out.rootfs().at("opening", out.path())?;
     let roots = Roots {
         build: build_root,
         host: &host,
+        staging: &staging,
     };
-    let image_stats = ext2fs::write_image(&tree, &image, size, uuid, now, roots, reporter)?;
-    if spill.dir.exists() {
-        fs::remove_dir_all(&spill.dir).at("removing", &spill.dir)?;
+    let file = create(out, "/root")?;
+    let target = ext2fs::Image {
+        path: &image,
+        file,
+        size,
+        uuid,
+        now,
+    };
+    let image_stats = ext2fs::write_image(&tree, target, roots, reporter)?;
+    spill.remove()?;
+    // Anyone who can read the image can read every file in it: an image
+    // holding files that not everyone may read (`/etc/shadow` from a
+    // hostfiles list, a 0600 key) is readable by its owner only.
+    let perm = if tree.everything_world_readable() {
+        0o644
+    } else {
+        0o600
+    };
+    out.place(Path::new("/root"), Parents::Existing)
+        .and_then(|p| p.chmod(perm))
+        .at("setting permissions of", &image)?;
+    if perm == 0o600 {
+        reporter.info(1, || {
+            "ext2: the root image holds files not everyone may read, so it is mode 0600".into()
+        });
     }
     reporter.info(1, || {
         format!(
@@ -144,14 +169,27 @@ pub fn write(
         )
     });
 
+    let initrd_path = out.path().join("initrd");
     let initrd = initrd::write(
         &kernel.modules,
         crate::init::MINI_INIT,
-        &out.join("initrd"),
+        &initrd_path,
+        create(out, "/initrd")?,
         options.epoch,
         reporter,
     )?;
-    kernel::install(&kernel, &out.join("kernel"), options.copy_kernel)?;
+    out.place(Path::new("/initrd"), Parents::Existing)
+        .and_then(|p| p.chmod(0o644))
+        .at("setting permissions of", &initrd_path)?;
+    let kernel_place = out
+        .place(Path::new("/kernel"), Parents::Existing)
+        .at("creating", out.path().join("kernel"))?;
+    kernel::install(
+        &kernel,
+        &kernel_place,
+        &out.path().join("kernel"),
+        options.copy_kernel,
+    )?;
     Ok(Outcome {
         kernel,
         uuid: format_uuid(uuid),
@@ -170,15 +208,35 @@ pub fn image_of_base_images(images: &[BaseImage], dir: &Path, size: u64) -> Resu
     let reporter = Reporter::default();
     let directory = root_owned_dir(0);
     let mut tree = Tree::new(directory);
-    add_base_images(&mut tree, images, &Spill::in_dir(dir, size), &reporter)?;
+    let out = OutDir::open(dir).at("opening", dir)?;
+    add_base_images(&mut tree, images, &Spill::in_dir(&out, size), &reporter)?;
     add_lost_found(&mut tree, directory)?;
     let host = RootFs::host().at("opening", "/")?;
+    let staging = out.rootfs().at("opening", dir)?;
     let roots = Roots {
         build: &host,
         host: &host,
+        staging: &staging,
     };
-    ext2fs::write_image(&tree, &dir.join("root"), size, [0; 16], 0, roots, &reporter)?;
+    let file = create(&out, "/root")?;
+    let path = dir.join("root");
+    let target = ext2fs::Image {
+        path: &path,
+        file,
+        size,
+        uuid: [0; 16],
+        now: 0,
+    };
+    ext2fs::write_image(&tree, target, roots, &reporter)?;
     Ok(())
+}
+
+/// A new file `name` in the output, made by descriptor.
+fn create(out: &OutDir, name: &str) -> Result<fs::File> {
+    let at = out.path().join(name.trim_start_matches('/'));
+    out.place(Path::new(name), Parents::Existing)
+        .and_then(|p| p.create_file())
+        .at("creating", at)
 }
 
 /// Directories the build makes itself: root-owned, 0755, stamped `time`.
@@ -212,20 +270,62 @@ fn add_lost_found(tree: &mut Tree, directory: Meta) -> Result<()> {
 
 /// Where base-image members too large to hold in memory are kept until
 /// the image is written.
-struct Spill {
-    dir: PathBuf,
+struct Spill<'a> {
+    out: &'a OutDir,
     image_size: u64,
+    /// Whether the directory exists yet.
+    made: std::cell::Cell<bool>,
 }
 
-impl Spill {
-    /// `DIR/.base-image-data`, for an image of `image_size` bytes.
-    fn in_dir(dir: &Path, image_size: u64) -> Spill {
+impl<'a> Spill<'a> {
+    /// [`SPILL_DIR`] in the staging output, for an image of `image_size`
+    /// bytes.
+    fn in_dir(out: &'a OutDir, image_size: u64) -> Spill<'a> {
         Spill {
-            dir: dir.join(".base-image-data"),
+            out,
             image_size,
+            made: std::cell::Cell::new(false),
         }
     }
+
+    /// A new file for the `n`th spilled member, and where to read it back
+    /// (inside the staging output).
+    fn file(&self, n: usize) -> Result<(fs::File, PathBuf)> {
+        let dir = Path::new(SPILL_DIR);
+        if !self.made.get() {
+            self.out
+                .place(dir, Parents::Existing)
+                .and_then(|p| p.make_dir())
+                .at("creating", self.out.path().join(&SPILL_DIR[1..]))?;
+            self.made.set(true);
+        }
+        let path = dir.join(n.to_string());
+        let file = self
+            .out
+            .place(&path, Parents::Existing)
+            .and_then(|p| p.create_file())
+            .at(
+                "creating",
+                self.out
+                    .path()
+                    .join(path.strip_prefix("/").unwrap_or(&path)),
+            )?;
+        Ok((file, path))
+    }
+
+    /// Remove the spilled members once the image holds them.
+    fn remove(&self) -> Result<()> {
+        if self.made.get() {
+            self.out
+                .remove_dir(Path::new(SPILL_DIR))
+                .at("removing", self.out.path().join(&SPILL_DIR[1..]))?;
+        }
+        Ok(())
+    }
 }
+
+/// Where [`Spill`] keeps members, inside the staging output.
+const SPILL_DIR: &str = "/.base-image-data";
 
 /// Members up to this size are held in memory, until this much is held.
 const IN_MEMORY_MEMBER: u64 = 1 << 20;
@@ -236,7 +336,7 @@ const IN_MEMORY_TOTAL: u64 = 64 << 20;
 fn add_base_images(
     tree: &mut Tree,
     images: &[BaseImage],
-    spill: &Spill,
+    spill: &Spill<'_>,
     reporter: &Reporter,
 ) -> Result<()> {
     // Bytes of file data read so far: a tarball holding more than the
@@ -287,14 +387,12 @@ fn add_base_images(
                         ));
                     }
                     if size > IN_MEMORY_MEMBER || in_memory + size > IN_MEMORY_TOTAL {
-                        fs::create_dir_all(&spill.dir).at("creating", &spill.dir)?;
-                        let file = spill.dir.join(spilled.to_string());
+                        let (mut f, file) = spill.file(spilled)?;
                         spilled += 1;
-                        let mut f = fs::File::create(&file).at("creating", &file)?;
                         let n = reporter.copy(entry, &mut f).map_err(bad)?;
-                        let id = FileId::of(&f.metadata().at("reading", &file)?);
+                        let id = FileId::of(&f.metadata().map_err(bad)?);
                         Kind::File(Data::Host {
-                            from: ReadFrom::Host,
+                            from: ReadFrom::Staging,
                             path: file,
                             id,
                             size: n,

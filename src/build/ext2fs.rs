@@ -88,8 +88,10 @@ pub enum Data {
 pub enum ReadFrom {
     /// The build's root (`--root`): package files and hostfiles.
     Build,
-    /// The host's `/`: kernel modules, base-image members spilled to disk.
+    /// The host's `/`: kernel modules.
     Host,
+    /// The staging output: base-image members spilled to disk.
+    Staging,
 }
 
 /// The roots [`Data::Host`] files are read from.
@@ -97,6 +99,7 @@ pub enum ReadFrom {
 pub struct Roots<'a> {
     pub build: &'a RootFs,
     pub host: &'a RootFs,
+    pub staging: &'a RootFs,
 }
 
 impl Data {
@@ -341,6 +344,18 @@ impl Tree {
     }
 
     /// Set the meta of node `index`.
+    /// Could anyone read every file of the tree, were it unpacked: every
+    /// regular file readable by others, every directory that holds
+    /// anything readable and searchable by others?  (An empty 0700
+    /// directory, such as `/lost+found`, hides nothing.)
+    pub fn everything_world_readable(&self) -> bool {
+        self.nodes.iter().all(|n| match &n.kind {
+            Kind::File(_) => n.meta.perm & 0o004 != 0,
+            Kind::Dir(children) => children.is_empty() || n.meta.perm & 0o005 == 0o005,
+            Kind::Symlink(_) | Kind::Special { .. } => true,
+        })
+    }
+
     pub fn set_meta(&mut self, index: usize, meta: Meta) {
         self.nodes[index].meta = meta;
     }
@@ -586,17 +601,35 @@ fn directory_blocks(entries: &[(Vec<u8>, u32, u8)]) -> Vec<u8> {
     out
 }
 
-/// Write `tree` as an ext2 filesystem into a new sparse file `image` of
-/// `size` bytes. `now` stamps the superblock; `uuid` names the filesystem.
+/// The image file to write and what it will be.
+pub struct Image<'a> {
+    /// Where it is, for messages.
+    pub path: &'a Path,
+    /// The new, empty file.
+    pub file: fs::File,
+    /// Its size in bytes (it is sparse).
+    pub size: u64,
+    /// The filesystem's UUID.
+    pub uuid: [u8; 16],
+    /// The time stamped in the superblock.
+    pub now: i64,
+}
+
+/// Write `tree` as an ext2 filesystem into `image`, reading host files
+/// from `roots`.
 pub fn write_image(
     tree: &Tree,
-    image: &Path,
-    size: u64,
-    uuid: [u8; 16],
-    now: i64,
+    image: Image<'_>,
     roots: Roots<'_>,
     reporter: &Reporter,
 ) -> Result<ImageStats> {
+    let Image {
+        path: image,
+        file,
+        size,
+        uuid,
+        now,
+    } = image;
     // Inode numbers: depth-first in name order; `lost+found` is 11.
     let mut ino_of: Vec<u32> = vec![0; tree.nodes.len()];
     let mut order: Vec<usize> = Vec::new();
@@ -794,12 +827,6 @@ pub fn write_image(
         )));
     }
 
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(image)
-        .at("creating", image)?;
     file.set_len(geometry.blocks * BLOCK).at("sizing", image)?;
     let write_at =
         |bytes: &[u8], offset: u64| file.write_all_at(bytes, offset).at("writing", image);
@@ -854,6 +881,7 @@ pub fn write_image(
             let root = match from {
                 ReadFrom::Build => roots.build,
                 ReadFrom::Host => roots.host,
+                ReadFrom::Staging => roots.staging,
             };
             let r = root
                 .open_same(path, *id)
@@ -1264,18 +1292,18 @@ mod tests {
         let roots = Roots {
             build: &host,
             host: &host,
+            staging: &host,
         };
-        let e = write_image(
-            &tree,
-            &image,
-            64 << 20,
-            [0; 16],
-            0,
-            roots,
-            &Reporter::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let target = Image {
+            path: &image,
+            file: fs::File::create(&image).unwrap(),
+            size: 64 << 20,
+            uuid: [0; 16],
+            now: 0,
+        };
+        let e = write_image(&tree, target, roots, &Reporter::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("an inode with 65001 hard links; ext2 allows 65000"),
             "{e}"

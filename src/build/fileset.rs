@@ -109,7 +109,8 @@ pub fn assemble(
         )
     });
     for pattern in &appliance.hostfiles {
-        for path in pattern::glob_in_root(root, pattern) {
+        reporter.check()?;
+        for path in pattern::glob_in_root(root, pattern).map_err(Error::Usage)? {
             raw.push(Entry {
                 source: path.clone(),
                 path,

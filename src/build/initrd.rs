@@ -216,6 +216,7 @@ pub fn write(
     modules: &Path,
     init: &[u8],
     dest: &Path,
+    file: fs::File,
     epoch: Option<u64>,
     reporter: &Reporter,
 ) -> Result<Initrd> {
@@ -280,7 +281,6 @@ pub fn write(
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let file = fs::File::create(dest).at("creating", dest)?;
     let mut out = io::BufWriter::new(file);
     let bytes = write_newc(&mut out, &members).at("writing", dest)?;
     out.into_inner()

@@ -446,19 +446,31 @@ fn no_kernel_error(search: &Search, rejected: &[(PathBuf, String)]) -> Error {
     }
 }
 
-/// Put the kernel at `dest`: a symlink, or with `copy` a copy whose mtime
-/// is now, so that `--if-newer` sees it as new as the rest of the output.
-pub fn install(kernel: &Kernel, dest: &Path, copy: bool) -> Result<()> {
+/// Put the kernel at `place` (shown as `dest`): a symlink, or with `copy`
+/// a copy (as readable as the kernel itself) whose mtime is now, so that
+/// `--if-newer` sees it as new as the rest of the output.
+pub fn install(
+    kernel: &Kernel,
+    place: &crate::outdir::Place,
+    dest: &Path,
+    copy: bool,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if copy {
         let (input, meta) = open_kernel(&kernel.path).map_err(|why| Error::Kernel {
             path: Some(kernel.path.clone()),
             message: format!("{}: {why}", kernel.path.display()),
         })?;
-        let mut output = fs::File::create(dest).at("writing", dest)?;
+        let mut output = place.create_file().at("writing", dest)?;
         io::copy(&mut input.take(meta.len()), &mut output).at("copying kernel to", dest)?;
+        output
+            .set_permissions(fs::Permissions::from_mode(
+                meta.permissions().mode() & 0o777,
+            ))
+            .at("setting permissions of", dest)?;
     } else {
         let target = crate::output::absolute(&kernel.path)?;
-        std::os::unix::fs::symlink(&target, dest).at("creating symlink", dest)?;
+        place.symlink(&target).at("creating symlink", dest)?;
     }
     Ok(())
 }
