@@ -490,3 +490,262 @@ def test_a_base_image_of_many_small_files_is_unpacked_whole(prepared, tmp_path):
     run_cli("--build", "-f", "chroot", str(sd), "-o", str(out))
     files = [p for p in (out / "srv").rglob("*") if p.is_file()]
     assert len(files) == 20_000 and all(p.read_bytes() == b"x" for p in files[:100])
+
+
+# --- Found attacking the fixes above (a hostile user owning OUT, its --------
+# --- directory, or a root's apt cache) --------------------------------------
+
+def _attacker_dir(nobody_dir: Path, name: str) -> Path:
+    """A directory `nobody` owns and can reach: where an attacker can
+    rename and replace entries at will."""
+    d = nobody_dir / f"{name}-{os.urandom(4).hex()}"
+    d.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    return d
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "important").write_text("precious\n")
+    (victim / "sub" / "file").write_text("precious\n")
+    return victim
+
+
+def _victim_intact(victim: Path) -> bool:
+    return (sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == ["important", "sub", "sub/file"]
+            and (victim / "important").read_text() == "precious\n")
+
+
+@pytest.mark.parametrize("mode", ["build", "prepare"])
+def test_a_symlink_left_in_the_old_output_is_never_written_through(prepared, tmp_path, nobody_dir, mode):
+    """The attacker's own OUT holds `.supermin-staging -> a root file`:
+    replacing OUT must not write the marker through it."""
+    victim = _victim(tmp_path)
+    parent = _attacker_dir(nobody_dir, "work")
+    out = parent / "app"
+    subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c",
+                    f"mkdir {out} && ln -s {victim}/important {out}/.supermin-staging"], check=True)
+    args = ["--build", "-f", "chroot", str(prepared)] if mode == "build" else ["--prepare", "bash"]
+    run_cli(*args, "-o", str(out))
+    assert _victim_intact(victim)
+    assert not (out / ".supermin-staging").exists()
+
+
+# Swaps, while a build runs (a staging directory exists), either the
+# staging directory or OUT itself for a symlink to TARGET.
+_GRABBER = r"""
+import os, re, sys, time
+parent, name, target, seconds, what = sys.argv[1:6]
+staging = re.compile(re.escape(name) + r"\.[A-Za-z0-9]{8}$")
+end = time.time() + float(seconds)
+while time.time() < end:
+    building = [n for n in os.listdir(parent) if staging.match(n)]
+    victims = building if what == "staging" else ([name] if building else [])
+    for n in victims:
+        p = os.path.join(parent, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            try:
+                os.rename(p, os.path.join(parent, "grabbed-%s-%f" % (n, time.time())))
+                os.symlink(target, p)
+            except OSError:
+                pass
+"""
+
+
+@pytest.mark.parametrize("fmt", ["chroot", "ext2"])
+@pytest.mark.parametrize("what", ["staging", "out"])
+def test_a_staging_directory_or_output_swapped_for_a_symlink_is_never_followed(prepared, tmp_path, nobody_dir, fmt,
+                                                                               what):
+    """The attacker owns OUT's directory and, while root builds, renames the
+    staging directory (or their own old OUT) aside and puts a symlink to a
+    root-owned directory in its place.  Commit and clean-up went through
+    it and emptied that directory; ext2 wrote its files into it."""
+    victim = _victim(tmp_path)
+    parent = _attacker_dir(nobody_dir, "work")
+    out = parent / "app"
+    if what == "out":
+        subprocess.run(["runuser", "-u", "nobody", "--", "mkdir", str(out)], check=True)
+    grabber = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", _GRABBER, str(parent),
+                                "app", str(victim), "60", what])
+    try:
+        time.sleep(0.5)
+        extra = EXT2 if fmt == "ext2" else []
+        for _ in range(3):
+            run_cli("--build", "-f", fmt, *extra, str(prepared), "-o", str(out), check=False)
+    finally:
+        grabber.kill()
+        grabber.wait()
+    assert any(p.name.startswith("grabbed-") for p in parent.iterdir()), "the attacker never got to swap"
+    assert _victim_intact(victim), sorted(str(p) for p in victim.rglob("*"))
+
+
+def _deb(path: Path, members: "dict[str, int]", data_tar: "bytes | None" = None) -> None:
+    """A .deb of package `evil` whose data.tar.zst holds files of the given
+    sizes (zeros), built with the real ar, tar and zstd."""
+    work = path.parent / (path.name + ".work")
+    (work / "ctl").mkdir(parents=True)
+    (work / "debian-binary").write_text("2.0\n")
+    (work / "ctl/control").write_text("Package: evil\nVersion: 1.0\nArchitecture: amd64\n")
+    subprocess.run(["tar", "-C", str(work / "ctl"), "-czf", str(work / "control.tar.gz"), "."], check=True)
+    for name, size in members.items():
+        f = work / "data" / name.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "wb") as out:
+            out.truncate(size)
+    subprocess.run(f"tar -C {work}/data -cf - . | zstd -q -1 -T0 -o {work}/data.tar.zst", shell=True, check=True)
+    subprocess.run(["ar", "rc", str(path), "debian-binary", "control.tar.gz", "data.tar.zst"], cwd=work, check=True)
+    shutil.rmtree(work)
+
+
+def _root_with_cached_deb(tmp_path: Path) -> Path:
+    status = EVIL.replace("\n\n", "\nConffiles:\n /etc/evil.conf 00000000000000000000000000000000\n\n")
+    root = _dpkg_root(tmp_path / "root", status, {"evil": "/.\n/etc\n/etc/evil.conf\n"})
+    (root / "etc/evil.conf").write_text("modified\n")
+    (root / "var/cache/apt/archives").mkdir(parents=True)
+    return root
+
+
+def test_a_config_file_claiming_gigabytes_in_a_cached_deb_is_refused(tmp_path):
+    root = _root_with_cached_deb(tmp_path)
+    _deb(root / "var/cache/apt/archives/evil_1.0_amd64.deb", {"etc/evil.conf": 3 << 30})
+    r, rss = _max_rss_mib("--prepare", "--root", str(root), "evil", "-o", str(tmp_path / "sd"))
+    assert r.returncode == 1 and "evil.conf" in r.stderr and "bytes" in r.stderr, r.stderr
+    assert rss < 256, f"peak RSS {rss:.0f} MiB"
+
+
+def test_another_roots_apt_cache_is_read_inside_it(tmp_path):
+    """`R/var/cache/apt/archives/evil_1.0_amd64.deb -> a root-only .deb on
+    the host`: its contents must not reach base.tar.gz."""
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    secret_deb = hidden / "secret.deb"
+    work = tmp_path / "w"
+    (work / "data/etc").mkdir(parents=True)
+    (work / "data/etc/evil.conf").write_text("SECRET-from-the-host\n")
+    (work / "ctl").mkdir()
+    (work / "ctl/control").write_text("Package: evil\nVersion: 1.0\nArchitecture: amd64\n")
+    (work / "debian-binary").write_text("2.0\n")
+    subprocess.run(["tar", "-C", str(work / "ctl"), "-czf", str(work / "control.tar.gz"), "."], check=True)
+    subprocess.run(["tar", "-C", str(work / "data"), "-czf", str(work / "data.tar.gz"), "."], check=True)
+    subprocess.run(["ar", "rc", str(secret_deb), "debian-binary", "control.tar.gz", "data.tar.gz"], cwd=work,
+                   check=True)
+    secret_deb.chmod(0o600)
+    root = _root_with_cached_deb(tmp_path)
+    (root / "var/cache/apt/archives/evil_1.0_amd64.deb").symlink_to(secret_deb)
+    sd = tmp_path / "sd"
+    run_cli("--prepare", "--root", str(root), "evil", "-o", str(sd), check=False)
+    if (sd / "base.tar.gz").exists():
+        with tarfile.open(sd / "base.tar.gz") as t:
+            for m in t.getmembers():
+                if m.isfile():
+                    assert b"SECRET" not in t.extractfile(m).read(), m.name
+
+
+def test_symlinks_fanning_out_in_an_input_are_refused_quickly(prepared, tmp_path):
+    """`d0/{x,y} -> d1`, ..., `d37/{x,y} -> d38`: 80 inodes, 2^38 paths."""
+    sd = tmp_path / "sd"
+    shutil.copytree(prepared, sd)
+    for i in range(38):
+        (sd / f"d{i}").mkdir()
+    (sd / "d38").mkdir()
+    for i in range(38):
+        for link in ("x", "y"):
+            (sd / f"d{i}" / link).symlink_to(sd / f"d{i + 1}")
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=60)
+    assert r.returncode == 1 and "already read" in r.stderr, r.stderr
+    assert time.monotonic() - started < 20
+    r = run_cli("--build", "-f", "chroot", "--if-newer", str(sd), "-o", str(tmp_path / "app"), check=False,
+                timeout=60)
+    assert r.returncode == 1, r.stderr
+
+
+def _sparse_member_claiming(real: int) -> bytes:
+    """A gzipped tar of one GNU sparse member: `real` bytes, all hole but
+    512 bytes at the end (a few hundred bytes of input)."""
+    def octal(n, width):
+        return ("%0*o" % (width - 1, n)).encode() + b"\0"
+
+    def b256(n, width):
+        return bytes([0x80]) + n.to_bytes(width - 1, "big")
+    h = bytearray(512)
+    h[0:10] = b"big-sparse"
+    h[100:108] = octal(0o644, 8)
+    h[108:116] = octal(0, 8)
+    h[116:124] = octal(0, 8)
+    h[124:136] = octal(512, 12)
+    h[136:148] = octal(0, 12)
+    h[156:157] = b"S"
+    h[257:265] = b"ustar  \0"
+    h[386:398] = b256(real - 512, 12)
+    h[398:410] = octal(512, 12)
+    h[483:495] = b256(real, 12)
+    h[148:156] = b" " * 8
+    h[148:156] = ("%06o" % sum(h)).encode() + b"\0 "
+    return zlib.compress(bytes(h) + b"X" * 512 + b"\0" * 1024, wbits=31)
+
+
+def test_a_sparse_member_claiming_exabytes_is_refused(prepared, tmp_path):
+    sd = _appliance_with(prepared, tmp_path / "sd", "zz-sparse.tar.gz", _sparse_member_claiming(1 << 62))
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=120)
+    assert r.returncode == 1 and "sparse file" in r.stderr and "zz-sparse" in r.stderr, r.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_holes_in_host_files_stay_holes(prepared, tmp_path):
+    big = tmp_path / "host" / "sparse.img"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.write(b"head")
+        f.truncate(2 << 30)
+    sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", f"{big}\n".encode())
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "chroot", str(sd), "-o", str(out))
+    copy = out / str(big).lstrip("/")
+    assert copy.stat().st_size == 2 << 30 and copy.read_bytes()[:4] == b"head"
+    assert copy.stat().st_blocks * 512 < 1 << 20, "holes were filled"
+
+
+def test_installed_config_files_are_bounded(tmp_path):
+    """16 hard links to one sparse 255 MiB config file (40 KB of input) held
+    4.2 GB in memory."""
+    names = [f"/etc/evil{i}.conf" for i in range(16)]
+    conffiles = "".join(f" {n} 00000000000000000000000000000000\n" for n in names)
+    status = EVIL.replace("\n\n", f"\nConffiles:\n{conffiles}\n")
+    root = _dpkg_root(tmp_path / "root", status, {"evil": "/.\n/etc\n" + "".join(f"{n}\n" for n in names)})
+    with open(root / "etc/evil0.conf", "wb") as f:
+        f.truncate(255 << 20)
+    for n in names[1:]:
+        os.link(root / "etc/evil0.conf", root / n.lstrip("/"))
+    r, rss = _max_rss_mib("--prepare", "--use-installed", "--root", str(root), "evil", "-o", str(tmp_path / "sd"))
+    assert r.returncode == 1 and "larger than" in r.stderr, r.stderr
+    assert rss < 256, f"peak RSS {rss:.0f} MiB"
+
+
+def test_a_hostfiles_glob_that_explodes_is_refused(prepared, tmp_path):
+    loops = tmp_path / "loops"
+    loops.mkdir()
+    for name in ("a", "b", "c"):
+        (loops / name).symlink_to(".")
+    sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", (str(loops) + "/*" * 14 + "\n").encode())
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=120)
+    assert r.returncode == 1 and "reaches more than" in r.stderr, r.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_an_ext2_image_holding_private_files_is_private(prepared, tmp_path):
+    """Anyone who can read OUT/root can read every file in it: with a 0600
+    hostfile inside, the image itself is 0600."""
+    secret, _ = _secret(tmp_path)
+    sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", f"{secret}\n".encode())
+    out = tmp_path / "app"
+    run_cli("--build", "-f", "ext2", *EXT2, str(sd), "-o", str(out))
+    assert stat.S_IMODE((out / "root").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "initrd").stat().st_mode) == 0o644
+    public = tmp_path / "app-public"
+    run_cli("--build", "-f", "ext2", *EXT2, str(prepared), "-o", str(public))
+    assert stat.S_IMODE((public / "root").stat().st_mode) == 0o644, "bash and coreutils hide nothing"
