@@ -384,6 +384,13 @@ fn open_beneath(dir: &OwnedFd, relative: &Path, flags: OFlags) -> io::Result<Own
             }
         }
     }
+    walk_beneath(dir, relative)
+}
+
+/// [`open_beneath`] by hand: each component opened `O_NOFOLLOW |
+/// O_DIRECTORY` from the previous one (directories only: it finds
+/// parents).
+fn walk_beneath(dir: &OwnedFd, relative: &Path) -> io::Result<OwnedFd> {
     let mut here = dir.try_clone()?;
     for c in relative.components() {
         match c {
@@ -415,6 +422,19 @@ mod tests {
         symlink(outside.path(), out.path().join("evil")).unwrap();
         symlink("real", out.path().join("inner")).unwrap();
         let o = OutDir::open(out.path()).unwrap();
+        // The hand-made walk (kernels without openat2) agrees.
+        for (path, ok) in [
+            ("real", true),
+            ("evil", false),
+            ("inner", false),
+            ("missing", false),
+        ] {
+            assert_eq!(
+                walk_beneath(&o.dir, &relative(Path::new(path))).is_ok(),
+                ok,
+                "{path}"
+            );
+        }
         assert!(o.place(Path::new("/evil/x"), Parents::Existing).is_err());
         assert!(o.place(Path::new("/inner/x"), Parents::Existing).is_err());
         assert!(o.place(Path::new("/missing/x"), Parents::Existing).is_err());
