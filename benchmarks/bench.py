@@ -160,7 +160,7 @@ def with_init(sd, tmp):
 def rpm_case(tmp, repeat=20):
     """Reading the 129-package Mariner rpmdb.sqlite and resolving bash,
     in-process; `rpm -qa` on the same database for scale."""
-    fixture = Path(__file__).resolve().parent.parent.parent / "shared/fixtures/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
+    fixture = Path(__file__).resolve().parent.parent / "tests/data/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
     if not fixture.exists() or not shutil.which("rpm"):
         return
     root = tmp / "mariner"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every fuzz target for a bounded time (default 60 s each), seeded with
-# real inputs from this machine and the shared fixtures.  Not run in CI.
+# real inputs from this machine and tests/data.  Not run in CI.
 #   bash fuzz/run.sh [SECONDS]
 # Crashes land in fuzz/artifacts/<target>/; keep each as a regression input
 # under fuzz/regressions/<target>/ (the Rust test `fuzz_regressions` replays
@@ -16,13 +16,13 @@ seed() {  # seed TARGET FILE...
 seed appliance_input /var/tmp/supermin-demo/supermin.d/base.tar.gz
 seed ext2_image /var/tmp/supermin-demo/supermin.d/base.tar.gz
 seed chroot_unpack /var/tmp/supermin-demo/supermin.d/base.tar.gz regressions/ext2_image/*.tar
-seed package_file ../../shared/fixtures/rpm/packages/v4/*.rpm ../../shared/fixtures/rpm/packages/v6/*.rpm \
+seed package_file ../tests/data/rpm/packages/v4/*.rpm ../tests/data/rpm/packages/v6/*.rpm \
     $(ls /var/cache/apt/archives/*.deb 2>/dev/null | head -3)
 head -c 200000 /var/lib/dpkg/status > /tmp/supermin-fuzz-status && seed dpkg_status /tmp/supermin-fuzz-status
 seed modules_dep /lib/modules/*/modules.dep
 python3 - <<'PY'
 import os, sqlite3
-db = "../../shared/fixtures/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
+db = "../tests/data/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
 if os.path.exists(db):
     os.makedirs("corpus/rpm_header", exist_ok=True)
     con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)

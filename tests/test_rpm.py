@@ -1,5 +1,5 @@
-"""The RPM backend against real RPM data (../shared/fixtures/rpm: a
-129-package CBL-Mariner 2.0 rpmdb.sqlite and rpmbuild-made .rpm files),
+"""The RPM backend against real RPM data (tests/data/rpm: a 129-package
+CBL-Mariner 2.0 rpmdb.sqlite and rpmbuild-made .rpm files; see its README),
 with Debian's `rpm` as the oracle (scripts/setup.sh installs it)."""
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import pytest
 
 import supermin
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "rpm"
+FIXTURES = Path(__file__).resolve().parent / "data" / "rpm"
 MARINER_DB = FIXTURES / "rpmdb-mariner-2.0" / "rpmdb.sqlite"
 PACKAGES = sorted((FIXTURES / "packages").rglob("*.rpm"))
 NEVRA = "%{NAME}-%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}.%{ARCH}\\n"
 
-# The project's layout puts the shared fixtures at ../shared: missing, they
-# are an error, not a reason to skip.
+# Missing fixtures are an error, not a reason to skip.
 assert MARINER_DB.exists() and PACKAGES, f"RPM fixtures not found at {FIXTURES}"
 
 
