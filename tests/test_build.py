@@ -62,12 +62,25 @@ def test_file_set_matches_upstream(prepared, built, upstream, tmp_path):
             assert a == b, p
 
 
-def test_owners_times_and_hard_links_are_kept(built):
+def test_owners_times_and_hard_links_are_kept(built, prepared, tmp_path):
     host = Path("/usr/bin/bash")
     copy = built / "usr/bin/bash"
     assert copy.stat().st_mtime == host.stat().st_mtime
     assert (copy.stat().st_uid, copy.stat().st_mode) == (host.stat().st_uid, host.stat().st_mode)
     assert (built / "etc/bash.bashrc").stat().st_uid == 0
+    # Two names of one host file are two names of one file in the output.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a").write_text("one inode\n")
+    os.link(linked / "a", linked / "b")
+    sd = tmp_path / "sd"
+    shutil.copytree(prepared, sd)
+    (sd / "hostfiles").write_text(f"{linked}/a\n{linked}/b\n")
+    out = tmp_path / "app"
+    r = supermin.build([sd], out)
+    a, b = (out / str(linked / name).lstrip("/") for name in "ab")
+    assert a.stat().st_ino == b.stat().st_ino and a.stat().st_nlink == 2
+    assert a.read_text() == "one inode\n" and r.hard_links >= 1
 
 
 def test_hostfiles_excludes_and_layered_tarballs(tmp_path):
