@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Every test: the Rust core's unit tests, then the end-to-end pytest suite
-# (real dpkg database, real .debs, Debian's supermin as the reference).
+# Every test: the Rust core's unit tests, clippy, then the end-to-end
+# pytest suite (real dpkg database, real .debs, Debian's supermin as the
+# reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --quiet
+# Lints are errors, for the core and the binding alike.
+cargo clippy --quiet --all-targets --features python -- -D warnings
 .venv/bin/python -m pytest -q "$@"
