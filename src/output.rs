@@ -217,16 +217,20 @@ fn list(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
 /// (through descriptors), anything else by unlinking the name itself.
 fn remove_entry(parent: &OwnedFd, name: &OsStr) {
     match open_dir_at(parent, name) {
-        Ok(dir) => {
-            if remove_contents(&dir).is_ok()
-                && identity(&dir).ok() == identity_at(parent, name).ok()
-            {
-                let _ = remove_dir_at(parent, name);
-            }
-        }
+        Ok(dir) => remove_dir_held(parent, name, &dir),
         Err(_) => {
             let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
         }
+    }
+}
+
+/// Remove the directory `dir` (a descriptor, already checked by the
+/// caller): its contents through that very descriptor, then `name` in
+/// `parent` if the name still leads to it.  Whatever is renamed into
+/// `name` meanwhile is never what gets emptied.
+fn remove_dir_held(parent: &OwnedFd, name: &OsStr, dir: &OwnedFd) {
+    if remove_contents(dir).is_ok() && identity(dir).ok() == identity_at(parent, name).ok() {
+        let _ = remove_dir_at(parent, name);
     }
 }
 
@@ -268,7 +272,7 @@ fn remove_stale(parent: &OwnedFd, prefix: &OsStr, aside: bool) {
                 mtime.elapsed().is_ok_and(|age| age > HIDDEN_GRACE)
             });
         if old_enough && is_ours(&dir) && try_lock(&dir).unwrap_or(false) {
-            remove_entry(parent, &name);
+            remove_dir_held(parent, &name, &dir);
         }
     }
 }
@@ -291,9 +295,7 @@ impl Held {
     /// Remove our directory: its contents through its descriptor, then the
     /// name, if the name still leads to it.
     fn remove(&self) {
-        if remove_contents(&self.dir).is_ok() && self.in_place().unwrap_or(false) {
-            let _ = remove_dir_at(&self.parent, &self.name);
-        }
+        remove_dir_held(&self.parent, &self.name, &self.dir);
     }
 }
 
@@ -364,14 +366,19 @@ fn create_locked_dir(parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<H
             rustix::fs::RenameFlags::NOREPLACE,
         );
         let held = Held { name, ..held };
-        match renamed {
-            Ok(()) if held.in_place()? => return Ok(held),
-            Ok(()) => return Err(tampered()),
-            Err(e) => {
-                let _ = remove_contents(&held.dir);
-                return Err(e.into());
+        return match renamed {
+            Ok(()) if held.in_place()? => Ok(held),
+            Ok(()) => {
+                // Ours, moved elsewhere: emptied (marker included) so
+                // that it is never taken for a killed build's leftover.
+                held.remove();
+                Err(tampered())
             }
-        }
+            Err(e) => {
+                held.remove();
+                Err(e.into())
+            }
+        };
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
@@ -464,6 +471,7 @@ impl Staging {
     /// What was at OUT is then removed through descriptors: if it was a
     /// symlink, the symlink itself.
     pub fn commit(mut self) -> Result<PathBuf> {
+        let shown = self.path();
         let held = self.held.take().expect("commit once");
         let out = self.output.clone();
         let fail = |what: &str, e: io::Error| Error::output(&out, format!("{what}: {e}"));
@@ -485,7 +493,7 @@ impl Staging {
                     "cannot replace it",
                     io::Error::other(format!(
                         "{} was moved or replaced while the build ran",
-                        self.path().display()
+                        shown.display()
                     )),
                 ));
             }
@@ -519,12 +527,17 @@ impl Staging {
                     // `name` now holds the previous output (or whatever
                     // was at OUT).  It is marked ours where it is ours, so
                     // that a kill while removing it is finished later.
-                    if let Ok(old) = open_dir_at(parent, name) {
-                        if rustix::fs::fstat(&old).is_ok_and(|st| st.st_uid == euid()) {
-                            let _ = mark(&old);
+                    match open_dir_at(parent, name) {
+                        Ok(old) => {
+                            if rustix::fs::fstat(&old).is_ok_and(|st| st.st_uid == euid()) {
+                                let _ = mark(&old);
+                            }
+                            remove_dir_held(parent, name, &old);
+                        }
+                        Err(_) => {
+                            let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
                         }
                     }
-                    remove_entry(parent, name);
                     Ok(())
                 }
                 Err(_) => {
@@ -784,6 +797,35 @@ impl Drop for Scratch {
     }
 }
 
+/// Refuse a scratch base that someone else could rearrange: scratch
+/// directories are handed by path to `apt-get` and `dnf`, so `base` and
+/// every directory above it must belong to root or this user and be
+/// writable by no one else, unless sticky (`/tmp`, `/var/tmp`), where no
+/// one can rename what is not theirs.
+fn check_trusted(base: &Path) -> Result<()> {
+    let real = fs::canonicalize(base).at("resolving", base)?;
+    let uid = euid();
+    for dir in real.ancestors() {
+        let meta = fs::symlink_metadata(dir).at("reading", dir)?;
+        let why = if meta.uid() != 0 && meta.uid() != uid {
+            Some(format!("is owned by user {}", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            Some("is writable by others and not sticky".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::Usage(format!(
+                "TMPDIR {} is not safe for scratch files: {} {why} (someone else could replace them); \
+                 use a directory of your own or /var/tmp",
+                base.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn scratch_dir() -> Result<Scratch> {
     let base = match std::env::var_os("TMPDIR") {
         Some(t) if !t.is_empty() => {
@@ -798,6 +840,7 @@ pub fn scratch_dir() -> Result<Scratch> {
         }
         _ => PathBuf::from("/var/tmp"),
     };
+    check_trusted(&base)?;
     let prefix = OsStr::new("supermin.");
     let open = || {
         rustix::fs::open(

@@ -35,36 +35,48 @@ pub fn fnmatch(pattern: &str, path: &Path) -> bool {
 /// one is taken as it is.  A match must exist (`lstat`); a pattern ending
 /// in `/` matches directories only.  Returns sorted appliance paths; no
 /// match, or an unreadable directory, gives an empty list, as upstream.
-/// A pattern that reaches more than [`MAX_GLOB_PATHS`] paths at any step
-/// is an error: `*/*/*...` over directories of symlinks to `.` grows
-/// exponentially (as it does for glob(3)).
-pub fn glob_in_root(root: &RootFs, pattern: &str) -> Result<Vec<PathBuf>, String> {
+///
+/// `budget` is how many bytes of candidate paths may still be made,
+/// shared by all the patterns of a build ([`GLOB_BUDGET`]): `*/*/*...`
+/// over directories of symlinks to `.` grows exponentially (as it does for
+/// glob(3)), and wide steps followed by thousands of components multiply;
+/// running out is an error naming the pattern.
+pub fn glob_in_root(
+    root: &RootFs,
+    pattern: &str,
+    budget: &mut usize,
+) -> Result<Vec<PathBuf>, String> {
     let only_dirs = pattern.ends_with('/');
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
     let mut found: Vec<PathBuf> = vec![PathBuf::from("/")];
+    let over = || {
+        format!(
+            "hostfiles pattern {:?} reaches more paths than a build may look at \
+             ({GLOB_BUDGET} bytes of them, with the patterns before it)",
+            crate::error::capped(pattern)
+        )
+    };
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let mut next = Vec::new();
+        // Every candidate made is paid for from the budget, as it is made.
+        let mut add = |path: PathBuf| -> Result<(), String> {
+            let cost = path.as_os_str().len() + 1;
+            *budget = budget.checked_sub(cost).ok_or_else(over)?;
+            next.push(path);
+            Ok(())
+        };
         for dir in &found {
             if has_magic(part) {
                 let Ok(mut names) = root.read_dir(dir) else {
                     continue;
                 };
                 names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                next.extend(
-                    names
-                        .into_iter()
-                        .filter(|name| matches_name(part, name))
-                        .map(|name| dir.join(name)),
-                );
+                for name in names.into_iter().filter(|name| matches_name(part, name)) {
+                    add(dir.join(name))?;
+                }
             } else if *part != "." && *part != ".." {
-                next.push(dir.join(part));
-            }
-            if next.len() > MAX_GLOB_PATHS {
-                return Err(format!(
-                    "hostfiles pattern {:?} reaches more than {MAX_GLOB_PATHS} paths",
-                    crate::error::capped(pattern)
-                ));
+                add(dir.join(part))?;
             }
         }
         if last {
@@ -82,9 +94,10 @@ pub fn glob_in_root(root: &RootFs, pattern: &str) -> Result<Vec<PathBuf>, String
     Ok(found)
 }
 
-/// The most paths one hostfiles pattern may reach at one step (a whole
-/// `/usr/lib/*/*` is a few tens of thousands).
-pub const MAX_GLOB_PATHS: usize = 200_000;
+/// How many bytes of candidate paths the hostfiles patterns of one build
+/// may make in all (a whole `/usr/lib/*/*`, a few tens of thousands of
+/// paths, is a few megabytes).
+pub const GLOB_BUDGET: usize = 64 << 20;
 
 /// Does a glob component need matching (glob(3) with `GLOB_NOESCAPE`)?
 fn has_magic(part: &str) -> bool {
@@ -134,18 +147,24 @@ mod tests {
             std::fs::write(dir.path().join("etc").join(name), "x").unwrap();
         }
         let root = RootFs::open(dir.path()).unwrap();
-        let found = glob_in_root(&root, "/etc/*.conf").unwrap();
+        let found = glob_in_root(&root, "/etc/*.conf", &mut GLOB_BUDGET.clone()).unwrap();
         assert_eq!(
             found,
             vec![PathBuf::from("/etc/a.conf"), PathBuf::from("/etc/b.conf")]
         );
         assert!(
-            glob_in_root(&root, "/etc/{a,b}.conf").unwrap().is_empty(),
+            glob_in_root(&root, "/etc/{a,b}.conf", &mut GLOB_BUDGET.clone())
+                .unwrap()
+                .is_empty(),
             "no brace expansion"
         );
-        assert!(glob_in_root(&root, "/nonexistent/*").unwrap().is_empty());
+        assert!(
+            glob_in_root(&root, "/nonexistent/*", &mut GLOB_BUDGET.clone())
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            glob_in_root(&root, "/etc/.*").unwrap(),
+            glob_in_root(&root, "/etc/.*", &mut GLOB_BUDGET.clone()).unwrap(),
             vec![PathBuf::from("/etc/.hidden.conf")],
             "never . or .."
         );
@@ -219,7 +238,7 @@ mod tests {
             "/etc/plain/x",
             "/etc/*[",
         ] {
-            let ours = glob_in_root(&root, pattern).unwrap();
+            let ours = glob_in_root(&root, pattern, &mut GLOB_BUDGET.clone()).unwrap();
             let mut theirs: Vec<PathBuf> = libc_glob(&format!("{prefix}{pattern}"))
                 .into_iter()
                 // glob(3) also gives the `.` and `..` entries; we never do.

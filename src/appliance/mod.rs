@@ -6,6 +6,7 @@ mod write;
 
 pub(crate) use read::content_lines;
 pub use read::{
-    for_each_tar_member, load, Appliance, BaseImage, Compression, Guarded, HEADER_BUDGET,
+    for_each_tar_member, load, Appliance, BaseImage, Compression, Guarded, SparseBudget,
+    HEADER_BUDGET,
 };
 pub use write::{write_base_image, write_packages};

@@ -47,7 +47,7 @@ impl BaseImage {
     /// Member paths (absolute, `/etc/foo`) in archive order.
     pub fn members(&self) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
-        self.for_each_member(|entry| {
+        self.for_each_member(&SparseBudget::default(), |entry| {
             let path = entry.path().map_err(|e| self.error(e))?;
             let rel = path.strip_prefix(".").unwrap_or(&path);
             let abs = Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel));
@@ -59,11 +59,11 @@ impl BaseImage {
         Ok(out)
     }
 
-    /// `corrupt tar archive: WHY`, naming this tarball.
+    /// `cannot read tar archive: WHY`, naming this tarball.
     pub fn error(&self, e: std::io::Error) -> Error {
         Error::bad_input(
             &self.path,
-            format!("corrupt tar archive: {}", with_causes(&e)),
+            format!("cannot read tar archive: {}", with_causes(&e)),
         )
     }
 
@@ -72,9 +72,10 @@ impl BaseImage {
     /// that a corrupt gzip or xz stream is caught by its checksum.
     pub fn for_each_member(
         &self,
+        sparse: &SparseBudget,
         visit: impl FnMut(&mut tar::Entry<'_, Guarded<Box<dyn Read>>>) -> Result<()>,
     ) -> Result<()> {
-        let rest = for_each_tar_member(self.open()?, |e| self.error(e), visit)?;
+        let rest = for_each_tar_member(self.open()?, |e| self.error(e), sparse, visit)?;
         self.read_to_end(rest)
     }
 }
@@ -88,9 +89,15 @@ impl BaseImage {
 /// So the bytes the crate may read while finding the next member (headers,
 /// long names, pax records, sparse maps) are bounded by [`HEADER_BUDGET`],
 /// and a member that needs more is an error (`error` says which file).
+///
+/// The tar reader hands out the holes of a GNU sparse member as zeros, so
+/// a tiny member can claim exabytes that take forever to read (to copy,
+/// or only to skip): sparse members may claim at most what `sparse`
+/// has left.
 pub fn for_each_tar_member<R: Read>(
     reader: R,
     error: impl Fn(std::io::Error) -> Error,
+    sparse: &SparseBudget,
     mut visit: impl FnMut(&mut tar::Entry<'_, Guarded<R>>) -> Result<()>,
 ) -> Result<R> {
     let budget = std::rc::Rc::new(std::cell::Cell::new(u64::MAX));
@@ -105,10 +112,40 @@ pub fn for_each_tar_member<R: Read>(
         budget.set(u64::MAX);
         let Some(entry) = next else { break };
         let mut entry = entry.map_err(&error)?;
+        if entry.header().entry_type() == tar::EntryType::GNUSparse {
+            sparse.spend(entry.size()).map_err(&error)?;
+        }
         visit(&mut entry)?;
         std::io::copy(&mut entry, &mut std::io::sink()).map_err(&error)?;
     }
     Ok(archive.into_inner().inner)
+}
+
+/// How many bytes the sparse members read together may claim: their holes
+/// are read as zeros, several GB a second.
+pub const SPARSE_BUDGET: u64 = 16 << 30;
+
+/// What is left of [`SPARSE_BUDGET`] for one build (or one package file).
+#[derive(Debug)]
+pub struct SparseBudget(std::cell::Cell<u64>);
+
+impl Default for SparseBudget {
+    fn default() -> Self {
+        SparseBudget(std::cell::Cell::new(SPARSE_BUDGET))
+    }
+}
+
+impl SparseBudget {
+    fn spend(&self, size: u64) -> std::io::Result<()> {
+        let left = self.0.get().checked_sub(size).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("sparse files claim more than {SPARSE_BUDGET} bytes in all ({size} in this one)"),
+            )
+        })?;
+        self.0.set(left);
+        Ok(())
+    }
 }
 
 /// How many bytes of a tar stream may be read to find one member: its

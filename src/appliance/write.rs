@@ -7,15 +7,15 @@ use crate::backend::ConfigFile;
 use crate::error::{IoContext, Result};
 use crate::outdir::{OutDir, Parents};
 
-/// A new file `name` (0644) in the output, made by descriptor.
-fn create(dir: &OutDir, name: &str) -> Result<std::fs::File> {
+/// A new file `name` (mode `perm`) in the output, made by descriptor.
+fn create(dir: &OutDir, name: &str, perm: u32) -> Result<std::fs::File> {
     use std::os::unix::fs::PermissionsExt;
     let at = dir.path().join(name);
     let file = dir
         .place(&Path::new("/").join(name), Parents::Existing)
         .and_then(|p| p.create_file())
         .at("creating", &at)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+    file.set_permissions(std::fs::Permissions::from_mode(perm))
         .at("setting permissions of", &at)?;
     Ok(file)
 }
@@ -30,7 +30,7 @@ pub fn write_packages(dir: &OutDir, names: &[String]) -> Result<()> {
         text.push_str(n);
         text.push('\n');
     }
-    create(dir, "packages")?
+    create(dir, "packages", 0o644)?
         .write_all(text.as_bytes())
         .at("writing", dir.path().join("packages"))
 }
@@ -47,7 +47,11 @@ pub fn write_base_image(
 ) -> Result<()> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let path = dir.path().join("base.tar.gz");
-    let out = create(dir, "base.tar.gz")?;
+    // Anyone who can read the archive can read every file in it: with a
+    // config file not everyone may read (ppp's chap-secrets, 0600), the
+    // archive is its owner's only.
+    let private = files.iter().any(|f| f.mode & 0o004 == 0);
+    let out = create(dir, "base.tar.gz", if private { 0o600 } else { 0o644 })?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(std::io::BufWriter::new(out), flate2::Compression::default());

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{ConfigFile, CONFIG_FILE_LIMIT, CONFIG_TOTAL_LIMIT};
-use crate::appliance::for_each_tar_member;
+use crate::appliance::{for_each_tar_member, SparseBudget};
 use crate::error::{Error, Result};
 use crate::package::{File, FileKind};
 
@@ -135,6 +135,7 @@ pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>
         for_each_tar_member(
             data,
             |e| corrupt(deb, e),
+            &SparseBudget::default(),
             |entry| {
                 let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
                 if !entry.header().entry_type().is_file() || !wanted.contains(path.as_path()) {
@@ -180,6 +181,7 @@ pub fn list_files(deb: &Path) -> Result<Vec<File>> {
         for_each_tar_member(
             data,
             |e| corrupt(deb, e),
+            &SparseBudget::default(),
             |entry| {
                 let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
                 if path == Path::new("/") {

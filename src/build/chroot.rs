@@ -80,6 +80,7 @@ pub fn unpack_base_images(
     let root = is_root();
     let mut stats = Stats::default();
     let mut skipped: Vec<String> = Vec::new();
+    let sparse = crate::appliance::SparseBudget::default();
     for image in images {
         reporter.info(1, || format!("build: unpacking {}", image.path.display()));
         // Directory metadata last, deepest first, so that a read-only
@@ -87,7 +88,7 @@ pub fn unpack_base_images(
         let mut directories: Vec<(PathBuf, Member)> = Vec::new();
         let mut last_dir: Option<(PathBuf, std::sync::Arc<std::os::fd::OwnedFd>)> = None;
         image
-            .for_each_member(|entry| {
+            .for_each_member(&sparse, |entry| {
                 reporter.check()?;
                 // As the tarball names it, for messages.
                 let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -146,17 +147,6 @@ pub fn unpack_base_images(
                             last_dir = None;
                         }
                         if kind == tar::EntryType::GNUSparse {
-                            // The tar reader hands out holes as zeros; a
-                            // small member can claim exabytes of them.
-                            if entry.size() > MAX_SPARSE_MEMBER {
-                                return Err(fail(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!(
-                                        "a sparse file of {} bytes (at most {MAX_SPARSE_MEMBER})",
-                                        entry.size()
-                                    ),
-                                )));
-                            }
                             copy_sparse(entry, &mut file, reporter).map_err(fail)?;
                         } else {
                             reporter.copy(entry, &mut file).map_err(fail)?;
@@ -295,9 +285,6 @@ fn finish(
     }
     place.set_times((m.mtime, 0), (m.mtime, 0))
 }
-
-/// The largest sparse member unpacked (its holes are read as zeros).
-const MAX_SPARSE_MEMBER: u64 = 16 << 30;
 
 /// Copy a sparse member, leaving its holes (the runs of zeros the tar
 /// reader produces for them) as holes: a 512 MiB sparse file stays small.

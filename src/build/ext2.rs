@@ -344,6 +344,7 @@ fn add_base_images(
     let mut total: u64 = 0;
     let mut in_memory: u64 = 0;
     let mut spilled = 0usize;
+    let sparse = crate::appliance::SparseBudget::default();
     for image in images {
         reporter.info(1, || {
             format!("build: reading base image {}", image.path.display())
@@ -354,7 +355,7 @@ fn add_base_images(
                 format!("cannot read base image: {}", with_causes(&e)),
             )
         };
-        image.for_each_member(|entry| {
+        image.for_each_member(&sparse, |entry| {
             reporter.check()?;
             let path = normalize(&Path::new("/").join(entry.path().map_err(bad)?));
             if path == Path::new("/") {

@@ -108,9 +108,10 @@ pub fn assemble(
             raw.len()
         )
     });
+    let mut glob_budget = pattern::GLOB_BUDGET;
     for pattern in &appliance.hostfiles {
         reporter.check()?;
-        for path in pattern::glob_in_root(root, pattern).map_err(Error::Usage)? {
+        for path in pattern::glob_in_root(root, pattern, &mut glob_budget).map_err(Error::Usage)? {
             raw.push(Entry {
                 source: path.clone(),
                 path,
