@@ -579,6 +579,11 @@ def test_a_staging_directory_or_output_swapped_for_a_symlink_is_never_followed(p
         grabber.wait()
     assert any(p.name.startswith("grabbed-") for p in parent.iterdir()), "the attacker never got to swap"
     assert _victim_intact(victim), sorted(str(p) for p in victim.rglob("*"))
+    # A staging directory moved aside is left empty (no copy of the
+    # appliance piles up there), and no build panicked.
+    for p in parent.iterdir():
+        if p.name.startswith("grabbed-app.") and p.is_dir() and not p.is_symlink():
+            assert list(p.iterdir()) == [], f"{p.name} still holds files"
 
 
 def _deb(path: Path, members: "dict[str, int]", data_tar: "bytes | None" = None) -> None:
@@ -733,7 +738,7 @@ def test_a_hostfiles_glob_that_explodes_is_refused(prepared, tmp_path):
     sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", (str(loops) + "/*" * 14 + "\n").encode())
     started = time.monotonic()
     r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=120)
-    assert r.returncode == 1 and "reaches more than" in r.stderr, r.stderr
+    assert r.returncode == 1 and "reaches more paths" in r.stderr, r.stderr
     assert time.monotonic() - started < 30
 
 
@@ -749,3 +754,82 @@ def test_an_ext2_image_holding_private_files_is_private(prepared, tmp_path):
     public = tmp_path / "app-public"
     run_cli("--build", "-f", "ext2", *EXT2, str(prepared), "-o", str(public))
     assert stat.S_IMODE((public / "root").stat().st_mode) == 0o644, "bash and coreutils hide nothing"
+
+
+# --- Found by a second pass (TMPDIR, globs, sparse budgets, commit) --------
+
+def test_an_untrusted_tmpdir_is_refused(tmp_path, nobody_dir):
+    """Scratch directories are handed to apt-get by path: in a directory
+    someone else owns, they could be swapped for that person's (root then
+    overwrote any file through a symlink planted in it)."""
+    theirs = _attacker_dir(nobody_dir, "tmp")
+    env = dict(os.environ, TMPDIR=str(theirs))
+    r = run_cli("--prepare", "bash", "-o", str(tmp_path / "sd"), check=False, env=env)
+    assert r.returncode == 1 and "not safe for scratch files" in r.stderr, r.stderr
+    probe = ("import supermin, sys\n"
+             "try:\n    supermin.build(['bash'], sys.argv[1])\n"
+             "except supermin.SuperminError as e:\n    print('refused:', e)\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "app")], capture_output=True, text=True,
+                       env=env)
+    assert r.stdout.startswith("refused:") and "not safe" in r.stdout, r.stdout + r.stderr
+    assert list(theirs.iterdir()) == []
+
+
+def test_wide_glob_steps_then_many_components_are_bounded(prepared, tmp_path):
+    d = tmp_path / "wide"
+    (d / "x").mkdir(parents=True)
+    for i in range(450):
+        (d / "x" / f"y{i}").mkdir()
+    (d / "d").mkdir()
+    for i in range(450):
+        (d / "d" / f"s{i}").symlink_to(d / "x")
+    pattern = f"{d}/d/*/*" + "/a" * 1500
+    sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", (pattern + "\n").encode())
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=120)
+    assert r.returncode == 1 and "reaches more paths" in r.stderr, r.stderr[-2000:]
+    assert time.monotonic() - started < 30
+
+
+def test_a_sparse_member_in_a_cached_deb_is_refused_quickly(tmp_path):
+    """A 528-byte .deb whose payload holds a 2^62-byte sparse member (not a
+    config file: it was skipped by reading its holes, without end)."""
+    root = _root_with_cached_deb(tmp_path)
+    work = tmp_path / "w"
+    (work / "ctl").mkdir(parents=True)
+    (work / "ctl/control").write_text("Package: evil\nVersion: 1.0\nArchitecture: amd64\n")
+    (work / "debian-binary").write_text("2.0\n")
+    subprocess.run(["tar", "-C", str(work / "ctl"), "-czf", str(work / "control.tar.gz"), "."], check=True)
+    (work / "data.tar.gz").write_bytes(_sparse_member_claiming(1 << 62))
+    subprocess.run(["ar", "rc", str(root / "var/cache/apt/archives/evil_1.0_amd64.deb"), "debian-binary",
+                    "control.tar.gz", "data.tar.gz"], cwd=work, check=True)
+    started = time.monotonic()
+    r = run_cli("--prepare", "--root", str(root), "evil", "-o", str(tmp_path / "sd"), check=False, timeout=120)
+    assert r.returncode == 1 and "sparse files claim" in r.stderr, r.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_sparse_members_are_bounded_together(prepared, tmp_path):
+    """Each under the limit, together over it: 9 + 9 GiB of holes."""
+    one = zlib.decompress(_sparse_member_claiming(9 << 30), wbits=31)[:1024]
+    two = bytearray(one[:512])
+    two[0:10] = b"big-spars2"
+    two[148:156] = b" " * 8
+    two[148:156] = ("%06o" % sum(two)).encode() + b"\0 "
+    tar = one + bytes(two) + b"X" * 512 + b"\0" * 1024
+    sd = _appliance_with(prepared, tmp_path / "sd", "zz-sparse.tar.gz", zlib.compress(tar, wbits=31))
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=300)
+    assert r.returncode == 1 and "sparse files claim" in r.stderr, r.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_a_base_image_holding_private_config_files_is_private(tmp_path):
+    status = EVIL.replace("\n\n", "\nConffiles:\n /etc/chap-secrets 00000000000000000000000000000000\n\n")
+    root = _dpkg_root(tmp_path / "root", status, {"evil": "/.\n/etc\n/etc/chap-secrets\n"})
+    (root / "etc/chap-secrets").write_text("secret\n")
+    (root / "etc/chap-secrets").chmod(0o600)
+    sd = tmp_path / "sd"
+    run_cli("--prepare", "--use-installed", "--root", str(root), "evil", "-o", str(sd))
+    assert stat.S_IMODE((sd / "base.tar.gz").stat().st_mode) == 0o600
+    assert stat.S_IMODE((sd / "packages").stat().st_mode) == 0o644
