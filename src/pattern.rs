@@ -36,15 +36,18 @@ pub fn fnmatch(pattern: &str, path: &Path) -> bool {
 /// in `/` matches directories only.  Returns sorted appliance paths; no
 /// match, or an unreadable directory, gives an empty list, as upstream.
 ///
-/// `budget` is how many bytes of candidate paths may still be made,
-/// shared by all the patterns of a build ([`GLOB_BUDGET`]): `*/*/*...`
-/// over directories of symlinks to `.` grows exponentially (as it does for
-/// glob(3)), and wide steps followed by thousands of components multiply;
-/// running out is an error naming the pattern.
+/// `budget` is how many bytes of names may still be read and candidate
+/// paths made, shared by all the patterns of a build ([`GLOB_BUDGET`]):
+/// `*/*/*...` over directories of symlinks to `.` grows exponentially (as
+/// it does for glob(3)), wide steps followed by thousands of components
+/// multiply, and listing a wide directory many times costs as much even
+/// when nothing matches; running out is an error naming the pattern.
+/// `cancelled` is asked before each directory is read.
 pub fn glob_in_root(
     root: &RootFs,
     pattern: &str,
     budget: &mut usize,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<PathBuf>, String> {
     let only_dirs = pattern.ends_with('/');
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
@@ -56,27 +59,33 @@ pub fn glob_in_root(
             crate::error::capped(pattern)
         )
     };
+    // Every name read and every candidate made is paid for, as it is.
+    let pay = |budget: &mut usize, cost: usize| -> Result<(), String> {
+        *budget = budget.checked_sub(cost).ok_or_else(over)?;
+        Ok(())
+    };
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let mut next = Vec::new();
-        // Every candidate made is paid for from the budget, as it is made.
-        let mut add = |path: PathBuf| -> Result<(), String> {
-            let cost = path.as_os_str().len() + 1;
-            *budget = budget.checked_sub(cost).ok_or_else(over)?;
-            next.push(path);
-            Ok(())
-        };
         for dir in &found {
             if has_magic(part) {
+                if cancelled() {
+                    return Err("cancelled".into());
+                }
                 let Ok(mut names) = root.read_dir(dir) else {
                     continue;
                 };
+                pay(budget, names.iter().map(|n| n.len() + 1).sum())?;
                 names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
                 for name in names.into_iter().filter(|name| matches_name(part, name)) {
-                    add(dir.join(name))?;
+                    let path = dir.join(name);
+                    pay(budget, path.as_os_str().len() + 1)?;
+                    next.push(path);
                 }
             } else if *part != "." && *part != ".." {
-                add(dir.join(part))?;
+                let path = dir.join(part);
+                pay(budget, path.as_os_str().len() + 1)?;
+                next.push(path);
             }
         }
         if last {
@@ -147,24 +156,27 @@ mod tests {
             std::fs::write(dir.path().join("etc").join(name), "x").unwrap();
         }
         let root = RootFs::open(dir.path()).unwrap();
-        let found = glob_in_root(&root, "/etc/*.conf", &mut GLOB_BUDGET.clone()).unwrap();
+        let found =
+            glob_in_root(&root, "/etc/*.conf", &mut GLOB_BUDGET.clone(), &|| false).unwrap();
         assert_eq!(
             found,
             vec![PathBuf::from("/etc/a.conf"), PathBuf::from("/etc/b.conf")]
         );
         assert!(
-            glob_in_root(&root, "/etc/{a,b}.conf", &mut GLOB_BUDGET.clone())
-                .unwrap()
-                .is_empty(),
+            glob_in_root(&root, "/etc/{a,b}.conf", &mut GLOB_BUDGET.clone(), &|| {
+                false
+            })
+            .unwrap()
+            .is_empty(),
             "no brace expansion"
         );
         assert!(
-            glob_in_root(&root, "/nonexistent/*", &mut GLOB_BUDGET.clone())
+            glob_in_root(&root, "/nonexistent/*", &mut GLOB_BUDGET.clone(), &|| false)
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            glob_in_root(&root, "/etc/.*", &mut GLOB_BUDGET.clone()).unwrap(),
+            glob_in_root(&root, "/etc/.*", &mut GLOB_BUDGET.clone(), &|| false).unwrap(),
             vec![PathBuf::from("/etc/.hidden.conf")],
             "never . or .."
         );
@@ -238,7 +250,7 @@ mod tests {
             "/etc/plain/x",
             "/etc/*[",
         ] {
-            let ours = glob_in_root(&root, pattern, &mut GLOB_BUDGET.clone()).unwrap();
+            let ours = glob_in_root(&root, pattern, &mut GLOB_BUDGET.clone(), &|| false).unwrap();
             let mut theirs: Vec<PathBuf> = libc_glob(&format!("{prefix}{pattern}"))
                 .into_iter()
                 // glob(3) also gives the `.` and `..` entries; we never do.

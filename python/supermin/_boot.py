@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -72,9 +73,20 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
     return _kvm_works[key]
 
 
+def _open_regular(path: Path) -> int:
+    """Open `path` for reading without blocking (a FIFO), and only if it is
+    a regular file: an appliance's kernel, initrd and root are files, and a
+    symlink to a host disk or device is not one."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BootError(f"{path} is not a regular file (an appliance's kernel, initrd and root are)")
+    return fd
+
+
 def filesystem_uuid(image: Path) -> str:
     """The UUID of an ext2/3/4 image, from its superblock (byte 0x468)."""
-    with open(image, "rb") as f:
+    with os.fdopen(_open_regular(image), "rb") as f:
         f.seek(0x468)
         raw = f.read(16).hex()
     return f"{raw[0:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:32]}"
@@ -93,8 +105,12 @@ def qemu_command(
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise BootError("qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)")
+    for path in (kernel, initrd, root):
+        os.close(_open_regular(path))
     if accel == "auto":
         accel = "kvm" if kvm_usable(kernel) else "tcg"
+    # qemu splits -drive at commas; a comma in a path is written twice.
+    drive = str(root).replace(",", ",,")
     cmd = [
         qemu,
         "-accel", accel,
@@ -106,7 +122,7 @@ def qemu_command(
         "-serial", "stdio",
         "-kernel", str(kernel),
         "-initrd", str(initrd),
-        "-drive", f"file={root},format=raw,if=virtio" + (",snapshot=on" if snapshot else ""),
+        "-drive", f"file={drive},format=raw,if=virtio" + (",snapshot=on" if snapshot else ""),
         "-append", append,
     ]
     if accel == "kvm":

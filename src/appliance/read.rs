@@ -212,21 +212,46 @@ pub fn load(inputs: &[PathBuf]) -> Result<Appliance> {
         ..Default::default()
     };
     for input in inputs {
-        visit(input, &mut appliance, 0, &mut HashSet::new())?;
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(input)
+            .map_err(|e| Error::bad_input(input, format!("cannot read input: {e}")))?
+            .uid();
+        let mut walk = Walk {
+            owner,
+            seen: HashSet::new(),
+        };
+        visit(input, &mut appliance, 0, &mut walk, false)?;
     }
     Ok(appliance)
 }
 
-/// Walk `path`: `seen` holds the directories (device, inode) of this input
-/// entered so far.  Directory symlinks are followed, but a directory is
-/// read once: symlinks that fan out (`d0/{x,y} -> d1`, `d1/{x,y} -> d2`,
-/// ...) would make the walk exponential in a few dozen inodes.
+/// The walk of one input.
+struct Walk {
+    /// Who owns the input (as given, followed): the appliance's author.
+    owner: u32,
+    /// The directories (device, inode) entered so far.
+    seen: HashSet<(u64, u64)>,
+}
+
+/// Walk `path`.  Symlinks are followed, as upstream does, but:
+/// - a directory is read once: symlinks that fan out (`d0/{x,y} -> d1`,
+///   `d1/{x,y} -> d2`, ...) would make the walk exponential in a few dozen
+///   inodes;
+/// - a file reached through a symlink (`through_link`, or the entry is
+///   one) must be readable by everyone or belong to the input's owner: the
+///   author of an appliance directory may not make root read, and copy
+///   into the appliance, a file they could not read themselves
+///   (`base.tar -> /root/backup.tar`).
 fn visit(
     path: &Path,
     appliance: &mut Appliance,
     depth: usize,
-    seen: &mut HashSet<(u64, u64)>,
+    walk: &mut Walk,
+    through_link: bool,
 ) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let through_link = through_link
+        || (depth > 0 && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()));
     // Directory symlinks are followed, so a cycle is possible.
     if depth > 40 {
         return Err(Error::bad_input(
@@ -244,8 +269,7 @@ fn visit(
         ));
     }
     if meta.is_dir() {
-        use std::os::unix::fs::MetadataExt;
-        if !seen.insert((meta.dev(), meta.ino())) {
+        if !walk.seen.insert((meta.dev(), meta.ino())) {
             return Err(Error::bad_input(
                 path,
                 "is a directory already read through another path (symlinks to one directory); \
@@ -260,9 +284,20 @@ fn visit(
             .map_err(|e| Error::bad_input(path, format!("cannot list directory: {e}")))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
-            visit(&path.join(name), appliance, depth + 1, seen)?;
+            visit(&path.join(name), appliance, depth + 1, walk, through_link)?;
         }
         return Ok(());
+    }
+    if through_link && meta.mode() & 0o004 == 0 && meta.uid() != walk.owner {
+        return Err(Error::bad_input(
+            path,
+            format!(
+                "is reached through a symlink and is a file of user {} that not everyone may read; \
+                 the input's owner (user {}) may not have it read for them",
+                meta.uid(),
+                walk.owner
+            ),
+        ));
     }
     appliance.files.push(path.to_path_buf());
     let (compression, head) = sniff_compression(path)?;

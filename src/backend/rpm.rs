@@ -420,6 +420,39 @@ fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
     }
 }
 
+/// The most an rpm database directory copied out of another root may hold
+/// (a distribution's full database is a few hundred megabytes).
+const MAX_DATABASE_COPY: u64 = 1 << 30;
+
+/// The regular files of the database directory `dir` of `root` (not
+/// followed through symlinks, at most [`MAX_DATABASE_COPY`] bytes in all),
+/// copied into a private scratch directory.
+fn copy_database(root: &RootFs, dir: &Path) -> Result<crate::output::Scratch> {
+    let scratch = crate::output::scratch_dir()?;
+    let shown = root.display_path(dir);
+    let mut left = MAX_DATABASE_COPY;
+    let names = root
+        .read_dir(dir)
+        .map_err(|e| Error::io("listing", &shown, e))?;
+    for name in names {
+        let path = dir.join(&name);
+        let Ok((file, meta)) = root.open_regular(&path) else {
+            continue; // a directory, a symlink, a socket: not database data
+        };
+        left = left.checked_sub(meta.len()).ok_or_else(|| {
+            backend_error(format!(
+                "{}: the database files hold more than {MAX_DATABASE_COPY} bytes",
+                shown.display()
+            ))
+        })?;
+        let dest = scratch.path().join(&name);
+        let mut out = fs::File::create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        std::io::copy(&mut std::io::Read::take(file, meta.len()), &mut out)
+            .map_err(|e| Error::io("copying", root.display_path(&path), e))?;
+    }
+    Ok(scratch)
+}
+
 /// `rpmdb --exportdb` output: headers with their magic, one after another.
 fn exported_blobs(root: &Path, dbpath: &Path) -> Result<Vec<Vec<u8>>> {
     let output = Command::new("rpmdb")
@@ -467,16 +500,29 @@ impl Rpm {
                 root.path().display()
             ))
         })?;
-        let blobs = match &database {
-            Database::Sqlite(path) => {
-                // SQLite opens by path: the database's place, resolved
-                // inside the root.
+        // Another root's database is copied out of it first (through
+        // RootFs: inside the root, regular files, bounded) and read from
+        // the copy: SQLite and `rpmdb` open files by path, and `rpmdb
+        // --root R` would create its lock file through R's symlinks.
+        let copy = if root.is_host() {
+            None
+        } else {
+            let dir = match &database {
+                Database::Sqlite(path) => path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                Database::Legacy { dbpath } => dbpath.clone(),
+            };
+            Some(copy_database(&root, &dir)?)
+        };
+        let blobs = match (&database, &copy) {
+            (Database::Sqlite(path), None) => {
                 let host = root
                     .resolved_host_path(path)
                     .map_err(|e| Error::io("resolving", root.display_path(path), e))?;
                 sqlite_blobs(&host)?
             }
-            Database::Legacy { dbpath } => exported_blobs(root.path(), dbpath)?,
+            (Database::Sqlite(_), Some(copy)) => sqlite_blobs(&copy.path().join("rpmdb.sqlite"))?,
+            (Database::Legacy { dbpath }, None) => exported_blobs(root.path(), dbpath)?,
+            (Database::Legacy { .. }, Some(copy)) => exported_blobs(Path::new("/"), copy.path())?,
         };
         let where_ = match &database {
             Database::Sqlite(p) => root.display_path(p),
@@ -816,7 +862,13 @@ impl Backend for Rpm {
             return Ok(out);
         }
         let names: Vec<String> = to_fetch.iter().map(|(p, _)| p.full_name.clone()).collect();
-        download(self.root.path(), &names, scratch, packager_config, reporter)?;
+        download(
+            self.root.is_host(),
+            &names,
+            scratch,
+            packager_config,
+            reporter,
+        )?;
         let mut downloaded: HashMap<String, PathBuf> = HashMap::new();
         for entry in walkdir::WalkDir::new(scratch).into_iter().flatten() {
             if entry.path().extension().is_some_and(|e| e == "rpm") {
@@ -889,8 +941,16 @@ fn config_files_from_rpm(path: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFil
 
 /// Download the installed versions of `names` into `dest` with the first
 /// package downloader found: dnf5, dnf, yumdownloader, zypper (as upstream).
+///
+/// The downloader runs as whoever runs supermin, often root, so it must
+/// never take its configuration from another root: `dnf --installroot R`
+/// reads `R/etc/dnf/dnf.conf`, whose `pluginpath` runs R's owner's code as
+/// root.  For the host it uses the host's configuration; for another root
+/// only a `--packager-config` the caller vouches for.  Names come from a
+/// database that may be hostile too: each must look like an RPM NEVRA and
+/// they follow `--`, so none can be read as an option.
 fn download(
-    root: &Path,
+    host: bool,
     names: &[String],
     dest: &Path,
     config: Option<&Path>,
@@ -910,15 +970,26 @@ fn download(
              config files; install one, or use --use-installed",
         ));
     };
+    if !host && config.is_none() {
+        return Err(backend_error(
+            "pristine config files of another root are downloaded only with a package manager \
+             configuration you trust: pass --packager-config FILE (its repositories), or use \
+             --use-installed (the root's own copies); its own configuration is never used, as \
+             running its plugins would run its owner's code",
+        ));
+    }
+    if let Some(bad) = names.iter().find(|n| !is_nevra(n)) {
+        return Err(backend_error(format!(
+            "the database names a package {:?}, which is not a package name: refusing to pass it to {tool}",
+            crate::error::capped(bad)
+        )));
+    }
     let mut command = Command::new(tool);
     match tool {
         "zypper" => {
             command.arg("--non-interactive");
             if let Some(c) = config {
                 command.arg("--config").arg(c);
-            }
-            if root != Path::new("/") {
-                command.arg("--root").arg(root);
             }
             command.arg("--pkg-cache-dir").arg(dest).arg("download");
         }
@@ -929,11 +1000,10 @@ fn download(
             command.arg("--destdir").arg(dest);
             if let Some(c) = config {
                 command.arg(format!("--config={}", c.display()));
-            } else if root != Path::new("/") {
-                command.arg("--installroot").arg(root);
             }
         }
     }
+    command.arg("--");
     command.args(names);
     reporter.info(1, || format!("rpm: running {command:?}"));
     let output = crate::process::output(&mut command, reporter)?
@@ -946,6 +1016,18 @@ fn download(
         )));
     }
     Ok(())
+}
+
+/// Does `name` look like an RPM `name-[epoch:]version-release.arch`: an
+/// alphanumeric first character, then only what rpm allows in names and
+/// versions?  (Never an option to a command line.)
+fn is_nevra(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-~^:".contains(c))
 }
 
 /// Check an `.rpm` file's lead and both headers (see [`check_header`])
@@ -1147,6 +1229,50 @@ pub mod rich {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_downloader_never_gets_an_option_or_another_roots_configuration() {
+        for good in [
+            "bash-5.1.8-4.cm2.x86_64",
+            "glibc-2.35-1.cm2.x86_64",
+            "foo-1:2.0-1.noarch",
+            "a_b+c~d^e",
+        ] {
+            assert!(is_nevra(good), "{good}");
+        }
+        for bad in [
+            "--setopt=pluginpath=/x",
+            "-x",
+            "",
+            "a b",
+            "a/b",
+            "a;b",
+            "a$b",
+            "../x",
+        ] {
+            assert!(!is_nevra(bad), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(0).with_messages(Box::new(|_, _| {}));
+        let refused = |host: bool, names: &[&str], config: Option<&Path>| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            download(host, &names, dir.path(), config, &reporter)
+                .unwrap_err()
+                .to_string()
+        };
+        // Another root, no configuration of ours: its own is never used.
+        let e = refused(false, &["bash-1-1.x86_64"], None);
+        assert!(
+            e.contains("--packager-config") || e.contains("no package downloader"),
+            "{e}"
+        );
+        // A name that is an option: refused before anything runs.
+        let e = refused(true, &["--setopt=pluginpath=/tmp/x-1-1.x86_64"], None);
+        assert!(
+            e.contains("not a package name") || e.contains("no package downloader"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn evr_comparison_follows_rpm() {

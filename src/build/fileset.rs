@@ -111,7 +111,10 @@ pub fn assemble(
     let mut glob_budget = pattern::GLOB_BUDGET;
     for pattern in &appliance.hostfiles {
         reporter.check()?;
-        for path in pattern::glob_in_root(root, pattern, &mut glob_budget).map_err(Error::Usage)? {
+        let cancelled = || reporter.check().is_err();
+        let paths = pattern::glob_in_root(root, pattern, &mut glob_budget, &cancelled)
+            .map_err(|e| reporter.cancelled_or(Error::Usage(e)))?;
+        for path in paths {
             raw.push(Entry {
                 source: path.clone(),
                 path,
