@@ -833,3 +833,118 @@ def test_a_base_image_holding_private_config_files_is_private(tmp_path):
     run_cli("--prepare", "--use-installed", "--root", str(root), "evil", "-o", str(sd))
     assert stat.S_IMODE((sd / "base.tar.gz").stat().st_mode) == 0o600
     assert stat.S_IMODE((sd / "packages").stat().st_mode) == 0o644
+
+
+# --- Found by a third pass (package managers of another root, rpmdb, -----
+# --- listing cost of globs, inputs linked to others' files, boot()) -------
+
+def _mariner_root(base: Path) -> Path:
+    from test_rpm import make_root
+    return make_root(base, os_release="ID=fedora\n")
+
+
+def test_another_roots_package_manager_configuration_is_never_used(tmp_path):
+    """`dnf download --installroot R` read R's dnf.conf, whose pluginpath ran
+    R's owner's Python as root."""
+    root = _mariner_root(tmp_path)
+    marker = tmp_path / "plugin-ran"
+    (root / "plugins").mkdir()
+    (root / "etc/dnf").mkdir(parents=True)
+    (root / "etc/dnf/dnf.conf").write_text(f"[main]\nplugins=1\npluginpath={root}/plugins\n"
+                                           f"pluginconfpath={root}/plugins\n")
+    (root / "plugins/pwn.py").write_text(f"import dnf\nopen({str(marker)!r}, 'w').write('ran')\n"
+                                         "class Pwn(dnf.Plugin):\n    name = 'pwn'\n")
+    (root / "plugins/pwn.conf").write_text("[main]\nenabled=1\n")
+    r = run_cli("--prepare", "--root", str(root), "bash", "-o", str(tmp_path / "sd"), check=False, timeout=300)
+    assert not marker.exists(), "the root's dnf plugin ran"
+    assert r.returncode == 1 and "--packager-config" in r.stderr, r.stderr
+
+
+def test_rpmdb_never_runs_inside_another_root(tmp_path):
+    """`rpmdb --root R --exportdb` created its lock through R's symlink,
+    anywhere on the host."""
+    root = tmp_path / "legacy"
+    (root / "var/lib/rpm").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text("ID=fedora\n")
+    (root / "var/lib/rpm/Packages").write_text("junk\n")
+    target = tmp_path / "created-by-rpmdb"
+    (root / "var/lib/rpm/.rpm.lock").symlink_to(target)
+    try:
+        supermin.Backend.open("rpm", root=str(root))  # junk: no packages, or an error
+    except supermin.BackendError:
+        pass
+    assert not target.exists() and not target.is_symlink()
+
+
+def test_a_sparse_rpm_database_is_not_copied_whole(tmp_path):
+    root = tmp_path / "sparse-db"
+    (root / "var/lib/rpm").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text("ID=fedora\n")
+    with open(root / "var/lib/rpm/rpmdb.sqlite", "wb") as f:
+        f.truncate(4 << 30)
+    before = shutil.disk_usage("/var/tmp").free
+    started = time.monotonic()
+    with pytest.raises(supermin.BackendError, match="more than"):
+        supermin.Backend.open("rpm", root=str(root))
+    assert time.monotonic() - started < 20
+    assert before - shutil.disk_usage("/var/tmp").free < 256 << 20
+
+
+def test_listing_wide_directories_is_paid_for(prepared, tmp_path):
+    """`D/*/*/q*` over 300 symlinks to D: 90,000 listings of 300 names that
+    never match took minutes, deaf to SIGTERM."""
+    d = tmp_path / "selfs"
+    d.mkdir()
+    for i in range(300):
+        (d / f"s{i}").symlink_to(d)
+    sd = _appliance_with(prepared, tmp_path / "sd", "hostfiles", f"{d}/*/*/q*\n".encode())
+    started = time.monotonic()
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "app"), check=False, timeout=120)
+    assert r.returncode == 1 and "reaches more paths" in r.stderr, r.stderr[-500:]
+    assert time.monotonic() - started < 30
+
+
+def test_an_input_linking_to_a_file_its_owner_cannot_read_is_refused(prepared, tmp_path, nobody_dir):
+    """The author of an appliance directory links `zz-base.tar` to a
+    root-only tarball: root would unpack it into the appliance."""
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    secret_tar = hidden / "backup.tar"
+    secret_tar.write_bytes(_tarball([("etc/backup-secret", tarfile.REGTYPE, b"SECRET\n", 0o644)]))
+    secret_tar.chmod(0o600)
+    sd = _attacker_dir(nobody_dir, "sd")
+    for f in prepared.iterdir():
+        (sd / f.name).write_bytes(f.read_bytes())
+    (sd / "zz-base.tar").symlink_to(secret_tar)
+    nobody = pwd.getpwnam("nobody")
+    for p in sd.iterdir():
+        os.lchown(p, nobody.pw_uid, nobody.pw_gid)
+    out = tmp_path / "app"
+    r = run_cli("--build", "-f", "chroot", str(sd), "-o", str(out), check=False)
+    assert r.returncode == 1 and "reached through a symlink" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_boot_refuses_an_appliance_that_is_not_files(tmp_path):
+    from supermin._boot import qemu_command
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "kernel").write_bytes(b"k")
+    (app / "initrd").write_bytes(b"i")
+    os.mkfifo(app / "root")
+    started = time.monotonic()
+    with pytest.raises(supermin.SuperminError, match="not a regular file"):
+        supermin.BuildResult.from_output(app)
+    assert time.monotonic() - started < 5, "blocked on the FIFO"
+    (app / "root").unlink()
+    (app / "root").symlink_to("/dev/null")
+    with pytest.raises(supermin.SuperminError, match="not a regular file"):
+        qemu_command(app / "kernel", app / "initrd", app / "root", append="", accel="tcg")
+    # qemu splits -drive at commas: a comma in the path is doubled.
+    odd = tmp_path / "a,format=qcow2"
+    odd.mkdir()
+    (odd / "root").write_bytes(b"r")
+    argv = qemu_command(app / "kernel", app / "initrd", odd / "root", append="", accel="tcg")
+    assert f"file={tmp_path}/a,,format=qcow2/root,format=raw" in argv[argv.index("-drive") + 1]
