@@ -40,6 +40,11 @@ pub enum Parents {
 pub struct OutDir {
     path: PathBuf,
     dir: OwnedFd,
+    /// The last directory found with [`Parents::Existing`]: entries come
+    /// in tree order, so the next one is usually in the same directory.
+    /// (Safe to keep: only this build writes the staging directory, and a
+    /// directory found so has no symlink above it.)
+    last_existing: std::sync::Mutex<Option<(PathBuf, Arc<OwnedFd>)>>,
 }
 
 /// One name in one directory of the output: where an entry goes.
@@ -59,15 +64,16 @@ impl OutDir {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )?;
-        Ok(OutDir {
-            path: path.to_path_buf(),
-            dir,
-        })
+        Ok(OutDir::from_fd(path.to_path_buf(), dir))
     }
 
     /// The directory `dir` (a descriptor already held), shown as `path`.
     pub fn from_fd(path: PathBuf, dir: OwnedFd) -> OutDir {
-        OutDir { path, dir }
+        OutDir {
+            path,
+            dir,
+            last_existing: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -117,7 +123,17 @@ impl OutDir {
         let relative = relative(path);
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = match parents {
-            Parents::Existing => open_beneath(&self.dir, &relative, flags)?,
+            Parents::Existing => {
+                let mut last = self.last_existing.lock().expect("not poisoned");
+                if let Some((p, fd)) = last.as_ref() {
+                    if p == path {
+                        return Ok(fd.clone());
+                    }
+                }
+                let fd = Arc::new(open_beneath(&self.dir, &relative, flags)?);
+                *last = Some((path.to_path_buf(), fd.clone()));
+                return Ok(fd);
+            }
             Parents::InRoot => match rootfs::open_in_root(&self.dir, &relative, flags, true) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.create_dirs(&relative)?,
                 other => other?,
@@ -275,6 +291,43 @@ impl Place {
             Some(rustix::fs::Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
+    }
+
+    /// Owner (when given), permission bits and times of the directory
+    /// here, through one descriptor of it (never a symlink).
+    pub fn set_dir_meta(
+        &self,
+        owner: Option<(u32, u32)>,
+        perm: u32,
+        atime: (i64, i64),
+        mtime: (i64, i64),
+    ) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            &*self.dir,
+            &self.name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))?;
+        let ts = |(sec, nsec): (i64, i64)| Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        };
+        rustix::fs::futimens(
+            &fd,
+            &Timestamps {
+                last_access: ts(atime),
+                last_modification: ts(mtime),
+            },
+        )?;
+        Ok(())
     }
 
     /// Permission bits of a directory, file or node here (never a

@@ -46,6 +46,8 @@ impl FileId {
 pub struct RootFs {
     path: PathBuf,
     dir: OwnedFd,
+    /// Which devices hold a pseudo filesystem (asked once per device).
+    pseudo: std::sync::Mutex<std::collections::HashMap<u64, Option<&'static str>>>,
 }
 
 impl RootFs {
@@ -57,16 +59,17 @@ impl RootFs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(RootFs {
-            path: path.to_path_buf(),
-            dir,
-        })
+        Ok(RootFs::from_fd(path.to_path_buf(), dir))
     }
 
     /// The directory `dir` (a descriptor already held) as a root, shown
     /// as `path`.
     pub fn from_fd(path: PathBuf, dir: OwnedFd) -> RootFs {
-        RootFs { path, dir }
+        RootFs {
+            path,
+            dir,
+            pseudo: Default::default(),
+        }
     }
 
     /// The host's own root.
@@ -99,17 +102,27 @@ impl RootFs {
 
     /// `lstat` inside the root.
     pub fn symlink_metadata(&self, path: &Path) -> io::Result<fs::Metadata> {
+        if self.is_host() {
+            // Inside `/` is where the kernel resolves anyway: one call.
+            return fs::symlink_metadata(self.display_path(path));
+        }
         fs::File::from(self.open_path(path, false)?).metadata()
     }
 
     /// `stat` inside the root: a symlink in the last component is
     /// followed, inside the root.
     pub fn metadata(&self, path: &Path) -> io::Result<fs::Metadata> {
+        if self.is_host() {
+            return fs::metadata(self.display_path(path));
+        }
         fs::File::from(self.open_path(path, true)?).metadata()
     }
 
     /// The target of the symlink at `path`.
     pub fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        if self.is_host() {
+            return fs::read_link(self.display_path(path));
+        }
         let fd = self.open_path(path, false)?;
         let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
@@ -135,7 +148,24 @@ impl RootFs {
                 "is not a regular file",
             ));
         }
-        if let Some(fs_name) = is_pseudo_file(&file) {
+        let known = self
+            .pseudo
+            .lock()
+            .expect("not poisoned")
+            .get(&meta.dev())
+            .copied();
+        let pseudo = match known {
+            Some(answer) => answer,
+            None => {
+                let answer = is_pseudo_file(&file);
+                self.pseudo
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(meta.dev(), answer);
+                answer
+            }
+        };
+        if let Some(fs_name) = pseudo {
             return Err(pseudo_file_error(fs_name));
         }
         Ok((file, meta))

@@ -591,18 +591,15 @@ pub fn write(
     // Pass 3, deepest first: directory owners, modes and times.
     for (dest, path, meta) in dirs.iter().rev() {
         reporter.check()?;
-        let at = in_output(path);
-        if keep_owner {
-            dest.chown(meta.uid(), meta.gid()).at("chown", &at)?;
-        }
         let perm = permissions(meta.mode(), keep_owner);
         stats.setid_dropped += (perm != meta.mode() & 0o7777) as u64;
-        dest.chmod(perm).at("setting permissions of", &at)?;
-        dest.set_times(
+        dest.set_dir_meta(
+            keep_owner.then(|| (meta.uid(), meta.gid())),
+            perm,
             (meta.atime(), meta.atime_nsec()),
             (meta.mtime(), meta.mtime_nsec()),
         )
-        .at("setting times of", &at)?;
+        .at("setting the owner, mode and times of", in_output(path))?;
     }
     Ok(stats)
 }
