@@ -37,7 +37,7 @@ pub fn chroot_unpack(data: &[u8]) {
         return;
     };
     let outdir = crate::outdir::OutDir::open(&out).expect("open out");
-    let _ = crate::build::chroot::unpack_base_images(
+    let _ = crate::format::chroot::write_base_images(
         &appliance.base_images,
         &outdir,
         &crate::report::Reporter::new(0).with_messages(Box::new(|_, _| {})),
@@ -85,9 +85,9 @@ pub fn dpkg_status(data: &[u8]) {
 pub fn modules_dep(data: &[u8]) {
     let dir = scratch();
     fs::write(dir.path().join("modules.dep"), data).expect("write");
-    if let Ok(deps) = crate::build::initrd::read_module_deps(dir.path()) {
-        let _ = crate::build::initrd::boot_modules(&deps);
-        let _ = crate::build::initrd::selected_modules(&deps, &["e1000*".to_string()]);
+    if let Ok(deps) = crate::boot::initrd::read_module_deps(dir.path()) {
+        let _ = crate::boot::initrd::boot_modules(&deps);
+        let _ = crate::boot::initrd::selected_modules(&deps, &["e1000*".to_string()]);
     }
 }
 
@@ -104,7 +104,7 @@ pub fn ext2_image(data: &[u8]) {
         return;
     };
     let written =
-        crate::build::ext2::image_of_base_images(&appliance.base_images, dir.path(), 16 << 20);
+        crate::format::ext2::image_of_base_images(&appliance.base_images, dir.path(), 16 << 20);
     if written.is_ok() && WRITTEN.fetch_add(1, Ordering::Relaxed) % 64 == 0 {
         let image = dir.path().join("root");
         let check = std::process::Command::new("e2fsck")

@@ -1,20 +1,27 @@
 //! supermin: build minimal Linux appliances from the host's package
 //! database without installing anything.
 //!
-//! The flow is one-directional (see `docs` in the README):
-//! names -> [`backend::Backend::resolve`] -> files -> [`prepare`] writes a
-//! supermin appliance directory; [`build`] reads one back
-//! ([`appliance::load`]), assembles a [`build::FileSet`] and hands it to a
-//! format writer, inside an [`output::Staging`] directory that is swapped
-//! in only when complete.
+//! The flow is one-directional:
+//!
+//! ```text
+//! names --resolve--> closure --file lists--> plan --assemble--> tree --format--> OUT
+//! ```
+//!
+//! [`backend::Backend`] resolves names to a closure and lists its files;
+//! [`prepare()`] writes a supermin appliance directory; [`build()`] reads
+//! one back ([`appliance::load`]), [`assemble::plan`]s the host paths,
+//! [`assemble::assemble`]s the one format-neutral [`tree::Tree`], and
+//! hands it to a [`format::Format`] writer, inside an [`output::Staging`]
+//! directory that is swapped in only when complete.
 
 pub mod appliance;
+pub mod assemble;
 pub mod backend;
-pub mod build;
+pub mod boot;
 pub mod error;
+pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod init;
 pub mod outdir;
 pub mod output;
 pub mod package;
@@ -24,6 +31,7 @@ pub mod process;
 pub mod report;
 pub mod resolve;
 pub mod rootfs;
+pub mod tree;
 
 #[cfg(feature = "python")]
 mod python;
@@ -31,8 +39,8 @@ mod python;
 use std::path::{Path, PathBuf};
 
 pub use backend::Backend;
-pub use build::Format;
 pub use error::{Error, Result};
+pub use format::Format;
 pub use package::{File, FileKind, Package};
 pub use prepare::{PrepareOptions, Prepared};
 pub use report::Reporter;
@@ -40,27 +48,42 @@ pub use report::Reporter;
 /// Options of a build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    pub format: Format,
+    pub format: &'static dyn Format,
     pub include_packagelist: bool,
     /// Warn about packages that are no longer installed instead of failing.
     pub ignore_missing: bool,
     pub if_newer: bool,
     pub lock: Option<PathBuf>,
-    /// Options of the ext2 format (ignored for chroot).
-    pub ext2: build::ext2::Options,
+    /// What the formats are asked for (epoch, kernel, ext2 image).
+    pub formats: format::Options,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
-            format: Format::Chroot,
+            format: &format::chroot::Chroot,
             include_packagelist: false,
             ignore_missing: false,
             if_newer: false,
             lock: None,
-            ext2: build::ext2::Options::default(),
+            formats: format::Options::default(),
         }
     }
+}
+
+/// What a build wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Regular files in the appliance (each inode once), and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Extra names of those files.
+    pub hard_links: u64,
+    /// Host files left out: unreadable by this user, or on pseudo
+    /// filesystems.
+    pub skipped: assemble::Skipped,
+    /// Set-id bits dropped because owners could not be kept.
+    pub setid_dropped: u64,
 }
 
 /// What a build did.
@@ -70,11 +93,11 @@ pub struct BuildOutcome {
     /// `--if-newer` found the output up to date; nothing was written.
     pub skipped: bool,
     pub packages: Vec<Package>,
-    /// Paths in the file set.
+    /// Host paths planned.
     pub paths: usize,
-    pub stats: build::chroot::Stats,
-    /// What the ext2 format wrote (kernel, UUID, initrd modules).
-    pub ext2: Option<build::ext2::Outcome>,
+    pub stats: Stats,
+    /// Bootable formats: the kernel and initrd.
+    pub boot: Option<boot::Booted>,
 }
 
 /// `supermin --prepare`: write the supermin appliance for `names` to
@@ -126,16 +149,10 @@ pub fn build(
         .map(|l| output::Lock::acquire(l, reporter))
         .transpose()?;
     output::check_location(output, inputs)?;
-    if options.format == Format::Ext2 {
-        build::ext2fs::check_size(options.ext2.size.unwrap_or(build::ext2::DEFAULT_SIZE))?;
-    }
+    let format = options.format;
+    format.check(&options.formats)?;
     if options.if_newer
-        && output::is_up_to_date(
-            output,
-            options.format.outputs(),
-            inputs,
-            backend.database_mtime()?,
-        )
+        && output::is_up_to_date(output, format.outputs(), inputs, backend.database_mtime()?)
     {
         reporter.info(0, || "if-newer: output does not need rebuilding".into());
         return Ok(BuildOutcome {
@@ -145,50 +162,64 @@ pub fn build(
         });
     }
     let appliance = appliance::load(inputs)?;
-    let set = build::assemble(backend, &appliance, options.ignore_missing, reporter)?;
+    let plan = assemble::plan(backend, &appliance, options.ignore_missing, reporter)?;
     let staging = output::Staging::new(output, inputs)?;
-    let (stats, ext2) = match options.format {
-        Format::Chroot => {
-            let out = staging.outdir()?;
-            let stats = build::chroot::unpack_base_images(&appliance.base_images, &out, reporter)?;
-            let stats = build::chroot::write(
-                &set,
-                backend.root(),
-                &out,
-                options.include_packagelist,
-                stats,
-                reporter,
-            )?;
-            (stats, None)
-        }
-        Format::Ext2 => {
-            let outcome = build::ext2::write(
-                &set,
-                &appliance.base_images,
-                backend.root(),
-                &staging.outdir()?,
-                options.include_packagelist,
-                &options.ext2,
-                reporter,
-            )?;
-            (outcome.files.clone(), Some(outcome))
-        }
+    let out = staging.outdir()?;
+    let now = options
+        .formats
+        .epoch
+        .map(|e| e.min(i64::MAX as u64) as i64)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    let assembled = assemble::assemble(
+        plan,
+        &appliance.base_images,
+        backend.root(),
+        &out,
+        assemble::Options {
+            packagelist: options.include_packagelist,
+            now,
+            capacity: format.capacity(&options.formats),
+        },
+        reporter,
+    )?;
+    let (files, bytes, hard_links) = assembled.tree.file_counts();
+    let host = rootfs::RootFs::host().map_err(|e| Error::io("opening", "/", e))?;
+    let context = format::Context {
+        sources: tree::Sources {
+            build: backend.root(),
+            host: &host,
+        },
+        options: &options.formats,
+        now,
+        reporter,
     };
     reporter.info(1, || {
         format!(
-            "build: {} files ({} bytes), {} hard links",
-            stats.files, stats.bytes, stats.hard_links
+            "build: writing {} ({files} files, {bytes} bytes, {hard_links} hard links)",
+            format.name()
         )
     });
+    let written = format.write(assembled.tree, &out, &context)?;
     // The last moment a cancel is heard: after the swap the work is done.
     reporter.check()?;
     let output = staging.commit()?;
     Ok(BuildOutcome {
         output,
         skipped: false,
-        paths: set.entries.len(),
-        packages: set.packages,
-        stats,
-        ext2,
+        paths: assembled.paths,
+        packages: assembled.packages,
+        stats: Stats {
+            files,
+            bytes,
+            hard_links,
+            skipped: assembled.skipped,
+            setid_dropped: written.setid_dropped,
+        },
+        boot: written.boot,
     })
 }

@@ -89,6 +89,33 @@ impl OutDir {
         ))
     }
 
+    /// A new file in the output that has no name (`O_TMPFILE`), for data
+    /// the build keeps only while it runs: it disappears with its last
+    /// descriptor, whatever kills the build.  Where the filesystem cannot
+    /// make one, a named file is made and unlinked at once.
+    pub fn unnamed_file(&self) -> io::Result<fs::File> {
+        let flags = OFlags::RDWR | OFlags::CLOEXEC;
+        match rustix::fs::openat(
+            &self.dir,
+            ".",
+            flags | OFlags::TMPFILE,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok(fs::File::from(fd)),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let name = format!(".supermin-unnamed.{}", std::process::id());
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name.as_str(),
+            flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )?;
+        rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty())?;
+        Ok(fs::File::from(fd))
+    }
+
     /// Remove the directory `path` (whose parents are real directories)
     /// and the files in it; a subdirectory there is an error.
     pub fn remove_dir(&self, path: &Path) -> io::Result<()> {

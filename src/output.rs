@@ -273,8 +273,31 @@ fn remove_stale(parent: &OwnedFd, prefix: &OsStr, aside: bool) {
             });
         if old_enough && is_ours(&dir) && try_lock(&dir).unwrap_or(false) {
             remove_dir_held(parent, &name, &dir);
+        } else if hidden && random && is_empty_and_mine(parent, &dir) {
+            // A build killed between making its hidden directory and
+            // marking it.  Empty, so nothing is lost; rmdir refuses
+            // anything that gained an entry meanwhile, and a live builder
+            // whose directory this was takes another name.
+            let _ = rmdir_if_same(parent, &name, &dir);
         }
     }
+}
+
+/// Is `dir` (in `parent`) an empty directory of this user, on the same
+/// filesystem as `parent` (not a mount point)?
+fn is_empty_and_mine(parent: &OwnedFd, dir: &OwnedFd) -> bool {
+    let (Ok(st), Ok(up)) = (rustix::fs::fstat(dir), rustix::fs::fstat(parent)) else {
+        return false;
+    };
+    st.st_uid == euid() && st.st_dev == up.st_dev && list(dir).is_ok_and(|n| n.is_empty())
+}
+
+/// `rmdir` of `name` in `parent` if it still leads to `dir`.
+fn rmdir_if_same(parent: &OwnedFd, name: &OsStr, dir: &OwnedFd) -> io::Result<()> {
+    if identity(dir)? == identity_at(parent, name)? {
+        rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
+    }
+    Ok(())
 }
 
 /// A directory this process made and holds: its parent, its name there,
@@ -320,7 +343,7 @@ fn random_name() -> io::Result<String> {
 /// to be ours and empty (whatever someone swapped in meanwhile is refused),
 /// marked, locked, and only then given its name; the name is checked to
 /// lead to it afterwards.
-fn create_locked_dir(parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<Held> {
+fn create_locked_dir(mut parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<Held> {
     let tampered = || io::Error::other("was replaced by someone else while being created");
     for _ in 0..100 {
         let random = random_name()?;
@@ -332,7 +355,12 @@ fn create_locked_dir(parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<H
             Err(Errno::EXIST) => continue,
             Err(e) => return Err(e.into()),
         }
-        let dir = open_dir_at(&parent, &hidden)?;
+        // Another builder's sweep may remove the directory while it is
+        // still empty: then take another name.
+        let dir = match open_dir_at(&parent, &hidden) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
         let st = rustix::fs::fstat(&dir)?;
         if st.st_uid != euid() || !list(&dir)?.is_empty() {
             return Err(tampered());
@@ -352,9 +380,17 @@ fn create_locked_dir(parent: OwnedFd, prefix: &OsStr, mode: u32) -> io::Result<H
                 ))
             }
         });
-        if let Err(e) = made {
-            held.remove();
-            return Err(e);
+        match made {
+            Ok(()) => {}
+            // Swept while empty (see above): another name.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                parent = held.parent;
+                continue;
+            }
+            Err(e) => {
+                held.remove();
+                return Err(e);
+            }
         }
         let mut name = prefix.to_os_string();
         name.push(&random);

@@ -184,6 +184,27 @@ impl RootFs {
         Ok((file, meta))
     }
 
+    /// Can the file `id` at `path` be read?  Asked while the appliance is
+    /// planned, so that every format skips the same unreadable files; the
+    /// bytes are read later through [`RootFs::open_same`].  Root can read
+    /// anything on a device already known to hold no pseudo filesystem:
+    /// no system call then.
+    pub fn check_readable(&self, path: &Path, id: FileId) -> io::Result<()> {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root
+            && self
+                .pseudo
+                .lock()
+                .expect("not poisoned")
+                .get(&id.dev)
+                .is_some_and(|pseudo| pseudo.is_none())
+        {
+            return Ok(());
+        }
+        self.open_same(path, id).map(drop)
+    }
+
     /// The whole content of the regular file at `path`, refused if it is
     /// larger than `limit` bytes (package databases are other people's
     /// data; a hostile one must not exhaust memory).

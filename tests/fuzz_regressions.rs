@@ -39,7 +39,7 @@ fn ext2_image_regressions() {
         let input = entry.unwrap().path();
         let scratch = tempfile::tempdir().unwrap();
         let appliance = supermin::appliance::load(std::slice::from_ref(&input)).unwrap();
-        let err = supermin::build::ext2::image_of_base_images(
+        let err = supermin::format::ext2::image_of_base_images(
             &appliance.base_images,
             scratch.path(),
             16 << 20,

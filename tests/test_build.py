@@ -116,7 +116,12 @@ def test_python_build_from_package_names_with_progress(tmp_path):
     result = supermin.build(["bash", "coreutils"], tmp_path / "app", progress=lambda s, d, t: seen.append((s, d, t)))
     assert {p.name for p in result.packages} >= {"bash", "coreutils", "libc6"}
     assert result.files_copied > 500 and "chroot" in repr(result)
-    assert seen and seen[-1][1] == seen[-1][2] and [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
+    stages = list(dict.fromkeys(stage for stage, _, _ in seen))
+    assert stages == ["listing files", "writing files"], stages
+    for stage in stages:
+        counts = [(d, t) for s, d, t in seen if s == stage]
+        assert counts[0][0] == 0 and counts[-1][0] == counts[-1][1], (stage, counts)
+        assert [d for d, _ in counts] == sorted(d for d, _ in counts), stage
     subprocess.run(["chroot", str(tmp_path / "app"), "/bin/true"], check=True)
 
 

@@ -232,6 +232,18 @@ def test_only_directories_supermin_made_are_swept(prepared, tmp_path, monkeypatc
     assert sorted(p.name for p in base.iterdir()) == [theirs.name]
 
 
+def test_an_empty_hidden_staging_directory_left_by_a_kill_is_swept(prepared, tmp_path):
+    """A build killed between making its hidden `.OUT.<8>` directory and
+    marking it leaves it empty: the next build removes it (nothing is lost),
+    and still keeps a look-alike that holds anything."""
+    out = tmp_path / "app"
+    (tmp_path / ".app.Killed12").mkdir()
+    (tmp_path / ".app.Holding1").mkdir()
+    (tmp_path / ".app.Holding1" / "x").write_text("mine\n")
+    run_cli("--build", "-f", "chroot", str(prepared), "-o", str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".app.Holding1", "app"]
+
+
 # --- 6. Set-id bits without their owner -------------------------------------
 
 def test_non_root_builds_drop_set_id_bits_and_keep_sticky_ones(prepared, nobody_dir):

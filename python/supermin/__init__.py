@@ -35,6 +35,7 @@ from ._supermin import (
     SuperminError,
     __version__,
     _build,
+    _formats,
     _list_drivers,
     _prepare,
     _scratch_dir,
@@ -47,6 +48,7 @@ __all__ = [
     "BackendError",
     "BootError",
     "BuildResult",
+    "FORMATS",
     "File",
     "KernelError",
     "OutputError",
@@ -62,6 +64,11 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: The output formats ``build(format=...)`` takes, from the core's registry.
+FORMATS: "tuple[str, ...]" = tuple(name for name, _, _, _ in _formats())
+#: ``{name or alias: name}``: ``"fs"`` and ``"filesystem"`` mean ``"chroot"``.
+_FORMAT_NAMES = {alias: name for name, aliases, _, _ in _formats() for alias in (name, *aliases)}
 
 
 def _source_date_epoch() -> Optional[int]:
@@ -154,7 +161,8 @@ class BuildResult:
     hard_links: int = 0
     #: Host files this user could not read (skipped, never copied empty).
     unreadable: List[Path] = field(default_factory=list)
-    #: ext2 only: ``OUT/kernel``, ``OUT/initrd`` and ``OUT/root``.
+    #: ext2 only: ``OUT/kernel``, ``OUT/initrd`` and ``OUT/root``; tar:
+    #: ``root`` is ``OUT/root.tar``.
     kernel: Optional[Path] = None
     initrd: Optional[Path] = None
     root: Optional[Path] = None
@@ -167,13 +175,16 @@ class BuildResult:
     @classmethod
     def from_output(cls, output: PathLike) -> "BuildResult":
         """Describe an existing build output (e.g. to :meth:`boot` it): ext2
-        when it holds ``kernel``, ``initrd`` and ``root``, else chroot."""
+        when it holds ``kernel``, ``initrd`` and ``root``, tar when it holds
+        only ``root.tar``, else chroot."""
         out = Path(os.fspath(output)).absolute()
         if not out.is_dir():
             raise OutputError(f"{out}: not a build output directory")
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
             return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
                        uuid=filesystem_uuid(out / "root"))
+        if [p.name for p in out.iterdir()] == ["root.tar"]:
+            return cls(output=out, format="tar", root=out / "root.tar")
         return cls(output=out, format="chroot")
 
     def boot(
@@ -256,6 +267,9 @@ def build(
     files or :class:`Appliance` objects.  A previous ``output`` is replaced
     only when the new one is complete.
 
+    ``format`` is one of :data:`FORMATS` (``"chroot"``: the tree as a
+    directory; ``"tar"``: ``OUT/root.tar``, a deterministic archive for
+    ``podman import``; ``"ext2"``: bootable).
     ``format="ext2"`` writes ``kernel``, ``initrd`` and a sparse ``root``
     image of ``size`` (default 4 GiB; ``"500M"`` style strings accepted)
     holding ``/lib/modules/VERSION``: every module (``modules="all"``, as
@@ -265,6 +279,9 @@ def build(
     the whole image, reproducible.  The kernel is found as upstream finds
     it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).
     """
+    if format not in _FORMAT_NAMES:
+        raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
+    format = _FORMAT_NAMES[format]
     if isinstance(modules, str):
         if modules != "all":
             raise SuperminError(f"modules must be 'all' or a list of module names, not {modules!r}")
@@ -298,6 +315,7 @@ def build(
         )
         out = Path(result["output"])
         ext2 = result["format"] == "ext2"
+        tar = result["format"] == "tar"
         return BuildResult(
             output=Path(result["output"]),
             format=result["format"],
@@ -310,7 +328,7 @@ def build(
             unreadable=[Path(p) for p in result["unreadable"]],
             kernel=out / "kernel" if ext2 else None,
             initrd=out / "initrd" if ext2 else None,
-            root=out / "root" if ext2 else None,
+            root=out / "root" if ext2 else out / "root.tar" if tar else None,
             kernel_version=result.get("kernel_version"),
             uuid=result.get("uuid"),
             initrd_modules=list(result.get("initrd_modules", [])),

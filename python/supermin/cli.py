@@ -1,7 +1,7 @@
 """The ``supermin`` command line, compatible with upstream supermin 5.
 
     supermin --prepare PACKAGE... -o OUTPUTDIR
-    supermin --build -f chroot|ext2 INPUT... -o OUTPUTDIR
+    supermin --build -f FORMAT INPUT... -o OUTPUTDIR
 
 Errors print ``supermin: MESSAGE`` and exit 1.
 """
@@ -14,7 +14,8 @@ import signal
 import sys
 from typing import List, NoReturn, Optional
 
-from . import SuperminError, __version__, build, list_drivers, parse_size, prepare
+from . import _FORMAT_NAMES, SuperminError, __version__, build, list_drivers, parse_size, prepare
+from ._supermin import _formats
 
 _DTB_REMOVED = """\
 *** error: The --dtb option was removed in supermin 5.1.18.
@@ -53,14 +54,18 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     p = _Parser(
         prog="supermin",
-        usage="supermin --prepare PACKAGE... -o OUTPUTDIR\n       supermin --build -f chroot|ext2 INPUT... -o OUTPUTDIR",
+        usage="supermin --prepare PACKAGE... -o OUTPUTDIR\n       supermin --build -f FORMAT INPUT... -o OUTPUTDIR",
         description="Build minimal Linux appliances from the host's package database.",
         allow_abbrev=False,
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--prepare", dest="mode", action="store_const", const="prepare", help="Prepare a supermin appliance")
     mode.add_argument("--build", dest="mode", action="store_const", const="build", help="Build a full appliance")
-    p.add_argument("-f", "--format", help="chroot|ext2 Set output format (chroot also: fs, filesystem)")
+    formats = "; ".join(
+        f"{name} ({', '.join(aliases)}): {summary}" if aliases else f"{name}: {summary}"
+        for name, aliases, summary, _ in _formats()
+    )
+    p.add_argument("-f", "--format", metavar="FORMAT", help=f"Set output format: {formats}")
     p.add_argument("-o", dest="output", metavar="OUTPUTDIR", help="Set output directory")
     p.add_argument("--if-newer", action="store_true", help="Only build if needed")
     p.add_argument("--lock", metavar="LOCKFILE", help="Use a lock file (POSIX fcntl lock)")
@@ -131,8 +136,8 @@ def run(argv: List[str]) -> int:
         raise _Fail("cannot use --prepare and --format options together")
     if args.mode == "build" and args.format is None:
         raise _Fail("when using --build, you must specify an output --format")
-    if args.format is not None and args.format not in ("chroot", "fs", "filesystem", "ext2"):
-        raise _Fail(f"unknown --format option ({args.format})")
+    if args.format is not None and args.format not in _FORMAT_NAMES:
+        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(dict.fromkeys(_FORMAT_NAMES.values()))}")
     if not args.output:
         raise _Fail("output directory (-o option) must be supplied")
     output = args.output.rstrip("/") or "/"
@@ -153,7 +158,7 @@ def run(argv: List[str]) -> int:
     else:
         if not args.args:
             raise _Fail("build: no input supermin appliance specified")
-        fmt = "chroot" if args.format in ("fs", "filesystem") else args.format
+        fmt = _FORMAT_NAMES[args.format]
         inputs = [os.path.abspath(a) for a in args.args]
         build(
             inputs,

@@ -13,11 +13,11 @@ use pyo3::types::PyDict;
 
 use crate::appliance::{self, Appliance};
 use crate::backend::{self, Backend};
-use crate::build::ext2::Modules;
 use crate::error::Error;
+use crate::format::ext2::Modules;
 use crate::package::{File, Package};
 use crate::report::{Cancel, Reporter};
-use crate::{BuildOptions, Format, PrepareOptions};
+use crate::{BuildOptions, PrepareOptions};
 
 create_exception!(
     _supermin,
@@ -509,14 +509,8 @@ impl PyAppliance {
     fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
         run_with(py, 0, None, |reporter| {
             let backend = backend::detect(&root)?;
-            let set =
-                crate::build::assemble(backend.as_ref(), &self.inner, ignore_missing, reporter)?;
-            let mut paths: Vec<PathBuf> = set.entries.into_iter().map(|e| e.path).collect();
-            for image in &self.inner.base_images {
-                paths.extend(image.members()?);
-            }
-            paths.sort();
-            paths.dedup();
+            let paths =
+                crate::assemble::paths(backend.as_ref(), &self.inner, ignore_missing, reporter)?;
             Ok(paths
                 .into_iter()
                 .map(|p| p.to_string_lossy().into_owned())
@@ -655,21 +649,25 @@ fn _build<'py>(
     uuid_seed: Option<String>,
     source_date_epoch: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let format: Format = format.parse().map_err(to_py)?;
+    let format = crate::format::find(format).map_err(to_py)?;
     let options = BuildOptions {
         format,
         include_packagelist,
         ignore_missing,
         if_newer,
         lock,
-        ext2: crate::build::ext2::Options {
-            size,
-            copy_kernel,
-            host_cpu,
-            modules: modules.map_or(Modules::All, Modules::Only),
-            uuid_seed,
+        formats: crate::format::Options {
             epoch: source_date_epoch,
-            kernel: crate::build::kernel::Overrides::from_env(),
+            boot: crate::boot::Options {
+                copy_kernel,
+                host_cpu,
+                kernel: crate::boot::kernel::Overrides::from_env(),
+            },
+            ext2: crate::format::ext2::Options {
+                size,
+                modules: modules.map_or(Modules::All, Modules::Only),
+                uuid_seed,
+            },
         },
     };
     let (backend, outcome) = run_with(py, verbose, progress, |reporter| {
@@ -682,7 +680,7 @@ fn _build<'py>(
         "output",
         crate::output::absolute(&outcome.output).map_err(to_py)?,
     )?;
-    d.set_item("format", format.as_str())?;
+    d.set_item("format", format.name())?;
     d.set_item("skipped", outcome.skipped)?;
     let packages: Vec<PyPackage> = outcome
         .packages
@@ -694,14 +692,14 @@ fn _build<'py>(
     d.set_item("files_copied", outcome.stats.files)?;
     d.set_item("bytes_copied", outcome.stats.bytes)?;
     d.set_item("hard_links", outcome.stats.hard_links)?;
-    d.set_item("unreadable", outcome.stats.unreadable)?;
-    if let Some(ext2) = outcome.ext2 {
-        d.set_item("kernel_path", ext2.kernel.path)?;
-        d.set_item("kernel_version", ext2.kernel.version)?;
-        d.set_item("modules_path", ext2.kernel.modules)?;
-        d.set_item("uuid", ext2.uuid)?;
-        d.set_item("initrd_modules", ext2.initrd_modules)?;
-        d.set_item("initrd_bytes", ext2.initrd_bytes)?;
+    d.set_item("unreadable", outcome.stats.skipped.unreadable)?;
+    if let Some(boot) = outcome.boot {
+        d.set_item("kernel_path", boot.kernel.path)?;
+        d.set_item("kernel_version", boot.kernel.version)?;
+        d.set_item("modules_path", boot.kernel.modules)?;
+        d.set_item("uuid", boot.root_uuid)?;
+        d.set_item("initrd_modules", boot.initrd_modules)?;
+        d.set_item("initrd_bytes", boot.initrd_bytes)?;
     }
     Ok(d)
 }
@@ -737,6 +735,28 @@ fn _scratch_dir(py: Python<'_>) -> PyResult<PyScratch> {
     })
 }
 
+/// `(name, aliases, summary, outputs)` of every output format, from the
+/// core's registry (for `--help`, argument checks and the stubs' test).
+#[pyfunction]
+fn _formats() -> Vec<(
+    &'static str,
+    Vec<&'static str>,
+    &'static str,
+    Vec<&'static str>,
+)> {
+    crate::format::FORMATS
+        .iter()
+        .map(|f| {
+            (
+                f.name(),
+                f.aliases().to_vec(),
+                f.summary(),
+                f.outputs().to_vec(),
+            )
+        })
+        .collect()
+}
+
 /// `(driver, detected)` pairs for `--list-drivers`.
 #[pyfunction]
 #[pyo3(signature = (root = PathBuf::from("/")))]
@@ -764,6 +784,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_prepare, m)?)?;
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
+    m.add_function(wrap_pyfunction!(_formats, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
     Ok(())

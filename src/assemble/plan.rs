@@ -1,4 +1,8 @@
-//! Assembling the set of paths a build writes (compat-spec §3).
+//! The plan of a build (compat-spec §3): which host paths the appliance
+//! holds, and where in it.  Packages are resolved, their file lists read,
+//! config files and excluded paths dropped, hostfiles globbed, paths
+//! missing on the host dropped, and the rest laid out so that no entry
+//! goes through a symlink.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -12,16 +16,7 @@ use crate::package::Package;
 use crate::pattern;
 use crate::report::Reporter;
 use crate::rootfs::RootFs;
-
-/// Why a path is in the set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Package,
-    Hostfile,
-    /// A parent directory, or a directory-symlink and its target, added so
-    /// that the tree can be created top-down.
-    Implied,
-}
+use crate::tree::Origin;
 
 /// One path to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +50,7 @@ impl FileSet {
 /// Resolve the appliance's packages, list their files, drop config files
 /// and excluded paths, add hostfiles, drop paths missing on the host, and
 /// lay the result out as a tree.
-pub fn assemble(
+pub fn plan(
     backend: &dyn Backend,
     appliance: &Appliance,
     ignore_missing: bool,

@@ -18,16 +18,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::copy_range;
 use crate::report::Reporter;
-use crate::rootfs::{FileId, RootFs};
+use crate::tree::{Contents, Data, Kind, Sources, Tree, MAX_NAME, MAX_SYMLINK};
 
 const BLOCK: u64 = 4096;
 const INODE_SIZE: u64 = 128;
@@ -39,14 +38,10 @@ const FIRST_INO: u32 = 11;
 const PER_BLOCK: u64 = BLOCK / 4;
 /// One inode per 16 KiB of image, as mke2fs's default.
 const BYTES_PER_INODE: u64 = 16384;
-/// The longest name a directory entry holds (`name_len` is one byte).
-const MAX_NAME: usize = 255;
 /// Link count limits of Linux's ext2 (`EXT2_LINK_MAX`) and, for
 /// non-directories, of the 16-bit field with ext4's margin.
 const MAX_DIR_LINKS: u32 = 32000;
 const MAX_LINKS: u32 = 65000;
-/// The longest symlink target (it must fit one block; Linux's own limit).
-const MAX_SYMLINK: usize = 4095;
 
 /// The file type bits of `st_mode`.
 pub const S_IFIFO: u16 = 0o010000;
@@ -56,310 +51,6 @@ pub const S_IFBLK: u16 = 0o060000;
 pub const S_IFREG: u16 = 0o100000;
 pub const S_IFLNK: u16 = 0o120000;
 pub const S_IFSOCK: u16 = 0o140000;
-
-/// Owner, permissions and times of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    /// Permission bits (`0o7777`).
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: i64,
-    pub atime: i64,
-}
-
-/// Where a regular file's bytes come from.
-#[derive(Debug, Clone)]
-pub enum Data {
-    /// A file of this size at `path` inside one of the [`Roots`], read when
-    /// the image is written: opened again without following a symlink and
-    /// proved to be the file `id` that was listed.
-    Host {
-        from: ReadFrom,
-        path: PathBuf,
-        id: FileId,
-        size: u64,
-    },
-    Bytes(Vec<u8>),
-}
-
-/// Which root a [`Data::Host`] file is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFrom {
-    /// The build's root (`--root`): package files and hostfiles.
-    Build,
-    /// The host's `/`: kernel modules.
-    Host,
-    /// The staging output: base-image members spilled to disk.
-    Staging,
-}
-
-/// The roots [`Data::Host`] files are read from.
-#[derive(Debug, Clone, Copy)]
-pub struct Roots<'a> {
-    pub build: &'a RootFs,
-    pub host: &'a RootFs,
-    pub staging: &'a RootFs,
-}
-
-impl Data {
-    fn len(&self) -> u64 {
-        match self {
-            Data::Host { size, .. } => *size,
-            Data::Bytes(b) => b.len() as u64,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Kind {
-    Dir(BTreeMap<Vec<u8>, usize>),
-    File(Data),
-    Symlink(Vec<u8>),
-    /// Character or block device, FIFO or socket: the type bits and rdev.
-    Special {
-        file_type: u16,
-        rdev: u64,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub meta: Meta,
-    pub kind: Kind,
-}
-
-/// The appliance as a tree of nodes; node 0 is `/`. A node reached by
-/// several names is a hard link.
-#[derive(Debug, Clone)]
-pub struct Tree {
-    nodes: Vec<Node>,
-    /// Meta for directories created implicitly (missing parents).
-    default_dir: Meta,
-}
-
-impl Tree {
-    /// An empty tree; implied directories get `default_dir`.
-    pub fn new(default_dir: Meta) -> Tree {
-        Tree {
-            nodes: vec![Node {
-                meta: default_dir,
-                kind: Kind::Dir(BTreeMap::new()),
-            }],
-            default_dir,
-        }
-    }
-
-    fn children(&self, dir: usize) -> &BTreeMap<Vec<u8>, usize> {
-        match &self.nodes[dir].kind {
-            Kind::Dir(c) => c,
-            _ => unreachable!("not a directory"),
-        }
-    }
-
-    fn children_mut(&mut self, dir: usize) -> &mut BTreeMap<Vec<u8>, usize> {
-        match &mut self.nodes[dir].kind {
-            Kind::Dir(c) => c,
-            _ => unreachable!("not a directory"),
-        }
-    }
-
-    /// The directory that holds `path`'s last component, following the
-    /// tree's own symlinks (never leaving the tree) and creating missing
-    /// directories; with the last component's name.
-    fn parent_of(&mut self, path: &Path) -> Result<(usize, Vec<u8>)> {
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        for c in path.components() {
-            match c {
-                Component::Normal(n) => parts.push(n.as_bytes().to_vec()),
-                Component::ParentDir => {
-                    parts.pop();
-                }
-                _ => {}
-            }
-        }
-        if let Some(long) = parts.iter().find(|p| p.len() > MAX_NAME) {
-            return Err(Error::bad_input(
-                path,
-                format!("a name of {} bytes; ext2 allows {MAX_NAME}", long.len()),
-            ));
-        }
-        let Some(name) = parts.pop() else {
-            return Err(Error::bad_input(path, "names the root directory"));
-        };
-        let dir = self
-            .walk_dirs(parts, 0)
-            .map_err(|e| Error::bad_input(path, e))?;
-        Ok((dir, name))
-    }
-
-    /// Walk (and create) directories named by `parts` from `start`.
-    fn walk_dirs(
-        &mut self,
-        parts: Vec<Vec<u8>>,
-        start: usize,
-    ) -> std::result::Result<usize, String> {
-        let mut stack: Vec<usize> = vec![0];
-        let mut pending: Vec<Vec<u8>> = parts.into_iter().rev().collect();
-        let mut current = start;
-        let mut hops = 0;
-        while let Some(name) = pending.pop() {
-            if name == b".." {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                current = *stack.last().expect("root");
-                continue;
-            }
-            match self.children(current).get(&name).copied() {
-                Some(child) => match &self.nodes[child].kind {
-                    Kind::Dir(_) => {
-                        stack.push(child);
-                        current = child;
-                    }
-                    Kind::Symlink(target) if hops < 40 => {
-                        hops += 1;
-                        let target = target.clone();
-                        if target.first() == Some(&b'/') {
-                            stack.truncate(1);
-                            current = 0;
-                        }
-                        for part in target.split(|&b| b == b'/').rev() {
-                            if !part.is_empty() && part != b"." {
-                                pending.push(part.to_vec());
-                            }
-                        }
-                    }
-                    _ => {
-                        return Err(format!(
-                            "{} is not a directory",
-                            String::from_utf8_lossy(&name)
-                        ))
-                    }
-                },
-                None => {
-                    let child = self.push(Node {
-                        meta: self.default_dir,
-                        kind: Kind::Dir(BTreeMap::new()),
-                    });
-                    self.children_mut(current).insert(name, child);
-                    stack.push(child);
-                    current = child;
-                }
-            }
-        }
-        Ok(current)
-    }
-
-    fn push(&mut self, node: Node) -> usize {
-        self.nodes.push(node);
-        self.nodes.len() - 1
-    }
-
-    /// The node at `path` (parents resolved through symlinks), if any.
-    pub fn lookup(&mut self, path: &Path) -> Result<Option<usize>> {
-        if path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::CurDir))
-        {
-            return Ok(Some(0));
-        }
-        let (dir, name) = self.parent_of(path)?;
-        Ok(self.children(dir).get(&name).copied())
-    }
-
-    /// Put `node` at `path`, replacing a non-directory there. A directory
-    /// over a directory only takes the new meta (its contents stay).
-    /// Returns the node's index.
-    pub fn insert(&mut self, path: &Path, node: Node) -> Result<usize> {
-        if let Kind::Symlink(target) = &node.kind {
-            // One block holds a long target; Linux allows PATH_MAX - 1.
-            if target.len() > MAX_SYMLINK {
-                return Err(Error::bad_input(
-                    path,
-                    format!(
-                        "a symlink target of {} bytes; at most {MAX_SYMLINK}",
-                        target.len()
-                    ),
-                ));
-            }
-        }
-        let (dir, name) = self.parent_of(path)?;
-        if let Some(&existing) = self.children(dir).get(&name) {
-            let existing_is_dir = matches!(self.nodes[existing].kind, Kind::Dir(_));
-            match (&node.kind, existing_is_dir) {
-                (Kind::Dir(_), true) => {
-                    self.nodes[existing].meta = node.meta;
-                    return Ok(existing);
-                }
-                (_, true) => return Err(Error::bad_input(path, "a directory is in the way")),
-                _ => {}
-            }
-        }
-        let index = self.push(node);
-        self.children_mut(dir).insert(name, index);
-        Ok(index)
-    }
-
-    /// A second name for node `target` (a hard link).
-    pub fn link(&mut self, path: &Path, target: usize) -> Result<()> {
-        if matches!(self.nodes[target].kind, Kind::Dir(_)) {
-            return Err(Error::bad_input(path, "a hard link to a directory"));
-        }
-        let (dir, name) = self.parent_of(path)?;
-        if let Some(&existing) = self.children(dir).get(&name) {
-            if matches!(self.nodes[existing].kind, Kind::Dir(_)) {
-                return Err(Error::bad_input(path, "a directory is in the way"));
-            }
-        }
-        self.children_mut(dir).insert(name, target);
-        Ok(())
-    }
-
-    /// Does `path` exist (as anything)?
-    pub fn exists(&mut self, path: &Path) -> bool {
-        matches!(self.lookup(path), Ok(Some(_)))
-    }
-
-    /// Make sure `path` is a directory, creating it (and parents) with the
-    /// default meta; returns its index.
-    pub fn mkdir_p(&mut self, path: &Path) -> Result<usize> {
-        let parts = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n.as_bytes().to_vec()),
-                _ => None,
-            })
-            .collect();
-        self.walk_dirs(parts, 0)
-            .map_err(|e| Error::bad_input(path, e))
-    }
-
-    /// Clamp every time to `epoch` (reproducible builds).
-    pub fn clamp_times(&mut self, epoch: i64) {
-        for node in &mut self.nodes {
-            node.meta.mtime = node.meta.mtime.min(epoch);
-            node.meta.atime = node.meta.atime.min(epoch);
-        }
-    }
-
-    /// Set the meta of node `index`.
-    /// Could anyone read every file of the tree, were it unpacked: every
-    /// regular file readable by others, every directory that holds
-    /// anything readable and searchable by others?  (An empty 0700
-    /// directory, such as `/lost+found`, hides nothing.)
-    pub fn everything_world_readable(&self) -> bool {
-        self.nodes.iter().all(|n| match &n.kind {
-            Kind::File(_) => n.meta.perm & 0o004 != 0,
-            Kind::Dir(children) => children.is_empty() || n.meta.perm & 0o005 == 0o005,
-            Kind::Symlink(_) | Kind::Special { .. } => true,
-        })
-    }
-
-    pub fn set_meta(&mut self, index: usize, meta: Meta) {
-        self.nodes[index].meta = meta;
-    }
-}
 
 /// What [`write_image`] produced.
 #[derive(Debug, Clone, Default)]
@@ -616,11 +307,11 @@ pub struct Image<'a> {
 }
 
 /// Write `tree` as an ext2 filesystem into `image`, reading host files
-/// from `roots`.
+/// from `sources`.
 pub fn write_image(
     tree: &Tree,
     image: Image<'_>,
-    roots: Roots<'_>,
+    sources: Sources<'_>,
     reporter: &Reporter,
 ) -> Result<ImageStats> {
     let Image {
@@ -631,10 +322,10 @@ pub fn write_image(
         now,
     } = image;
     // Inode numbers: depth-first in name order; `lost+found` is 11.
-    let mut ino_of: Vec<u32> = vec![0; tree.nodes.len()];
+    let mut ino_of: Vec<u32> = vec![0; tree.len()];
     let mut order: Vec<usize> = Vec::new();
-    let mut links: Vec<u32> = vec![0; tree.nodes.len()];
-    let mut dir_parent: Vec<usize> = vec![0; tree.nodes.len()];
+    let mut links: Vec<u32> = vec![0; tree.len()];
+    let mut dir_parent: Vec<usize> = vec![0; tree.len()];
     let lost_found = tree.children(0).get(b"lost+found".as_slice()).copied();
     ino_of[0] = ROOT_INO;
     let mut next_ino = FIRST_INO + 1;
@@ -651,11 +342,11 @@ pub fn write_image(
             if ino_of[child] == 0 {
                 ino_of[child] = next_ino;
                 next_ino += 1;
-                if !matches!(tree.nodes[child].kind, Kind::Dir(_)) {
+                if !matches!(tree.node(child).kind, Kind::Dir(_)) {
                     order.push(child);
                 }
             }
-            if let Kind::Dir(_) = tree.nodes[child].kind {
+            if let Kind::Dir(_) = tree.node(child).kind {
                 links[child] += 1; // its "."
                 links[dir] += 1; // its ".."
                 dir_parent[child] = dir;
@@ -669,7 +360,7 @@ pub fn write_image(
     }
     // The inode's link count is 16 bits; Linux's ext2 stops at these.
     for (node, &count) in links.iter().enumerate() {
-        let (limit, what) = match tree.nodes[node].kind {
+        let (limit, what) = match tree.node(node).kind {
             Kind::Dir(_) => (MAX_DIR_LINKS, "subdirectories"),
             _ => (MAX_LINKS, "hard links"),
         };
@@ -691,7 +382,7 @@ pub fn write_image(
     let mut dir_data: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     let mut fits = true;
     for &node in &by_ino {
-        let n = &tree.nodes[node];
+        let n = tree.node(node);
         let (size, blocks_needed) = match &n.kind {
             Kind::Dir(children) => {
                 let mut entries = vec![
@@ -702,7 +393,7 @@ pub fn write_image(
                     entries.push((
                         name.clone(),
                         ino_of[child],
-                        file_type_code(&tree.nodes[child].kind),
+                        file_type_code(&tree.node(child).kind),
                     ));
                 }
                 let mut bytes = directory_blocks(&entries);
@@ -813,7 +504,7 @@ pub fn write_image(
     if !fits {
         let needed: u64 = by_ino
             .iter()
-            .map(|&n| match &tree.nodes[n].kind {
+            .map(|&n| match &tree.node(n).kind {
                 Kind::File(d) => d.len().div_ceil(BLOCK),
                 Kind::Dir(c) => (c.len() as u64 * 32).div_ceil(BLOCK),
                 _ => 0,
@@ -834,7 +525,7 @@ pub fn write_image(
     // Metadata-sized contents: directories, indirect blocks, long symlinks,
     // files held in memory.
     for p in &placed {
-        let n = &tree.nodes[p.node];
+        let n = tree.node(p.node);
         match &n.kind {
             Kind::Dir(_) => {
                 let bytes = &dir_data[&p.node];
@@ -859,36 +550,38 @@ pub fn write_image(
         }
     }
 
-    // Host file data: the kernel copies it, files in parallel.
+    // File data held elsewhere (host files, spilled members): the kernel
+    // copies it, files in parallel.
     let host_files: Vec<&Placed> = placed
         .iter()
-        .filter(|p| matches!(tree.nodes[p.node].kind, Kind::File(Data::Host { .. })))
+        .filter(|p| {
+            matches!(
+                tree.node(p.node).kind,
+                Kind::File(Data::Host { .. } | Data::Spilled { .. })
+            )
+        })
         .collect();
     let counter = reporter.counter("writing files", host_files.len() as u64);
     let data_bytes: u64 = host_files
         .par_iter()
         .map(|p| {
-            let Kind::File(Data::Host {
-                from,
-                path,
-                id,
-                size,
-            }) = &tree.nodes[p.node].kind
-            else {
+            let Kind::File(data) = &tree.node(p.node).kind else {
                 unreachable!()
             };
             reporter.check()?;
-            let root = match from {
-                ReadFrom::Build => roots.build,
-                ReadFrom::Host => roots.host,
-                ReadFrom::Staging => roots.staging,
-            };
-            let r = root
-                .open_same(path, *id)
-                .and_then(|(input, _)| copy_host_file(&input, *size, &p.data, &file, reporter))
-                .at("copying", root.display_path(path));
+            let r = tree
+                .open(data, sources)
+                .and_then(|contents| match contents {
+                    Contents::File {
+                        file: input,
+                        offset,
+                        size,
+                    } => copy_host_file(&input, offset, size, &p.data, &file, reporter),
+                    Contents::Bytes(_) => unreachable!("held elsewhere"),
+                })
+                .at("copying", tree.describe(data, sources));
             counter.tick();
-            r.map(|()| *size)
+            r.map(|()| data.len())
         })
         .try_reduce(|| 0, |a, b| Ok(a + b))
         .map_err(|e| reporter.cancelled_or(e))?;
@@ -909,7 +602,7 @@ pub fn write_image(
         t[i * 128..(i + 1) * 128].copy_from_slice(raw);
     };
     for p in &placed {
-        let n = &tree.nodes[p.node];
+        let n = tree.node(p.node);
         let ino = ino_of[p.node];
         let type_bits = match &n.kind {
             Kind::Dir(_) => S_IFDIR,
@@ -932,7 +625,9 @@ pub fn write_image(
         put16(&mut raw, 0, type_bits | perm);
         put16(&mut raw, 2, n.meta.uid as u16);
         put32(&mut raw, 4, p.size as u32);
-        put32(&mut raw, 8, clamp_time(n.meta.atime));
+        // The host's atime changes as files are read; mtime keeps the
+        // image a function of the files.
+        put32(&mut raw, 8, clamp_time(n.meta.mtime));
         put32(&mut raw, 12, clamp_time(n.meta.mtime)); // ctime: as mtime
         put32(&mut raw, 16, clamp_time(n.meta.mtime));
         put16(&mut raw, 24, n.meta.gid as u16);
@@ -1044,118 +739,51 @@ pub fn write_image(
     })
 }
 
-/// Copy `size` bytes of `source` into `blocks` of the image, run by run of
-/// contiguous blocks, with `copy_file_range` (the kernel moves the data;
-/// on a reflink filesystem it may share it). Bytes the file lacks (it
+/// Copy `size` bytes of `input` from `offset` into `blocks` of the
+/// image, run by run of contiguous blocks.  Bytes the file lacks (it
 /// shrank since it was listed) stay zero.
 fn copy_host_file(
     input: &fs::File,
+    offset: u64,
     size: u64,
     blocks: &[u32],
     image: &fs::File,
     reporter: &Reporter,
 ) -> io::Result<()> {
-    // Runs of at most CHECK_EVERY bytes, with a check for a cancel
-    // between them: one huge file does not hold a cancelled build.
-    let max_run = (crate::report::CHECK_EVERY / BLOCK) as usize;
-    let mut offset = 0u64;
+    let mut done = 0u64;
     let mut i = 0usize;
-    while i < blocks.len() && offset < size {
-        if reporter.check().is_err() {
-            return Err(io::Error::other("cancelled"));
-        }
+    while i < blocks.len() && done < size {
         let mut run = 1usize;
-        while i + run < blocks.len() && run < max_run && blocks[i + run] == blocks[i] + run as u32 {
+        while i + run < blocks.len() && blocks[i + run] == blocks[i] + run as u32 {
             run += 1;
         }
-        let length = (run as u64 * BLOCK).min(size - offset);
-        let copied = copy_range(input, offset, image, blocks[i] as u64 * BLOCK, length)?;
+        let length = (run as u64 * BLOCK).min(size - done);
+        let copied = copy_range(
+            input,
+            offset + done,
+            image,
+            blocks[i] as u64 * BLOCK,
+            length,
+            reporter,
+        )?;
         if copied < length {
             return Ok(()); // end of file came early
         }
-        offset += length;
+        done += length;
         i += run;
     }
     Ok(())
 }
 
-fn copy_range(
-    input: &fs::File,
-    from: u64,
-    output: &fs::File,
-    to: u64,
-    length: u64,
-) -> io::Result<u64> {
-    let mut done = 0u64;
-    while done < length {
-        let mut off_in = (from + done) as libc::loff_t;
-        let mut off_out = (to + done) as libc::loff_t;
-        // SAFETY: valid descriptors and offsets owned by this call.
-        let n = unsafe {
-            libc::copy_file_range(
-                input.as_raw_fd(),
-                &mut off_in,
-                output.as_raw_fd(),
-                &mut off_out,
-                (length - done) as usize,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EXDEV)
-                | Some(libc::ENOSYS)
-                | Some(libc::EINVAL)
-                | Some(libc::EOPNOTSUPP) => {
-                    read_write(input, from + done, output, to + done, length - done)
-                        .map(|n| done + n)
-                }
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            break;
-        }
-        done += n as u64;
-    }
-    Ok(done)
-}
-
-/// The portable fallback of [`copy_range`].
-fn read_write(
-    input: &fs::File,
-    from: u64,
-    output: &fs::File,
-    to: u64,
-    length: u64,
-) -> io::Result<u64> {
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    while done < length {
-        let want = ((length - done) as usize).min(buffer.len());
-        let n = input.read_at(&mut buffer[..want], from + done)?;
-        if n == 0 {
-            break;
-        }
-        output.write_all_at(&buffer[..n], to + done)?;
-        done += n as u64;
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rootfs::RootFs;
+    use crate::tree::{Meta, Node, Origin};
+    use std::collections::BTreeMap;
 
     fn meta(perm: u16) -> Meta {
-        Meta {
-            perm,
-            uid: 0,
-            gid: 0,
-            mtime: 1_700_000_000,
-            atime: 1_700_000_000,
-        }
+        Meta::new(perm, 0, 0, 1_700_000_000)
     }
 
     #[test]
@@ -1192,6 +820,7 @@ mod tests {
             Node {
                 meta: meta(0o755),
                 kind: Kind::Dir(BTreeMap::new()),
+                origin: Origin::BaseImage(0),
             },
         )
         .unwrap();
@@ -1200,6 +829,7 @@ mod tests {
             Node {
                 meta: meta(0o777),
                 kind: Kind::Symlink(b"usr/lib".to_vec()),
+                origin: Origin::BaseImage(0),
             },
         )
         .unwrap();
@@ -1209,6 +839,7 @@ mod tests {
                 Node {
                     meta: meta(0o644),
                     kind: Kind::File(Data::Bytes(b"1".to_vec())),
+                    origin: Origin::BaseImage(0),
                 },
             )
             .unwrap();
@@ -1222,6 +853,7 @@ mod tests {
                 Node {
                     meta: meta(0o600),
                     kind: Kind::File(Data::Bytes(b"2".to_vec())),
+                    origin: Origin::BaseImage(0),
                 },
             )
             .unwrap();
@@ -1231,7 +863,8 @@ mod tests {
                 Path::new("/usr"),
                 Node {
                     meta: meta(0o644),
-                    kind: Kind::File(Data::Bytes(vec![]))
+                    kind: Kind::File(Data::Bytes(vec![])),
+                    origin: Origin::BaseImage(0),
                 }
             )
             .is_err());
@@ -1248,17 +881,19 @@ mod tests {
                 Node {
                     meta,
                     kind: Kind::File(Data::Bytes(vec![])),
+                    origin: Origin::BaseImage(0),
                 },
             )
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a name of 256 bytes; ext2 allows 255"), "{e}");
+        assert!(e.contains("a name of 256 bytes; at most 255"), "{e}");
         let e = tree
             .insert(
                 Path::new("/etc/long-link"),
                 Node {
                     meta,
                     kind: Kind::Symlink(vec![b'x'; 4096]),
+                    origin: Origin::BaseImage(0),
                 },
             )
             .unwrap_err()
@@ -1280,6 +915,7 @@ mod tests {
                 Node {
                     meta,
                     kind: Kind::File(Data::Bytes(vec![])),
+                    origin: Origin::BaseImage(0),
                 },
             )
             .unwrap();
@@ -1289,10 +925,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("root");
         let host = RootFs::host().unwrap();
-        let roots = Roots {
+        let roots = Sources {
             build: &host,
             host: &host,
-            staging: &host,
         };
         let target = Image {
             path: &image,

@@ -1,0 +1,232 @@
+//! From a supermin appliance to the appliance's [`Tree`], once per build,
+//! whatever the format.
+//!
+//! [`plan()`] decides which host paths go where (packages, hostfiles,
+//! excludes, directory symlinks); [`assemble`] then fills the tree: the
+//! base images first, the planned host paths over them, `/packagelist`
+//! last.  The rules that every format shares live here:
+//!
+//! - a symlink a base image made is kept over a host path of that name;
+//! - host files this user cannot read, and files on kernel pseudo
+//!   filesystems (`/proc`, `/sys`), are skipped and named in one warning
+//!   (never copied empty, never read without end);
+//! - several names of one host inode are one node (hard links);
+//! - directories the build makes itself are root-owned, 0755, stamped
+//!   with the build time (`SOURCE_DATE_EPOCH` when set).
+
+mod base_images;
+pub mod plan;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub use plan::{plan, Entry, FileSet};
+
+use crate::appliance::BaseImage;
+use crate::error::{Error, IoContext, Result};
+use crate::format::first_few;
+use crate::outdir::OutDir;
+use crate::package::Package;
+use crate::report::Reporter;
+use crate::rootfs::{is_pseudo_file_error, FileId, RootFs};
+use crate::tree::{Data, Kind, Meta, Node, Origin, ReadFrom, Tree};
+
+/// What the tree holds besides its entries.
+#[derive(Debug)]
+pub struct Assembled {
+    pub tree: Tree,
+    /// The dependency closure, sorted by name.
+    pub packages: Vec<Package>,
+    /// Host paths planned.
+    pub paths: usize,
+    pub skipped: Skipped,
+}
+
+/// Host files left out of the tree, and why.
+#[derive(Debug, Clone, Default)]
+pub struct Skipped {
+    /// Host files this user cannot read (non-root builds).
+    pub unreadable: Vec<PathBuf>,
+    /// Host files on kernel pseudo filesystems, whose sizes are not their
+    /// contents.
+    pub pseudo: Vec<PathBuf>,
+}
+
+/// Choices that shape the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Add `/packagelist` (the closure's full names).
+    pub packagelist: bool,
+    /// The time stamped on directories the build makes.
+    pub now: i64,
+    /// The most file data the format can hold ([`crate::Format::capacity`]).
+    pub capacity: Option<u64>,
+}
+
+/// Owner, mode and time of the directories the build makes itself.
+pub fn made_dir(now: i64) -> Meta {
+    Meta::new(0o755, 0, 0, now)
+}
+
+/// Fill the tree: `images` in order, then the planned host paths read
+/// from `root`, then `/packagelist`.  Large base-image members wait in an
+/// unnamed file in `spill_dir` (the staging output).
+pub fn assemble(
+    plan: FileSet,
+    images: &[BaseImage],
+    root: &RootFs,
+    spill_dir: &OutDir,
+    options: Options,
+    reporter: &Reporter,
+) -> Result<Assembled> {
+    let mut tree = Tree::new(made_dir(options.now));
+    base_images::add(&mut tree, images, spill_dir, options.capacity, reporter)?;
+    let skipped = add_host_paths(&mut tree, &plan, root, reporter)?;
+    if options.packagelist {
+        tree.insert(
+            Path::new("/packagelist"),
+            Node {
+                meta: Meta::new(0o644, 0, 0, options.now),
+                kind: Kind::File(Data::Bytes(plan.packagelist().into_bytes())),
+                origin: Origin::Generated,
+            },
+        )?;
+    }
+    Ok(Assembled {
+        tree,
+        paths: plan.entries.len(),
+        packages: plan.packages,
+        skipped,
+    })
+}
+
+/// The paths a build of `appliance` would write, sorted: base-image
+/// members, package files and hostfiles (for `Appliance.files()`).
+pub fn paths(
+    backend: &dyn crate::backend::Backend,
+    appliance: &crate::appliance::Appliance,
+    ignore_missing: bool,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>> {
+    let plan = plan(backend, appliance, ignore_missing, reporter)?;
+    let mut paths: Vec<PathBuf> = plan.entries.into_iter().map(|e| e.path).collect();
+    for image in &appliance.base_images {
+        paths.extend(image.members()?);
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// The planned host paths, with the host's owners, modes and times.
+fn add_host_paths(
+    tree: &mut Tree,
+    plan: &FileSet,
+    root: &RootFs,
+    reporter: &Reporter,
+) -> Result<Skipped> {
+    let mut skipped = Skipped::default();
+    let mut first_of_inode: std::collections::HashMap<FileId, usize> = Default::default();
+    let counter = reporter.counter("listing files", plan.entries.len() as u64);
+    for entry in &plan.entries {
+        reporter.check()?;
+        counter.tick();
+        let source = &entry.source;
+        let meta = match root.symlink_metadata(source) {
+            Ok(m) => m,
+            Err(_) if entry.origin == Origin::Implied => {
+                tree.mkdir_p(&entry.path)?;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir(Default::default())
+        } else if ft.is_symlink() {
+            // As upstream: a symlink from a base image is kept.
+            if tree.exists(&entry.path) {
+                continue;
+            }
+            let target = root
+                .read_link(source)
+                .at("reading symlink", root.display_path(source))?;
+            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+        } else if ft.is_file() {
+            let id = FileId::of(&meta);
+            if meta.nlink() > 1 {
+                if let Some(&first) = first_of_inode.get(&id) {
+                    tree.link(&entry.path, first)?;
+                    continue;
+                }
+            }
+            match root.check_readable(source, id) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    skipped.unreadable.push(root.display_path(source));
+                    continue;
+                }
+                Err(e) if is_pseudo_file_error(&e) => {
+                    skipped.pseudo.push(root.display_path(source));
+                    continue;
+                }
+                Err(e) => return Err(Error::io("reading", root.display_path(source), e)),
+            }
+            let index = tree.insert(
+                &entry.path,
+                Node {
+                    meta: Meta::of(&meta),
+                    kind: Kind::File(Data::Host {
+                        from: ReadFrom::Build,
+                        path: source.clone(),
+                        id,
+                        size: meta.len(),
+                    }),
+                    origin: entry.origin,
+                },
+            )?;
+            if meta.nlink() > 1 {
+                first_of_inode.insert(id, index);
+            }
+            continue;
+        } else {
+            Kind::Special {
+                file_type: (meta.mode() & libc::S_IFMT) as u16,
+                rdev: meta.rdev(),
+            }
+        };
+        tree.insert(
+            &entry.path,
+            Node {
+                meta: Meta::of(&meta),
+                kind,
+                origin: entry.origin,
+            },
+        )?;
+    }
+    warn_skipped(&skipped, reporter);
+    Ok(skipped)
+}
+
+/// One warning each for host files this user cannot read and files on
+/// pseudo filesystems.
+fn warn_skipped(skipped: &Skipped, reporter: &Reporter) {
+    let names = |paths: &[PathBuf]| -> Vec<String> {
+        paths.iter().map(|p| p.display().to_string()).collect()
+    };
+    if !skipped.unreadable.is_empty() {
+        reporter.warn(format!(
+            "{} host files are unreadable by this user and were skipped: {}",
+            skipped.unreadable.len(),
+            first_few(&names(&skipped.unreadable))
+        ));
+    }
+    if !skipped.pseudo.is_empty() {
+        reporter.warn(format!(
+            "{} host files are on kernel pseudo filesystems (/proc, /sys, ...), whose sizes are not their contents, and were skipped: {}",
+            skipped.pseudo.len(),
+            first_few(&names(&skipped.pseudo))
+        ));
+    }
+}

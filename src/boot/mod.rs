@@ -1,0 +1,80 @@
+//! What any bootable format needs besides the tree: a kernel (found on
+//! the host or named by `SUPERMIN_KERNEL`), its modules, an initrd with
+//! the mini init, and `OUT/kernel`.  The ext2 format calls these pieces;
+//! a future bootable format calls the same ones.
+
+pub mod init;
+pub mod initrd;
+pub mod kernel;
+
+use std::path::{Path, PathBuf};
+
+pub use kernel::Kernel;
+
+use crate::error::{IoContext, Result};
+use crate::outdir::{OutDir, Parents};
+use crate::report::Reporter;
+
+/// How the kernel is chosen and installed.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Copy the kernel into OUT instead of symlinking it.
+    pub copy_kernel: bool,
+    /// The architecture whose kernel to look for (default: the host's).
+    pub host_cpu: Option<String>,
+    /// `SUPERMIN_KERNEL`, `SUPERMIN_KERNEL_VERSION`, `SUPERMIN_MODULES`.
+    pub kernel: kernel::Overrides,
+}
+
+/// What a bootable format wrote besides its root.
+#[derive(Debug, Clone)]
+pub struct Booted {
+    pub kernel: Kernel,
+    /// The modules the initrd loads, in load order.
+    pub initrd_modules: Vec<String>,
+    pub initrd_bytes: u64,
+    /// The root filesystem's UUID, where there is one.
+    pub root_uuid: Option<String>,
+}
+
+/// The kernel to boot: first, so that a host without one fails before
+/// any other work.
+pub fn find_kernel(options: &Options, reporter: &Reporter) -> Result<Kernel> {
+    let search = kernel::Search::host(options.host_cpu.as_deref());
+    kernel::find(&options.kernel, &search, reporter)
+}
+
+/// `OUT/initrd` (mode 0644): the mini init and the modules that find the
+/// root, in a newc cpio.
+pub fn write_initrd(
+    kernel: &Kernel,
+    out: &OutDir,
+    epoch: Option<u64>,
+    reporter: &Reporter,
+) -> Result<initrd::Initrd> {
+    let path = out.path().join("initrd");
+    let place = out
+        .place(Path::new("/initrd"), Parents::Existing)
+        .at("creating", &path)?;
+    let file = place.create_file().at("creating", &path)?;
+    let written = initrd::write(
+        &kernel.modules,
+        init::MINI_INIT,
+        &path,
+        file,
+        epoch,
+        reporter,
+    )?;
+    place.chmod(0o644).at("setting permissions of", &path)?;
+    Ok(written)
+}
+
+/// `OUT/kernel`: a symlink to the kernel, or a copy of it.
+pub fn install_kernel(kernel: &Kernel, out: &OutDir, copy: bool) -> Result<PathBuf> {
+    let path = out.path().join("kernel");
+    let place = out
+        .place(Path::new("/kernel"), Parents::Existing)
+        .at("creating", &path)?;
+    kernel::install(kernel, &place, &path, copy)?;
+    Ok(path)
+}
