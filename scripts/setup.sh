@@ -29,7 +29,7 @@ command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required; install 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7"
+.venv/bin/pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "mypy>=1.18"
 # Build and install the extension (release profile) into the venv.
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q >/dev/null
 echo "setup: ready ($(.venv/bin/supermin --version))" >&2

@@ -8,4 +8,6 @@ bash scripts/setup.sh
 cargo test --quiet
 # Lints are errors, for the core and the binding alike.
 cargo clippy --quiet --all-targets --features python -- -D warnings
+# The stubs (.pyi) match the extension as built, defaults included.
+.venv/bin/python -m mypy.stubtest supermin._supermin
 .venv/bin/python -m pytest -q "$@"

@@ -80,15 +80,6 @@ impl OutDir {
         &self.path
     }
 
-    /// The output as a root to read back from (what the build wrote
-    /// there, e.g. spilled base-image members).
-    pub fn rootfs(&self) -> io::Result<crate::rootfs::RootFs> {
-        Ok(crate::rootfs::RootFs::from_fd(
-            self.path.clone(),
-            self.dir.try_clone()?,
-        ))
-    }
-
     /// A new file in the output that has no name (`O_TMPFILE`), for data
     /// the build keeps only while it runs: it disappears with its last
     /// descriptor, whatever kills the build.  Where the filesystem cannot
@@ -114,34 +105,6 @@ impl OutDir {
         )?;
         rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty())?;
         Ok(fs::File::from(fd))
-    }
-
-    /// Remove the directory `path` (whose parents are real directories)
-    /// and the files in it; a subdirectory there is an error.
-    pub fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        let place = self.place(path, Parents::Existing)?;
-        let dir = rustix::fs::openat(
-            &*place.dir,
-            &place.name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut reader = rustix::fs::Dir::read_from(&dir)?;
-        let mut names = Vec::new();
-        while let Some(entry) = reader.read() {
-            let name = entry?.file_name().to_owned();
-            if name.as_bytes() != b"." && name.as_bytes() != b".." {
-                names.push(name);
-            }
-        }
-        for name in names {
-            rustix::fs::unlinkat(&dir, name.as_c_str(), AtFlags::empty())?;
-        }
-        Ok(rustix::fs::unlinkat(
-            &*place.dir,
-            &place.name,
-            AtFlags::REMOVEDIR,
-        )?)
     }
 
     /// The directory `path` (absolute inside the output; `/` is the output

@@ -18,6 +18,34 @@ import supermin
 UPSTREAM = "/usr/bin/supermin"
 SMALL = ["bash", "coreutils"]
 
+# What each marker's tests (or the fixtures they use) do, found in their
+# source: so that `-m "not qemu"` runs everywhere qemu is missing, and a
+# new test is marked without anyone remembering to.  The default run runs
+# everything.
+_MARKERS = {
+    "qemu": (".boot(", "qemu", "_boot("),
+    "root": ("nobody_dir", "run_as_nobody", "chroot", "mount", "os.chown", "runuser"),
+    "network": ("always_download", "--always-download", "use_installed=False", "dnf", "apt-get download"),
+    "upstream": ("upstream", "run_upstream", "UPSTREAM"),
+}
+
+
+def pytest_collection_modifyitems(items):
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:
+            continue
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        source += " ".join(getattr(item, "fixturenames", ()))
+        for marker, needles in _MARKERS.items():
+            if any(needle in source for needle in needles):
+                item.add_marker(getattr(pytest.mark, marker))
+
 
 def run_cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run this project's `supermin` command (as `python -m supermin`)."""

@@ -2,12 +2,32 @@
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, final
+
 
 _Path = Union[str, "os.PathLike[str]"]
 _Progress = Optional[Callable[[str, int, int], None]]
 
 __version__: str
+__all__ = [
+    "__version__",
+    "SuperminError",
+    "PackageNotFoundError",
+    "ApplianceError",
+    "BackendError",
+    "KernelError",
+    "OutputError",
+    "Backend",
+    "Package",
+    "File",
+    "Appliance",
+    "_prepare",
+    "_build",
+    "_list_drivers",
+    "_formats",
+    "_scratch_dir",
+    "_Scratch",
+]
 
 class SuperminError(Exception):
     """Base class of every supermin error."""
@@ -36,6 +56,7 @@ class KernelError(SuperminError):
     path: Optional[Path]
 
 
+@final
 class File:
     """One path owned by a package, with what the host has there."""
 
@@ -50,6 +71,7 @@ class File:
     def kind(self) -> str:
         """``file``, ``directory``, ``symlink``, ``special`` or ``missing``."""
 
+@final
 class Package:
     """An installed package, or one read from a package file."""
 
@@ -77,6 +99,7 @@ class Package:
         """The package's files, read from the database (kinds from the host)."""
     def _repr_html_(self) -> str: ...
 
+@final
 class Backend:
     """A package database under a root."""
 
@@ -95,6 +118,7 @@ class Backend:
     def resolve(self, names: Sequence[str], verbose: int = 0) -> List[Package]:
         """The dependency closure of ``names``, including them, sorted by name."""
 
+@final
 class Appliance:
     """The inputs of a build: a supermin appliance directory or files."""
 
@@ -153,6 +177,7 @@ def _build(
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...
 
+@final
 class _Scratch:
     @property
     def path(self) -> str: ...

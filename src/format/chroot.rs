@@ -99,6 +99,9 @@ struct Job {
 /// directory (at most this many, so that a large directory is still
 /// shared among threads).
 const FILES_PER_TASK: usize = 32;
+/// ... and at most about this many bytes, so that a few large files are
+/// spread over threads too.
+const BYTES_PER_TASK: u64 = 1 << 20;
 
 fn write(tree: &Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
     let reporter = cx.reporter;
@@ -192,13 +195,20 @@ fn write(tree: &Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
     // descriptor.
     let mut tasks: Vec<&[Job]> = Vec::new();
     let mut start = 0;
-    for i in 1..=jobs.len() {
-        if i == jobs.len()
-            || i - start == FILES_PER_TASK
-            || jobs[i].path.parent() != jobs[start].path.parent()
+    let mut bytes = 0u64;
+    for i in 0..jobs.len() {
+        if let Kind::File(data) = &tree.node(jobs[i].node).kind {
+            bytes += data.len();
+        }
+        let next = i + 1;
+        if next == jobs.len()
+            || next - start == FILES_PER_TASK
+            || bytes >= BYTES_PER_TASK
+            || jobs[next].path.parent() != jobs[start].path.parent()
         {
-            tasks.push(&jobs[start..i]);
-            start = i;
+            tasks.push(&jobs[start..next]);
+            start = next;
+            bytes = 0;
         }
     }
     let counter = reporter.counter("writing files", jobs.len() as u64);

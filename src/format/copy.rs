@@ -117,6 +117,8 @@ pub fn copy_range_keeping_holes(
     let end = from + length;
     let mut copied = 0u64;
     let mut offset = from;
+    // Where the output's data ends so far.
+    let mut written_to = 0u64;
     while offset < end {
         let data = match rustix::fs::seek(input, SeekFrom::Data(offset)) {
             Ok(at) => at,
@@ -129,11 +131,15 @@ pub fn copy_range_keeping_holes(
         let hole = rustix::fs::seek(input, SeekFrom::Hole(data))?.min(end);
         let n = copy_range(input, data, output, data - from, hole - data, reporter)?;
         copied += n;
+        written_to = data - from + n;
         if n < hole - data {
             break; // the input shrank
         }
         offset = hole;
     }
-    output.set_len(length)?;
+    // A trailing hole (or bytes the input lost) is only length.
+    if written_to < length {
+        output.set_len(length)?;
+    }
     Ok(copied)
 }

@@ -402,7 +402,7 @@ impl PyBackend {
 impl PyBackend {
     /// The backend of the package manager that manages `root`.
     #[staticmethod]
-    #[pyo3(signature = (root = PathBuf::from("/")))]
+    #[pyo3(signature = (root = PathBuf::from("/")), text_signature = "(root='/')")]
     fn detect(py: Python<'_>, root: PathBuf) -> PyResult<Self> {
         let inner = run(py, || backend::detect(&root))?;
         Ok(PyBackend {
@@ -411,7 +411,7 @@ impl PyBackend {
     }
     /// The backend of a given kind ("dpkg") reading `root`.
     #[staticmethod]
-    #[pyo3(signature = (kind, root = PathBuf::from("/")))]
+    #[pyo3(signature = (kind, root = PathBuf::from("/")), text_signature = "(kind, root='/')")]
     fn open(py: Python<'_>, kind: &str, root: PathBuf) -> PyResult<Self> {
         let inner = run(py, || backend::open(kind, &root))?;
         Ok(PyBackend {
@@ -505,7 +505,10 @@ impl PyAppliance {
     }
     /// The paths a build would write: base image members, package files and
     /// hostfiles, sorted.
-    #[pyo3(signature = (root = PathBuf::from("/"), ignore_missing = false))]
+    #[pyo3(
+        signature = (root = PathBuf::from("/"), ignore_missing = false),
+        text_signature = "($self, root='/', ignore_missing=False)"
+    )]
     fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
         run_with(py, 0, None, |reporter| {
             let backend = backend::detect(&root)?;
@@ -759,7 +762,7 @@ fn _formats() -> Vec<(
 
 /// `(driver, detected)` pairs for `--list-drivers`.
 #[pyfunction]
-#[pyo3(signature = (root = PathBuf::from("/")))]
+#[pyo3(signature = (root = PathBuf::from("/")), text_signature = "(root='/')")]
 fn _list_drivers(root: PathBuf) -> PyResult<Vec<(&'static str, bool)>> {
     backend::list_drivers(&root).map_err(to_py)
 }
