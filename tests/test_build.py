@@ -253,3 +253,46 @@ def test_non_root_chroot_build(prepared, nobody_dir):
     for line in unreadable:  # whatever was skipped is absent, never an empty copy
         first = line.split(": ", 2)[-1].split(", ")[0]
         assert not (out / first.lstrip("/")).exists() or (out / first.lstrip("/")).stat().st_size > 0
+
+
+def test_the_public_namespace_holds_only_the_api():
+    """`dir(supermin)` shows the API, not the modules and typing names the
+    implementation uses."""
+    public = {n for n in dir(supermin) if not n.startswith("_")}
+    assert public == set(supermin.__all__) - {"__version__"}, public ^ set(supermin.__all__)
+
+
+def test_python_callers_get_warnings_and_log_records(prepared, tmp_path, caplog):
+    """From Python, a warning is a SuperminWarning (a filter set to "error"
+    stops the build and keeps the previous output) and `verbose` messages are
+    records of the `supermin` logger; the command line still prints
+    `supermin: warning: ...` as upstream does."""
+    import logging
+    import warnings
+
+    (tmp_path / "sd").mkdir()
+    for f in prepared.iterdir():
+        (tmp_path / "sd" / f.name).write_bytes(f.read_bytes())
+    # A hostfile on /proc: skipped, with one warning.
+    (tmp_path / "sd" / "hostfiles").write_text("/proc/self/status\n")
+    out = tmp_path / "app"
+    with caplog.at_level(logging.INFO, logger="supermin"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            supermin.build([tmp_path / "sd"], out, verbose=1)
+    assert [w.category for w in caught] == [supermin.SuperminWarning], caught
+    assert "pseudo filesystems" in str(caught[0].message)
+    assert any("packages" in r.getMessage() for r in caplog.records if r.name == "supermin")
+    before = sorted(p.name for p in out.iterdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", supermin.SuperminWarning)
+        try:
+            supermin.build([tmp_path / "sd"], out)
+        except supermin.SuperminWarning:
+            pass
+        else:
+            raise AssertionError("the warning did not stop the build")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app", "sd"]
+    r = run_cli("--build", "-f", "chroot", str(tmp_path / "sd"), "-o", str(out))
+    assert "supermin: warning: 1 host files are on kernel pseudo filesystems" in r.stderr, r.stderr

@@ -25,6 +25,7 @@ __all__ = [
     "_build",
     "_list_drivers",
     "_formats",
+    "_set_messages",
     "_scratch_dir",
     "_Scratch",
 ]
@@ -175,6 +176,7 @@ def _build(
     source_date_epoch: Optional[int] = None,
 ) -> Dict[str, Any]: ...
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
+def _set_messages(sink: Optional[Callable[[bool, str], None]]) -> None: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...
 
 @final

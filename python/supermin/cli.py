@@ -14,8 +14,9 @@ import signal
 import sys
 from typing import List, NoReturn, Optional
 
-from . import _FORMAT_NAMES, SuperminError, __version__, build, list_drivers, parse_size, prepare
-from ._supermin import _formats
+from ._api import _FORMAT_NAMES, _route_message, build, list_drivers, parse_size, prepare
+from ._supermin import SuperminError, __version__
+from ._supermin import _formats, _set_messages
 
 _DTB_REMOVED = """\
 *** error: The --dtb option was removed in supermin 5.1.18.
@@ -183,6 +184,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     previous output and return 130 and 143, as a shell reports a process
     killed by those signals."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # Messages exactly as upstream prints them: `supermin: TEXT` and
+    # `supermin: warning: TEXT` on stderr (not Python warnings or logging).
+    _set_messages(None)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (_Fail, SuperminError) as e:
@@ -196,6 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _set_messages(_route_message)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,19 @@ fn to_py(err: Error) -> PyErr {
     })
 }
 
+/// Where the core's messages go (`sink(is_warning, text)`, called on the
+/// caller's thread); `None`: `supermin: TEXT` on `sys.stderr`, as the
+/// command line prints them.  The Python layer routes them to `logging`
+/// and `warnings`.
+static MESSAGES: std::sync::Mutex<Option<Py<PyAny>>> = std::sync::Mutex::new(None);
+
+/// Set (or with `None`, clear) the message sink of every later call.
+#[pyfunction]
+#[pyo3(signature = (sink))]
+fn _set_messages(sink: Option<Py<PyAny>>) {
+    *MESSAGES.lock().expect("not poisoned") = sink;
+}
+
 /// What the worker of [`run_with`] tells the caller's thread.
 enum Event {
     /// A progress report; the worker waits for the reply.
@@ -180,15 +193,31 @@ fn run_with<T: Send>(
                     let _ = reply.send(());
                 }
                 Ok(Event::Message(warning, text)) => {
-                    let line = if warning {
-                        format!("supermin: warning: {text}\n")
-                    } else {
-                        format!("supermin: {text}\n")
+                    let sink = MESSAGES
+                        .lock()
+                        .expect("not poisoned")
+                        .as_ref()
+                        .map(|s| s.clone_ref(py));
+                    let delivered = match sink {
+                        Some(sink) => sink.call1(py, (warning, text)).map(drop),
+                        None => {
+                            let line = if warning {
+                                format!("supermin: warning: {text}\n")
+                            } else {
+                                format!("supermin: {text}\n")
+                            };
+                            py.import("sys")
+                                .and_then(|sys| sys.getattr("stderr"))
+                                .and_then(|err| err.call_method1("write", (line,)))
+                                .map(drop)
+                        }
                     };
-                    let _ = py
-                        .import("sys")
-                        .and_then(|sys| sys.getattr("stderr"))
-                        .and_then(|err| err.call_method1("write", (line,)));
+                    // A sink that raises (a warnings filter set to "error")
+                    // stops the work as a raising callback does.
+                    if let (Err(e), None) = (delivered, &raised) {
+                        cancel.cancel();
+                        raised = Some(e);
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -788,6 +817,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
     m.add_function(wrap_pyfunction!(_formats, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
     Ok(())

@@ -1,0 +1,359 @@
+"""The Python API behind :mod:`supermin`: :func:`prepare`, :func:`build`,
+:class:`BuildResult` and their helpers, over the Rust extension
+:mod:`supermin._supermin`.  Import from :mod:`supermin`, not from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Union
+
+from ._boot import BootError
+from ._boot import boot as _boot
+from ._boot import filesystem_uuid
+from ._progress import ProgressCallback, TerminalProgress, resolve_progress
+from ._supermin import (
+    Appliance,
+    ApplianceError,
+    Backend,
+    BackendError,
+    File,
+    KernelError,
+    OutputError,
+    Package,
+    PackageNotFoundError,
+    SuperminError,
+    __version__,
+    _build,
+    _formats,
+    _list_drivers,
+    _prepare,
+    _scratch_dir,
+    _set_messages,
+)
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class SuperminWarning(UserWarning):
+    """Something supermin skipped or changed while it went on (unreadable
+    host files, device nodes a non-root chroot cannot hold, ...)."""
+
+
+_log = logging.getLogger("supermin")
+
+
+def _route_message(warning: bool, text: str) -> None:
+    """The core's messages, from a Python caller's point of view: warnings
+    are :class:`SuperminWarning` (so filters apply, and ``"error"`` stops
+    the build), ``verbose`` messages go to the ``supermin`` logger, or to
+    stderr as ``supermin: TEXT`` when logging is not set up."""
+    if warning:
+        warnings.warn(text, SuperminWarning, stacklevel=2)
+    elif _log.hasHandlers():
+        _log.info(text)
+    else:
+        sys.stderr.write(f"supermin: {text}\n")
+
+
+_set_messages(_route_message)
+
+#: The output formats ``build(format=...)`` takes, from the core's registry.
+FORMATS: "tuple[str, ...]" = tuple(name for name, _, _, _ in _formats())
+#: ``{name or alias: name}``: ``"fs"`` and ``"filesystem"`` mean ``"chroot"``.
+_FORMAT_NAMES = {alias: name for name, aliases, _, _ in _formats() for alias in (name, *aliases)}
+
+
+def _source_date_epoch() -> Optional[int]:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SuperminError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([bKMG]?)")
+
+
+def parse_size(size: "int | str") -> int:
+    """Upstream's ``--size`` syntax: a number with an optional suffix, ``b``
+    (512-byte blocks), ``K``, ``M`` or ``G`` (powers of 1024), e.g. ``500M``
+    or ``1.5G``; no suffix means bytes.  An int is taken as bytes."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        m = _SIZE.fullmatch(str(size).strip())
+        if not m or float(m.group(1)) <= 0:
+            raise SuperminError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
+        scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+        number = m.group(1)
+        # Whole numbers exactly (a float loses digits past 2**53).
+        value = int(number) * scale if "." not in number else int(float(number) * scale)
+    if value <= 0:
+        raise SuperminError(f"size must be positive, not {size}")
+    if value >= 1 << 64:
+        raise SuperminError(f"size {size} is too large (ext2 allows at most 16T)")
+    return value
+
+
+def prepare(
+    packages: Iterable[str],
+    output: PathLike,
+    *,
+    use_installed: bool = False,
+    root: PathLike = "/",
+    ignore_missing: bool = False,
+    packager_config: Optional[PathLike] = None,
+    always_download: bool = False,
+    lock: Optional[PathLike] = None,
+    verbose: int = 0,
+    progress: "bool | ProgressCallback | None" = None,
+) -> Appliance:
+    """Write the supermin appliance of ``packages`` to ``output``.
+
+    Config files come pristine from the installed versions' package files,
+    or from the host with ``use_installed=True``.  Host copies whose
+    checksum matches the one the package database recorded for the shipped
+    file are pristine already and used without a download, unless
+    ``always_download``.  Unknown
+    packages raise :class:`PackageNotFoundError` unless ``ignore_missing``.
+    """
+    if isinstance(packages, str):
+        packages = [packages]
+    _prepare(
+        list(packages),
+        os.fspath(output),
+        use_installed=use_installed,
+        root=os.fspath(root),
+        ignore_missing=ignore_missing,
+        packager_config=None if packager_config is None else os.fspath(packager_config),
+        always_download=always_download,
+        source_date_epoch=_source_date_epoch(),
+        lock=None if lock is None else os.fspath(lock),
+        verbose=verbose,
+        progress=resolve_progress(progress),
+    )
+    return Appliance.load(os.fspath(output))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build` produced."""
+
+    output: Path
+    format: str
+    #: ``if_newer=True`` found the output up to date and did nothing.
+    skipped: bool = False
+    #: The full dependency closure that was built.
+    packages: List[Package] = field(default_factory=list)
+    paths: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    hard_links: int = 0
+    #: Host files this user could not read (skipped, never copied empty).
+    unreadable: List[Path] = field(default_factory=list)
+    #: ext2 only: ``OUT/kernel``, ``OUT/initrd`` and ``OUT/root``; tar:
+    #: ``root`` is ``OUT/root.tar``.
+    kernel: Optional[Path] = None
+    initrd: Optional[Path] = None
+    root: Optional[Path] = None
+    #: ext2 only: the kernel's version, the root filesystem's UUID and the
+    #: modules the initrd loads, in order.
+    kernel_version: Optional[str] = None
+    uuid: Optional[str] = None
+    initrd_modules: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_output(cls, output: PathLike) -> "BuildResult":
+        """Describe an existing build output (e.g. to :meth:`boot` it): ext2
+        when it holds ``kernel``, ``initrd`` and ``root``, tar when it holds
+        only ``root.tar``, else chroot."""
+        out = Path(os.fspath(output)).absolute()
+        if not out.is_dir():
+            raise OutputError(f"{out}: not a build output directory")
+        if all((out / name).exists() for name in ("kernel", "initrd", "root")):
+            return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
+                       uuid=filesystem_uuid(out / "root"))
+        if [p.name for p in out.iterdir()] == ["root.tar"]:
+            return cls(output=out, format="tar", root=out / "root.tar")
+        return cls(output=out, format="chroot")
+
+    def boot(
+        self,
+        command: Optional[str] = None,
+        *,
+        timeout: float = 120,
+        accel: str = "auto",
+        root: str = "/dev/vda",
+        append: str = "",
+        check: bool = True,
+        memory: str = "512M",
+    ) -> str:
+        """Boot this ext2 appliance in qemu and return ``command``'s output.
+
+        The command runs with the appliance's ``/bin/sh`` in place of its
+        ``/init``; without one, the appliance's ``/init`` runs and the whole
+        console output is returned.  ``root`` is ``/dev/vda`` or ``"uuid"``
+        (``root=UUID=<this image's UUID>``).  ``accel="auto"`` uses KVM when
+        a test guest really runs under it, else TCG.  The root image is
+        opened read-only (qemu ``snapshot=on``).  Raises :class:`BootError`
+        on a timeout, a boot failure, or (with ``check``) a non-zero exit.
+        """
+        if self.format != "ext2" or self.kernel is None or self.initrd is None or self.root is None:
+            raise SuperminError(f"boot() needs an ext2 appliance; {self.output} is {self.format}")
+        root_device = f"UUID={self.uuid or filesystem_uuid(self.root)}" if root == "uuid" else root
+        return _boot(self.kernel, self.initrd, self.root, command, timeout=timeout, accel=accel,
+                     root_device=root_device, append=append, check=check, memory=memory)
+
+    def __repr__(self) -> str:
+        state = "up to date" if self.skipped else f"{len(self.packages)} packages, {self.paths} paths"
+        return f"<BuildResult {self.format} {str(self.output)!r}: {state}>"
+
+
+def _split_inputs(items: Sequence[object]) -> "tuple[list[str], list[str]]":
+    """Appliances and paths are build inputs; plain names are packages."""
+    names: List[str] = []
+    inputs: List[str] = []
+    for item in items:
+        if isinstance(item, Appliance):
+            inputs.extend(os.fspath(p) for p in item.inputs)
+        elif isinstance(item, os.PathLike) or (isinstance(item, str) and os.sep in item):
+            inputs.append(os.fspath(item))  # type: ignore[arg-type]
+        elif isinstance(item, str):
+            names.append(item)
+        else:
+            raise TypeError(f"expected package names, paths or Appliance objects, not {type(item).__name__}")
+    if names and inputs:
+        raise SuperminError(
+            "build() takes either package names or supermin appliances, not both "
+            f"(names: {', '.join(names)}; appliances: {', '.join(inputs)})"
+        )
+    return names, inputs
+
+
+def build(
+    packages_or_inputs: "Union[str, PathLike, Appliance, Iterable[Union[str, PathLike, Appliance]]]",
+    output: PathLike,
+    *,
+    format: str = "chroot",
+    use_installed: bool = True,
+    root: PathLike = "/",
+    include_packagelist: bool = False,
+    ignore_missing: bool = False,
+    if_newer: bool = False,
+    lock: Optional[PathLike] = None,
+    verbose: int = 0,
+    progress: "bool | ProgressCallback | None" = None,
+    size: "int | str | None" = None,
+    copy_kernel: bool = False,
+    host_cpu: Optional[str] = None,
+    modules: "str | Sequence[str]" = "all",
+    uuid_seed: Optional[str] = None,
+) -> BuildResult:
+    """Build a full appliance in ``output``.
+
+    ``packages_or_inputs`` is either a list of package names (prepared into
+    a temporary supermin appliance first, with config files from the host
+    unless ``use_installed=False``) or supermin appliance directories,
+    files or :class:`Appliance` objects.  A previous ``output`` is replaced
+    only when the new one is complete.
+
+    ``format`` is one of :data:`FORMATS` (``"chroot"``: the tree as a
+    directory; ``"tar"``: ``OUT/root.tar``, a deterministic archive for
+    ``podman import``; ``"ext2"``: bootable).
+    ``format="ext2"`` writes ``kernel``, ``initrd`` and a sparse ``root``
+    image of ``size`` (default 4 GiB; ``"500M"`` style strings accepted)
+    holding ``/lib/modules/VERSION``: every module (``modules="all"``, as
+    upstream) or only the boot modules plus the named ones
+    (``modules=["fuse", "e1000*"]``; ``[]`` for the boot modules alone).
+    ``uuid_seed`` makes the filesystem UUID, and with ``SOURCE_DATE_EPOCH``
+    the whole image, reproducible.  The kernel is found as upstream finds
+    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).
+    """
+    if format not in _FORMAT_NAMES:
+        raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
+    format = _FORMAT_NAMES[format]
+    if isinstance(modules, str):
+        if modules != "all":
+            raise SuperminError(f"modules must be 'all' or a list of module names, not {modules!r}")
+        module_list: Optional[List[str]] = None
+    else:
+        module_list = list(modules)
+    size_bytes = None if size is None else parse_size(size)
+    if isinstance(packages_or_inputs, (str, os.PathLike, Appliance)):
+        packages_or_inputs = [packages_or_inputs]
+    names, inputs = _split_inputs(list(packages_or_inputs))
+    callback = resolve_progress(progress)
+
+    def run(inputs: List[str]) -> BuildResult:
+        result = _build(
+            inputs,
+            os.fspath(output),
+            format=format,
+            root=os.fspath(root),
+            include_packagelist=include_packagelist,
+            ignore_missing=ignore_missing,
+            if_newer=if_newer,
+            lock=None if lock is None else os.fspath(lock),
+            verbose=verbose,
+            progress=callback,
+            size=size_bytes,
+            copy_kernel=copy_kernel,
+            host_cpu=host_cpu,
+            modules=module_list,
+            uuid_seed=uuid_seed,
+            source_date_epoch=_source_date_epoch(),
+        )
+        out = Path(result["output"])
+        ext2 = result["format"] == "ext2"
+        tar = result["format"] == "tar"
+        return BuildResult(
+            output=Path(result["output"]),
+            format=result["format"],
+            skipped=result["skipped"],
+            packages=result["packages"],
+            paths=result["paths"],
+            files_copied=result["files_copied"],
+            bytes_copied=result["bytes_copied"],
+            hard_links=result["hard_links"],
+            unreadable=[Path(p) for p in result["unreadable"]],
+            kernel=out / "kernel" if ext2 else None,
+            initrd=out / "initrd" if ext2 else None,
+            root=out / "root" if ext2 else out / "root.tar" if tar else None,
+            kernel_version=result.get("kernel_version"),
+            uuid=result.get("uuid"),
+            initrd_modules=list(result.get("initrd_modules", [])),
+        )
+
+    if not names:
+        return run(inputs)
+    # Rust's scratch directory (not tempfile's): it is locked while in use,
+    # so one left by a killed process is removed by the next supermin run.
+    scratch = _scratch_dir()
+    try:
+        supermin_dir = os.path.join(scratch.path, "supermin.d")
+        prepare(
+            names,
+            supermin_dir,
+            use_installed=use_installed,
+            root=root,
+            ignore_missing=ignore_missing,
+            verbose=verbose,
+        )
+        return run([supermin_dir])
+    finally:
+        scratch.close()
+
+
+def list_drivers(root: PathLike = "/") -> "list[tuple[str, bool]]":
+    """``(system/packager, detected)`` for every package manager supermin knows."""
+    return _list_drivers(os.fspath(root))
