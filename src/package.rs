@@ -13,8 +13,25 @@ pub struct Package {
     pub full_name: String,
     /// Raw dependency clauses, as written in the database (one per clause).
     pub depends: Vec<String>,
-    /// Backend-private index of the package in its database.
-    pub(crate) id: usize,
+    /// Which opened database the package is from, and where in it;
+    /// `None` for a package read from a package file.  A backend reads
+    /// only its own packages' data ([`crate::Backend::index_of`]).
+    pub(crate) id: Option<PackageId>,
+}
+
+/// A package's place in one opened database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PackageId {
+    /// Unique to one opened database ([`new_database_id`]).
+    pub database: u64,
+    pub index: usize,
+}
+
+/// A number no other database opened by this process has.
+pub(crate) fn new_database_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl fmt::Display for Package {

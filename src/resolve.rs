@@ -60,19 +60,18 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> (Vec<usize>, Vec<(usize, S
     (chosen.into_iter().collect(), unresolved)
 }
 
-/// The closure of `roots` as packages sorted by name then arch, for a
-/// backend whose package with id `i` is `package(i)`.  Requirements that
+/// The closure of the packages with ids `roots` as packages sorted by
+/// name then arch, for a backend whose package with id `i` is `package(i)`.  Requirements that
 /// nothing installed satisfies are reported at `-v`, never fatal (upstream
 /// ignores them silently).
 pub fn closure_packages<'a>(
     graph: &dyn Graph,
-    roots: &[crate::package::Package],
+    roots: &[usize],
     package: impl Fn(usize) -> &'a crate::package::Package,
     backend: &str,
     reporter: &crate::report::Reporter,
 ) -> Vec<crate::package::Package> {
-    let ids: Vec<usize> = roots.iter().map(|p| p.id).collect();
-    let (closure, unresolved) = closure(graph, &ids);
+    let (closure, unresolved) = closure(graph, roots);
     for (id, text) in unresolved {
         reporter.info(1, || {
             format!(

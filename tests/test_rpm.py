@@ -202,7 +202,7 @@ def test_truncated_and_foreign_package_files_are_named(tmp_path):
         supermin.Package.from_file(str(truncated))
     text = tmp_path / "notes.rpm"
     text.write_text("hello")
-    with pytest.raises(supermin.BackendError, match="neither an .rpm nor a .deb"):
+    with pytest.raises(supermin.BackendError, match=r"not a package file supermin reads \(\.deb, \.rpm\)"):
         supermin.Package.from_file(str(text))
 
 
@@ -421,6 +421,23 @@ def test_chroot_and_ext2_from_the_rpm_root_run_busybox(rpm_world, tmp_path):
             "-o", str(tmp_path / "ext2"))
     app = supermin.BuildResult.from_output(tmp_path / "ext2")
     assert app.boot("cat /etc/sm.conf", timeout=240) == "greeting=pristine\n"
+
+
+def test_an_opened_backend_prepares_and_builds(rpm_world, tmp_path):
+    """`backend=` (a Backend opened once, e.g. on a root without
+    os-release) is what prepare() and build() use; giving a root too is an
+    error rather than a guess."""
+    root = rpm_world["root"]
+    b = supermin.Backend.open("rpm", root=str(root))
+    sd = tmp_path / "sd"
+    supermin.prepare(["sm-busybox"], sd, use_installed=True, backend=b)
+    result = supermin.build([sd], tmp_path / "chroot", backend=b)
+    assert sorted(p.name for p in result.packages) == ["sm-base", "sm-busybox", "sm-lib"]
+    out = subprocess.run(["chroot", str(tmp_path / "chroot"), "/usr/bin/sh", "-c", "echo ran"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "ran\n"
+    with pytest.raises(supermin.SuperminError, match="root or backend, not both"):
+        supermin.build(["sm-busybox"], tmp_path / "x", root=str(root), backend=b)
 
 
 def _berkeley_db_root(base: Path) -> Path:

@@ -111,6 +111,7 @@ def prepare(
     *,
     use_installed: bool = False,
     root: PathLike = "/",
+    backend: Optional[Backend] = None,
     ignore_missing: bool = False,
     packager_config: Optional[PathLike] = None,
     always_download: bool = False,
@@ -126,9 +127,12 @@ def prepare(
     file are pristine already and used without a download, unless
     ``always_download``.  Unknown
     packages raise :class:`PackageNotFoundError` unless ``ignore_missing``.
+    ``backend`` (an opened :class:`Backend`, e.g. ``Backend.open("rpm",
+    root=R)``) is used instead of detecting the package manager of ``root``.
     """
     if isinstance(packages, str):
         packages = [packages]
+    _check_backend(root, backend)
     _prepare(
         list(packages),
         os.fspath(output),
@@ -141,8 +145,14 @@ def prepare(
         lock=None if lock is None else os.fspath(lock),
         verbose=verbose,
         progress=resolve_progress(progress),
+        backend=backend,
     )
     return Appliance.load(os.fspath(output))
+
+
+def _check_backend(root: PathLike, backend: "Optional[Backend]") -> None:
+    if backend is not None and os.fspath(root) != "/":
+        raise SuperminError("give root or backend, not both: the backend has its root")
 
 
 @dataclass(frozen=True)
@@ -247,6 +257,7 @@ def build(
     format: str = "chroot",
     use_installed: bool = True,
     root: PathLike = "/",
+    backend: Optional[Backend] = None,
     include_packagelist: bool = False,
     ignore_missing: bool = False,
     if_newer: bool = False,
@@ -277,8 +288,11 @@ def build(
     (``modules=["fuse", "e1000*"]``; ``[]`` for the boot modules alone).
     ``uuid_seed`` makes the filesystem UUID, and with ``SOURCE_DATE_EPOCH``
     the whole image, reproducible.  The kernel is found as upstream finds
-    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).
+    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).  ``backend``
+    (an opened :class:`Backend`) is used instead of detecting the package
+    manager of ``root``.
     """
+    _check_backend(root, backend)
     if format not in _FORMAT_NAMES:
         raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
     format = _FORMAT_NAMES[format]
@@ -312,26 +326,27 @@ def build(
             modules=module_list,
             uuid_seed=uuid_seed,
             source_date_epoch=_source_date_epoch(),
+            backend=backend,
         )
-        out = Path(result["output"])
-        ext2 = result["format"] == "ext2"
-        tar = result["format"] == "tar"
+        out = Path(result.output)
+        ext2 = result.format == "ext2"
+        tar = result.format == "tar"
         return BuildResult(
-            output=Path(result["output"]),
-            format=result["format"],
-            skipped=result["skipped"],
-            packages=result["packages"],
-            paths=result["paths"],
-            files_copied=result["files_copied"],
-            bytes_copied=result["bytes_copied"],
-            hard_links=result["hard_links"],
-            unreadable=[Path(p) for p in result["unreadable"]],
+            output=out,
+            format=result.format,
+            skipped=result.skipped,
+            packages=list(result.packages),
+            paths=result.paths,
+            files_copied=result.files_copied,
+            bytes_copied=result.bytes_copied,
+            hard_links=result.hard_links,
+            unreadable=[Path(p) for p in result.unreadable],
             kernel=out / "kernel" if ext2 else None,
             initrd=out / "initrd" if ext2 else None,
             root=out / "root" if ext2 else out / "root.tar" if tar else None,
-            kernel_version=result.get("kernel_version"),
-            uuid=result.get("uuid"),
-            initrd_modules=list(result.get("initrd_modules", [])),
+            kernel_version=result.kernel_version,
+            uuid=result.uuid,
+            initrd_modules=list(result.initrd_modules),
         )
 
     if not names:
@@ -346,6 +361,7 @@ def build(
             supermin_dir,
             use_installed=use_installed,
             root=root,
+            backend=backend,
             ignore_missing=ignore_missing,
             verbose=verbose,
         )

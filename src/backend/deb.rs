@@ -81,7 +81,7 @@ pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<Fil
         }
         Err(corrupt(deb, "no control file"))
     })?;
-    let stanza = super::dpkg::stanzas(&control)
+    let stanza = super::deb822::stanzas(&control)
         .into_iter()
         .next()
         .unwrap_or_default();
@@ -112,7 +112,7 @@ pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<Fil
         version,
         arch,
         depends,
-        id: 0,
+        id: None,
     };
     Ok((package, list_files(deb)?))
 }

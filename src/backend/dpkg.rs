@@ -14,11 +14,15 @@ use std::time::SystemTime;
 
 use debversion::Version;
 
-use super::{deb, hex, stays_inside, Backend, ConfigFile, Driver, DATABASE_FILE_LIMIT};
+use super::deb822::{field, numbered_stanzas};
+use super::{
+    deb, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
+    DATABASE_FILE_LIMIT,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
-use crate::resolve::{self, Clause, Graph};
+use crate::resolve::{Clause, Graph};
 use crate::rootfs::RootFs;
 
 pub const DRIVER: Driver = Driver {
@@ -26,6 +30,11 @@ pub const DRIVER: Driver = Driver {
     kind: "dpkg",
     detect,
     open,
+    package_files: Some(PackageFiles {
+        magic: b"!<arch>\n",
+        extension: ".deb",
+        read: deb::read_package_file,
+    }),
 };
 
 /// dpkg's admin directory, inside the root.
@@ -146,6 +155,8 @@ struct Installed {
 #[derive(Debug)]
 pub struct Dpkg {
     root: RootFs,
+    /// This opened database's [`crate::package::PackageId::database`].
+    database_id: u64,
     /// [`ADMIN_DIR`], inside the root.
     admin: PathBuf,
     native_arch: String,
@@ -154,40 +165,6 @@ pub struct Dpkg {
     providers: HashMap<String, Vec<Provide>>,
     /// diverted path -> (where the original now lives, diverting package)
     diversions: HashMap<PathBuf, (PathBuf, String)>,
-}
-
-/// Split a deb822 file into stanzas of `(field, value)`; continuation lines
-/// are joined with `\n`.
-pub(crate) fn stanzas(text: &str) -> Vec<Vec<(&str, String)>> {
-    numbered_stanzas(text).into_iter().map(|(_, s)| s).collect()
-}
-
-/// [`stanzas`], each with the line number (from 1) where it starts.
-fn numbered_stanzas(text: &str) -> Vec<(usize, Vec<(&str, String)>)> {
-    let mut out = Vec::new();
-    let mut cur: Vec<(&str, String)> = Vec::new();
-    let mut start = 1;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push((start, std::mem::take(&mut cur)));
-            }
-        } else if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some((_, v)) = cur.last_mut() {
-                v.push('\n');
-                v.push_str(line.trim());
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            if cur.is_empty() {
-                start = n + 1;
-            }
-            cur.push((k.trim(), v.trim().to_string()));
-        }
-    }
-    if !cur.is_empty() {
-        out.push((start, cur));
-    }
-    out
 }
 
 /// A name dpkg could have written: package names and architectures are
@@ -200,13 +177,6 @@ fn is_dpkg_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
-}
-
-fn field<'a>(stanza: &'a [(&str, String)], name: &str) -> Option<&'a str> {
-    stanza
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// `dpkg`'s own architecture is the native one (dpkg is never foreign).
@@ -302,7 +272,7 @@ impl Dpkg {
                 version: version.to_string(),
                 arch,
                 depends: raw,
-                id: installed.len(),
+                id: None,
             };
             installed.push(Installed {
                 version: parsed_version,
@@ -318,11 +288,13 @@ impl Dpkg {
         let native_arch = native_arch_of(&installed);
         // Deterministic preference among same-name instances: native, all, others.
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        for p in &installed {
+        let database = crate::package::new_database_id();
+        for (index, p) in installed.iter_mut().enumerate() {
+            p.package.id = Some(crate::package::PackageId { database, index });
             by_name
                 .entry(p.package.name.clone())
                 .or_default()
-                .push(p.package.id);
+                .push(index);
         }
         for ids in by_name.values_mut() {
             ids.sort_by_key(|&i| {
@@ -352,6 +324,7 @@ impl Dpkg {
         let diversions = read_diversions(&root, &admin.join("diversions"))?;
         Ok(Dpkg {
             root,
+            database_id: database,
             admin,
             native_arch,
             installed,
@@ -425,43 +398,6 @@ impl Dpkg {
         } else {
             info.join(format!("{}.{ext}", package.name))
         }
-    }
-
-    /// The md5sums dpkg recorded for a package's files as shipped: its
-    /// conffiles (in `status`) and other files (`info/<pkg>.md5sums`).
-    fn shipped_md5sums(&self, package: &Package) -> HashMap<PathBuf, String> {
-        let mut sums: HashMap<PathBuf, String> = HashMap::new();
-        if let Ok(text) = self
-            .root
-            .read(&self.info_file(package, "md5sums"), DATABASE_FILE_LIMIT)
-        {
-            for line in String::from_utf8_lossy(&text).lines() {
-                if let Some((hash, path)) = line.split_once("  ") {
-                    sums.insert(Path::new("/").join(path), hash.to_string());
-                }
-            }
-        }
-        for (path, hash) in &self.installed[package.id].conffiles {
-            sums.insert(path.clone(), hash.clone());
-        }
-        sums
-    }
-
-    /// The host's copy of a config file, if it is byte-identical to what
-    /// the package shipped (same md5sum as dpkg recorded at unpack time).
-    fn verified_host_copy(&self, path: &Path, expected: Option<&String>) -> Option<ConfigFile> {
-        use md5::{Digest, Md5};
-        use std::os::unix::fs::MetadataExt;
-        let expected = expected?;
-        let (data, meta) = super::verified_installed(&self.root, path, |data| {
-            hex(&Md5::digest(data)) == *expected
-        })?;
-        Some(ConfigFile {
-            path: path.to_path_buf(),
-            mode: meta.mode() & 0o7777,
-            mtime: meta.mtime().max(0) as u64,
-            data,
-        })
     }
 
     /// Paths listed for a package (`/.` dropped), in database order.
@@ -592,18 +528,20 @@ impl Backend for Dpkg {
         Some(self.installed[*id].package.clone())
     }
 
-    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
-        Ok(resolve::closure_packages(
-            self,
-            roots,
-            |i| &self.installed[i].package,
-            "dpkg",
-            reporter,
-        ))
+    fn database_id(&self) -> u64 {
+        self.database_id
+    }
+
+    fn dependency_graph(&self) -> &dyn Graph {
+        self
+    }
+
+    fn package_at(&self, index: usize) -> &Package {
+        &self.installed[index].package
     }
 
     fn files(&self, package: &Package) -> Result<Vec<File>> {
-        let installed = &self.installed[package.id];
+        let installed = &self.installed[self.index_of(package)?];
         let conffiles: HashSet<&Path> = installed
             .conffiles
             .iter()
@@ -646,60 +584,53 @@ impl Backend for Dpkg {
             .at("reading the mtime of", self.root.display_path(&status))
     }
 
-    fn pristine_config_files(
-        &self,
-        wanted: &[(Package, Vec<PathBuf>)],
-        scratch: &Path,
-        packager_config: Option<&Path>,
-        always_download: bool,
-        reporter: &Reporter,
-    ) -> Result<Vec<ConfigFile>> {
-        // A host file whose md5sum is the one dpkg recorded for the shipped
-        // file *is* the pristine file: no download needed for it.
-        let mut out = Vec::new();
-        let mut remaining: Vec<(Package, Vec<PathBuf>)> = Vec::new();
-        for (package, paths) in wanted {
-            let sums = if always_download {
-                HashMap::new()
-            } else {
-                self.shipped_md5sums(package)
-            };
-            let mut left = Vec::new();
-            for path in paths {
-                match self.verified_host_copy(path, sums.get(path)) {
-                    Some(file) => out.push(file),
-                    None => left.push(path.clone()),
+    /// The md5sums dpkg recorded for the files as shipped: conffiles
+    /// (in `status`) and the others (`info/<pkg>.md5sums`).  dpkg records
+    /// no modes or times: those of the installed file are used.
+    fn shipped(&self, package: &Package) -> Result<HashMap<PathBuf, Shipped>> {
+        let md5 = |hash: &str| Shipped {
+            digest: Digest::Md5(hash.to_string()),
+            mode: None,
+            mtime: None,
+        };
+        let mut sums = HashMap::new();
+        if let Ok(text) = self
+            .root
+            .read(&self.info_file(package, "md5sums"), DATABASE_FILE_LIMIT)
+        {
+            for line in String::from_utf8_lossy(&text).lines() {
+                if let Some((hash, path)) = line.split_once("  ") {
+                    sums.insert(Path::new("/").join(path), md5(hash));
                 }
             }
-            super::check_config_total(&out)?;
-            if !left.is_empty() {
-                reporter.info(1, || {
-                    format!(
-                        "dpkg: {}: {} config files need the .deb",
-                        package.name,
-                        left.len()
-                    )
-                });
-                remaining.push((package.clone(), left));
-            }
         }
-        if remaining.is_empty() {
-            return Ok(out);
+        for (path, hash) in &self.installed[self.index_of(package)?].conffiles {
+            sums.insert(path.clone(), md5(hash));
         }
-        let debs = download(
-            remaining.iter().map(|(p, _)| p),
+        Ok(sums)
+    }
+
+    fn fetch(
+        &self,
+        packages: &[&Package],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<HashMap<String, PathBuf>> {
+        Ok(download(
+            packages.iter().copied(),
             scratch,
             &self.root,
             packager_config,
             reporter,
-        )?;
-        for (package, paths) in &remaining {
-            let deb_path = &debs[&package.full_name];
-            let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
-            out.extend(deb::read_files(deb_path, &wanted)?);
-            super::check_config_total(&out)?;
-        }
-        Ok(out)
+        )?
+        .into_iter()
+        .collect())
+    }
+
+    fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
+        let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        deb::read_files(file, &wanted)
     }
 }
 
@@ -897,17 +828,6 @@ mod tests {
         assert!(Relation::GreaterEqual.holds(&v("1:0.1"), &v("9.9")));
         assert!(!Relation::Greater.holds(&v("2.36-9"), &v("2.36-9")));
         assert!(Relation::Equal.holds(&v("5.2.15-2+b8"), &v("5.2.15-2+b8")));
-    }
-
-    #[test]
-    fn stanzas_join_continuation_lines() {
-        let text = "Package: a\nConffiles:\n /etc/a 123\n /etc/b 456 obsolete\n\nPackage: b\n";
-        let s = stanzas(text);
-        assert_eq!(s.len(), 2);
-        assert_eq!(
-            field(&s[0], "conffiles"),
-            Some("\n/etc/a 123\n/etc/b 456 obsolete")
-        );
     }
 
     /// A root with `status`, and `.list` files for some packages.

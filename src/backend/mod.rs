@@ -4,15 +4,18 @@
 //! [`Backend`] and adding its [`Driver`] to [`DRIVERS`].
 
 pub mod deb;
+mod deb822;
 pub mod dpkg;
 pub mod rpm;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::package::{File, Package};
 use crate::report::Reporter;
+use crate::resolve::Graph;
 use crate::rootfs::{read_bounded, RootFs};
 
 /// A configuration file's pristine content, as shipped by its package.
@@ -24,7 +27,45 @@ pub struct ConfigFile {
     pub data: Vec<u8>,
 }
 
+/// A digest a package database recorded for a file as shipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest {
+    Md5(String),
+    Sha256(String),
+    Sha384(String),
+    Sha512(String),
+}
+
+impl Digest {
+    /// Do `data` hash to this digest?
+    pub fn matches(&self, data: &[u8]) -> bool {
+        use md5::Digest as _;
+        let (actual, expected) = match self {
+            Digest::Md5(e) => (hex(&md5::Md5::digest(data)), e),
+            Digest::Sha256(e) => (hex(&sha2::Sha256::digest(data)), e),
+            Digest::Sha384(e) => (hex(&sha2::Sha384::digest(data)), e),
+            Digest::Sha512(e) => (hex(&sha2::Sha512::digest(data)), e),
+        };
+        actual.eq_ignore_ascii_case(expected)
+    }
+}
+
+/// What the database says about a config file as its package shipped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shipped {
+    pub digest: Digest,
+    /// Permission bits and mtime, when the database records them (rpm);
+    /// otherwise those of the installed file are used (dpkg).
+    pub mode: Option<u32>,
+    pub mtime: Option<u64>,
+}
+
 /// What supermin needs from a package manager.
+///
+/// A backend implements the required methods; [`Backend::resolve`] and
+/// [`Backend::pristine_config_files`] are one flow for all backends, made
+/// of their hooks ([`Backend::dependency_graph`], [`Backend::shipped`],
+/// [`Backend::fetch`], [`Backend::extract`]).
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name: `dpkg`, `rpm`.
     fn name(&self) -> &'static str;
@@ -36,17 +77,71 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The installed package called `name` (a backend may accept
     /// qualified forms such as dpkg's `name:arch`).
     fn lookup(&self, name: &str) -> Option<Package>;
-    /// The dependency closure of `roots`, including them, sorted by name.
-    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>>;
     /// The files of one package, with kinds and config flags.
     fn files(&self, package: &Package) -> Result<Vec<File>>;
     /// When the package database last changed (for `--if-newer`).
     fn database_mtime(&self) -> Result<SystemTime>;
-    /// Pristine copies of the named config files, fetched from the package
-    /// files of the installed versions (download + unpack, in-process where
-    /// possible).  `scratch` is a private directory for downloads.  Unless
-    /// `always_download`, a backend may use host copies it can prove
-    /// identical to the shipped files (e.g. by the database's checksums).
+
+    /// This opened database's number (see [`Backend::index_of`]).
+    fn database_id(&self) -> u64;
+    /// The database's packages as a graph of dependency clauses, by index.
+    fn dependency_graph(&self) -> &dyn Graph;
+    /// The package at `index` in this database.
+    fn package_at(&self, index: usize) -> &Package;
+    /// What the database recorded about `package`'s files as shipped
+    /// (digests, and modes and mtimes where it has them), by path.
+    fn shipped(&self, package: &Package) -> Result<HashMap<PathBuf, Shipped>>;
+    /// Download the package files of the installed versions of `packages`
+    /// into `scratch`: their paths, by [`Package::full_name`].
+    fn fetch(
+        &self,
+        packages: &[&Package],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<HashMap<String, PathBuf>>;
+    /// The regular files among `paths` in the package file `file`.
+    fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>>;
+
+    /// `package`'s index in this database; an error naming it if it came
+    /// from elsewhere (another database, a package file), whose index would
+    /// read some other package's data.
+    fn index_of(&self, package: &Package) -> Result<usize> {
+        match package.id {
+            Some(id) if id.database == self.database_id() => Ok(id.index),
+            _ => Err(Error::backend(
+                self.name(),
+                format!(
+                    "{} is not a package of the {} database of {}",
+                    package.full_name,
+                    self.name(),
+                    self.root().path().display()
+                ),
+            )),
+        }
+    }
+
+    /// The dependency closure of `roots`, including them, sorted by name
+    /// (see [`crate::resolve`]).
+    fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
+        let ids = roots
+            .iter()
+            .map(|p| self.index_of(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::resolve::closure_packages(
+            self.dependency_graph(),
+            &ids,
+            |i| self.package_at(i),
+            self.name(),
+            reporter,
+        ))
+    }
+
+    /// Pristine copies of the named config files: the installed copy
+    /// where it is provably what the package shipped ([`verified_host_copy`]
+    /// against [`Backend::shipped`]), unless `always_download`; the others
+    /// from the package files of the installed versions ([`Backend::fetch`],
+    /// [`Backend::extract`]), downloaded into `scratch`.
     fn pristine_config_files(
         &self,
         wanted: &[(Package, Vec<PathBuf>)],
@@ -54,7 +149,66 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         packager_config: Option<&Path>,
         always_download: bool,
         reporter: &Reporter,
-    ) -> Result<Vec<ConfigFile>>;
+    ) -> Result<Vec<ConfigFile>> {
+        let mut out = Vec::new();
+        let mut to_fetch: Vec<(&Package, Vec<PathBuf>)> = Vec::new();
+        for (package, paths) in wanted {
+            let shipped = if always_download {
+                HashMap::new()
+            } else {
+                self.shipped(package)?
+            };
+            let mut left = Vec::new();
+            for path in paths {
+                let verified = shipped
+                    .get(path)
+                    .and_then(|s| verified_host_copy(self.root(), path, s));
+                match verified {
+                    Some(file) => out.push(file),
+                    None => left.push(path.clone()),
+                }
+            }
+            check_config_total(&out)?;
+            if !left.is_empty() {
+                reporter.info(1, || {
+                    format!(
+                        "{}: {}: {} config files need the package file",
+                        self.name(),
+                        package.name,
+                        left.len()
+                    )
+                });
+                to_fetch.push((package, left));
+            }
+        }
+        reporter.info(1, || {
+            format!(
+                "{}: {} config files verified against the database's digests, {} packages to download",
+                self.name(),
+                out.len(),
+                to_fetch.len()
+            )
+        });
+        if to_fetch.is_empty() {
+            return Ok(out);
+        }
+        let packages: Vec<&Package> = to_fetch.iter().map(|(p, _)| *p).collect();
+        let files = self.fetch(&packages, scratch, packager_config, reporter)?;
+        for (package, paths) in to_fetch {
+            let Some(file) = files.get(&package.full_name) else {
+                return Err(Error::backend(
+                    self.name(),
+                    format!(
+                        "the package manager did not download {} (is the installed version still in a repository?)",
+                        package.full_name
+                    ),
+                ));
+            };
+            out.extend(self.extract(file, &paths)?);
+            check_config_total(&out)?;
+        }
+        Ok(out)
+    }
 
     /// The installed package called `name`, or a typed error naming it.
     fn package(&self, name: &str) -> Result<Package> {
@@ -105,6 +259,22 @@ pub struct Driver {
     pub kind: &'static str,
     pub detect: fn(&RootFs) -> bool,
     pub open: fn(RootFs) -> Result<Box<dyn Backend>>,
+    /// The package files this package manager installs, if any.
+    pub package_files: Option<PackageFiles>,
+}
+
+/// Reads a package file: its package and the files it would install.
+pub type ReadPackageFile = fn(&Path) -> Result<(Package, Vec<File>)>;
+
+/// A kind of package file: how one starts, what it is called, and how to
+/// read one in-process.
+pub struct PackageFiles {
+    /// Its first bytes.
+    pub magic: &'static [u8],
+    /// `.deb`, `.rpm`: for messages.
+    pub extension: &'static str,
+    /// Its package and the files it would install.
+    pub read: ReadPackageFile,
 }
 
 pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE];
@@ -181,21 +351,30 @@ pub fn os_release_ids(root: &RootFs) -> Vec<String> {
     ids
 }
 
-/// A package file (`.rpm` or `.deb`, told apart by content): its package
-/// and the files it would install (the in-process `rpm -qlp` / `dpkg -c`).
+/// A package file, told apart by content (each driver's
+/// [`PackageFiles::magic`]): its package and the files it would install
+/// (the in-process `rpm -qlp` / `dpkg -c`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
     use std::io::Read;
-    let mut magic = [0u8; 8];
+    let mut start = [0u8; 16];
     let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
+        .and_then(|mut f| f.read(&mut start))
         .map_err(|e| Error::io("reading", path, e))?;
-    match &magic[..n] {
-        [0xed, 0xab, 0xee, 0xdb, ..] => rpm::read_package_file(path),
-        b"!<arch>\n" => deb::read_package_file(path),
-        _ => Err(Error::backend(
-            "package file",
-            format!("{}: neither an .rpm nor a .deb file", path.display()),
-        )),
+    let kinds = || DRIVERS.iter().filter_map(|d| d.package_files.as_ref());
+    match kinds().find(|k| start[..n].starts_with(k.magic)) {
+        Some(kind) => (kind.read)(path),
+        None => {
+            let mut names: Vec<&str> = kinds().map(|k| k.extension).collect();
+            names.dedup();
+            Err(Error::backend(
+                "package file",
+                format!(
+                    "{}: not a package file supermin reads ({})",
+                    path.display(),
+                    names.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -241,16 +420,25 @@ pub(crate) fn read_installed(
     Ok((data, meta))
 }
 
-/// The installed copy of a config file when `is_pristine` says its bytes
-/// are those the package shipped (the database's digest matches): then it
-/// *is* the pristine file and no download is needed for it.
-pub(crate) fn verified_installed(
-    root: &RootFs,
-    path: &Path,
-    is_pristine: impl FnOnce(&[u8]) -> bool,
-) -> Option<(Vec<u8>, std::fs::Metadata)> {
+/// The installed copy of config file `path` when it is provably what
+/// the package shipped: a regular file inside `root` (opened without
+/// following a symlink; never a FIFO or a device), at most
+/// [`CONFIG_FILE_LIMIT`] bytes, whose bytes hash to the shipped digest.
+/// Its mode and mtime are the shipped ones where the database records
+/// them, else those of the very file read.  `None` if any of that fails:
+/// then the package file is fetched instead.
+pub fn verified_host_copy(root: &RootFs, path: &Path, shipped: &Shipped) -> Option<ConfigFile> {
+    use std::os::unix::fs::MetadataExt;
     let (data, meta) = read_installed(root, path).ok()?;
-    is_pristine(&data).then_some((data, meta))
+    if !shipped.digest.matches(&data) {
+        return None;
+    }
+    Some(ConfigFile {
+        path: path.to_path_buf(),
+        mode: shipped.mode.unwrap_or(meta.mode()) & 0o7777,
+        mtime: shipped.mtime.unwrap_or(meta.mtime().max(0) as u64),
+        data,
+    })
 }
 
 /// Refuse config files larger than [`CONFIG_TOTAL_LIMIT`] in all, as they
@@ -278,6 +466,28 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_reads_only_its_own_packages() {
+        // Two opened copies of this host's dpkg database, and a package
+        // with no database: none may stand for another's package.
+        let a = dpkg::Dpkg::open(RootFs::host().unwrap()).unwrap();
+        let b = dpkg::Dpkg::open(RootFs::host().unwrap()).unwrap();
+        let bash = a.package("bash").unwrap();
+        let closure = a
+            .resolve(std::slice::from_ref(&bash), &Reporter::new(0))
+            .unwrap();
+        assert!(closure.iter().any(|p| p.name == "bash"));
+        let e = b.files(&bash).unwrap_err().to_string();
+        assert!(e.contains("is not a package of the dpkg database"), "{e}");
+        let e = b
+            .resolve(std::slice::from_ref(&bash), &Reporter::new(0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&bash.full_name), "{e}");
+        let loose = Package { id: None, ..bash };
+        assert!(a.files(&loose).is_err());
+    }
 
     #[test]
     fn only_plain_absolute_paths_stay_inside() {

@@ -610,10 +610,10 @@ impl PyAppliance {
 
 /// Low-level prepare; the public wrapper is `supermin.prepare`.
 #[pyfunction]
-#[pyo3(signature = (packages, output, *, use_installed, root, ignore_missing, packager_config, always_download, source_date_epoch, lock, verbose, progress))]
+#[pyo3(signature = (packages, output, *, use_installed, root, ignore_missing, packager_config, always_download, source_date_epoch, lock, verbose, progress, backend=None))]
 #[allow(clippy::too_many_arguments)]
-fn _prepare<'py>(
-    py: Python<'py>,
+fn _prepare(
+    py: Python<'_>,
     packages: Vec<String>,
     output: PathBuf,
     use_installed: bool,
@@ -625,7 +625,8 @@ fn _prepare<'py>(
     lock: Option<PathBuf>,
     verbose: u8,
     progress: Option<Py<PyAny>>,
-) -> PyResult<Bound<'py, PyDict>> {
+    backend: Option<PyRef<'_, PyBackend>>,
+) -> PyResult<()> {
     let options = PrepareOptions {
         use_installed,
         ignore_missing,
@@ -633,37 +634,27 @@ fn _prepare<'py>(
         always_download,
         source_date_epoch,
     };
-    let (backend, prepared) = run_with(py, verbose, progress, |reporter| {
-        let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
-        let prepared = crate::prepare(
+    let given = backend.map(|b| b.inner.clone());
+    run_with(py, verbose, progress, |reporter| {
+        let backend = backend_for(given, &root)?;
+        crate::prepare(
             backend.as_ref(),
             &packages,
             &output,
             &options,
             lock.as_deref(),
             reporter,
-        )?;
-        Ok((backend, prepared))
-    })?;
-    let d = PyDict::new(py);
-    d.set_item("output", crate::output::absolute(&output).map_err(to_py)?)?;
-    d.set_item("packages", prepared.packages)?;
-    let closure: Vec<PyPackage> = prepared
-        .closure
-        .into_iter()
-        .map(|p| PyPackage::installed(p, backend.clone()))
-        .collect();
-    d.set_item("closure", closure)?;
-    d.set_item("config_files", prepared.config_files)?;
-    Ok(d)
+        )
+        .map(drop)
+    })
 }
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None, backend=None))]
 #[allow(clippy::too_many_arguments)]
-fn _build<'py>(
-    py: Python<'py>,
+fn _build(
+    py: Python<'_>,
     inputs: Vec<PathBuf>,
     output: PathBuf,
     format: &str,
@@ -680,7 +671,8 @@ fn _build<'py>(
     modules: Option<Vec<String>>,
     uuid_seed: Option<String>,
     source_date_epoch: Option<u64>,
-) -> PyResult<Bound<'py, PyDict>> {
+    backend: Option<PyRef<'_, PyBackend>>,
+) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
     let options = BuildOptions {
         format,
@@ -702,38 +694,59 @@ fn _build<'py>(
             },
         },
     };
+    let given = backend.map(|b| b.inner.clone());
     let (backend, outcome) = run_with(py, verbose, progress, |reporter| {
-        let backend: Arc<dyn Backend> = Arc::from(backend::detect(&root)?);
+        let backend = backend_for(given, &root)?;
         let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, reporter)?;
         Ok((backend, outcome))
     })?;
-    let d = PyDict::new(py);
-    d.set_item(
-        "output",
-        crate::output::absolute(&outcome.output).map_err(to_py)?,
-    )?;
-    d.set_item("format", format.name())?;
-    d.set_item("skipped", outcome.skipped)?;
-    let packages: Vec<PyPackage> = outcome
-        .packages
-        .into_iter()
-        .map(|p| PyPackage::installed(p, backend.clone()))
-        .collect();
-    d.set_item("packages", packages)?;
-    d.set_item("paths", outcome.paths)?;
-    d.set_item("files_copied", outcome.stats.files)?;
-    d.set_item("bytes_copied", outcome.stats.bytes)?;
-    d.set_item("hard_links", outcome.stats.hard_links)?;
-    d.set_item("unreadable", outcome.stats.skipped.unreadable)?;
-    if let Some(boot) = outcome.boot {
-        d.set_item("kernel_path", boot.kernel.path)?;
-        d.set_item("kernel_version", boot.kernel.version)?;
-        d.set_item("modules_path", boot.kernel.modules)?;
-        d.set_item("uuid", boot.root_uuid)?;
-        d.set_item("initrd_modules", boot.initrd_modules)?;
-        d.set_item("initrd_bytes", boot.initrd_bytes)?;
+    let boot = outcome.boot;
+    Ok(PyBuilt {
+        output: crate::output::absolute(&outcome.output).map_err(to_py)?,
+        format: format.name(),
+        skipped: outcome.skipped,
+        packages: outcome
+            .packages
+            .into_iter()
+            .map(|p| Py::new(py, PyPackage::installed(p, backend.clone())))
+            .collect::<PyResult<_>>()?,
+        paths: outcome.paths,
+        files_copied: outcome.stats.files,
+        bytes_copied: outcome.stats.bytes,
+        hard_links: outcome.stats.hard_links,
+        unreadable: outcome.stats.skipped.unreadable,
+        kernel_version: boot.as_ref().map(|b| b.kernel.version.clone()),
+        uuid: boot.as_ref().and_then(|b| b.root_uuid.clone()),
+        initrd_modules: boot.map(|b| b.initrd_modules).unwrap_or_default(),
+    })
+}
+
+/// The opened backend a caller gave, or the one that manages `root`.
+fn backend_for(
+    given: Option<Arc<dyn Backend>>,
+    root: &std::path::Path,
+) -> crate::Result<Arc<dyn Backend>> {
+    match given {
+        Some(backend) => Ok(backend),
+        None => Ok(Arc::from(backend::detect(root)?)),
     }
-    Ok(d)
+}
+
+/// What `_build` did; `supermin.build` turns it into a `BuildResult`.
+#[pyclass(frozen, get_all, name = "_Built", module = "supermin._supermin")]
+struct PyBuilt {
+    output: PathBuf,
+    format: &'static str,
+    skipped: bool,
+    packages: Vec<Py<PyPackage>>,
+    paths: usize,
+    files_copied: u64,
+    bytes_copied: u64,
+    hard_links: u64,
+    unreadable: Vec<PathBuf>,
+    kernel_version: Option<String>,
+    uuid: Option<String>,
+    initrd_modules: Vec<String>,
 }
 
 /// A private scratch directory (see `output::Scratch`): locked while it is
@@ -820,5 +833,6 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
+    m.add_class::<PyBuilt>()?;
     Ok(())
 }
