@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
@@ -47,9 +46,6 @@ class SuperminWarning(UserWarning):
     host files, device nodes a non-root chroot cannot hold, ...)."""
 
 
-_log = logging.getLogger("supermin")
-
-
 def _route_message(warning: bool, text: str) -> None:
     """The core's messages, from a Python caller's point of view: warnings
     are :class:`SuperminWarning` (so filters apply, and ``"error"`` stops
@@ -57,8 +53,14 @@ def _route_message(warning: bool, text: str) -> None:
     stderr as ``supermin: TEXT`` when logging is not set up."""
     if warning:
         warnings.warn(text, SuperminWarning, stacklevel=2)
-    elif _log.hasHandlers():
-        _log.info(text)
+        return
+    # Imported here: the command line never needs it (it prints itself),
+    # and importing it costs every run a few milliseconds.
+    import logging
+
+    log = logging.getLogger("supermin")
+    if log.hasHandlers():
+        log.info(text)
     else:
         sys.stderr.write(f"supermin: {text}\n")
 

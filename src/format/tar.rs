@@ -7,7 +7,9 @@
 //! image); times are clamped to `SOURCE_DATE_EPOCH` when it is set; a
 //! second name of a file is a hard-link entry; user and group names are
 //! left empty, so only numbers matter.  GNU headers carry long names.
-//! File bytes are moved by the kernel (`copy_file_range`) into the archive.
+//! Headers are laid out first, so that every file's place in the archive
+//! is known; the bytes are then moved by the kernel (`copy_file_range`)
+//! into those places, files in parallel.
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,6 +17,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 
 use super::{copy_range, Context, Format, Written};
 use crate::error::{Error, IoContext, Result};
@@ -55,8 +59,8 @@ impl Format for Tar {
             path: &path,
             at: 0,
             headers: tar::Builder::new(Vec::new()),
+            data: Vec::new(),
         };
-        let counter = cx.reporter.counter("writing files", tree.file_counts().0);
         let mut first_name: HashMap<usize, PathBuf> = HashMap::new();
         tree.walk(|visit| {
             cx.reporter.check()?;
@@ -68,12 +72,9 @@ impl Format for Tar {
             if !matches!(visit.node.kind, Kind::Dir(_)) {
                 first_name.insert(visit.index, name.to_path_buf());
             }
-            archive.entry(&tree, name, visit.node, cx)?;
-            if matches!(visit.node.kind, Kind::File(_)) {
-                counter.tick();
-            }
-            Ok(())
+            archive.entry(name, visit.index, visit.node, cx)
         })?;
+        archive.copy_data(&tree, cx)?;
         archive.finish()?;
         super::ext2::set_private_if_needed(&tree, out, &name, cx.reporter)?;
         Ok(Written::default())
@@ -89,6 +90,8 @@ struct Archive<'a> {
     /// Makes the header blocks of one entry (with a GNU long-name entry
     /// before it when needed); its bytes are taken after each entry.
     headers: tar::Builder<Vec<u8>>,
+    /// Regular files' nodes and where their bytes go.
+    data: Vec<(usize, u64)>,
 }
 
 const BLOCK: u64 = 512;
@@ -114,7 +117,13 @@ impl Archive<'_> {
         self.write_at(&bytes)
     }
 
-    fn entry(&mut self, tree: &Tree, name: &Path, node: &Node, cx: &Context<'_>) -> Result<()> {
+    fn entry(
+        &mut self,
+        name: &Path,
+        node_index: usize,
+        node: &Node,
+        cx: &Context<'_>,
+    ) -> Result<()> {
         let mut header = header_of(node);
         match &node.kind {
             Kind::Dir(_) => {
@@ -154,33 +163,43 @@ impl Archive<'_> {
                 let size = data.len();
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
-                // Opened before its header is written: a file that cannot
-                // be read fails the build, never leaves a hole.
-                let source = || tree.describe(data, cx.sources);
-                let contents = tree.open(data, cx.sources).at("reading", source())?;
                 self.header(header, name, None)?;
-                match contents {
-                    Contents::Bytes(bytes) => self.write_at(bytes)?,
-                    Contents::File { file, offset, size } => {
-                        let copied =
-                            copy_range(&file, offset, self.file, self.at, size, cx.reporter)
-                                .map_err(|e| {
-                                    cx.reporter.cancelled_or(Error::io("copying", source(), e))
-                                })?;
-                        // A file that shrank since it was listed: zeros, so
-                        // that the archive stays whole (as in an ext2 image).
-                        if copied < size {
-                            self.file
-                                .write_all_at(&vec![0; (size - copied) as usize], self.at + copied)
-                                .at("writing", self.path)?;
-                        }
-                        self.at += size;
-                    }
-                }
-                let padding = (BLOCK - self.at % BLOCK) % BLOCK;
-                self.write_at(&vec![0; padding as usize])
+                // The bytes are copied later, in parallel, to this offset.
+                self.data.push((node_index, self.at));
+                self.at += size.next_multiple_of(BLOCK);
+                Ok(())
             }
         }
+    }
+
+    /// Copy every file's bytes to its place, in parallel (each write is
+    /// positional; what is not written reads as zeros: the padding, and
+    /// the bytes of a file that shrank since it was listed, as in an ext2
+    /// image).  A file that cannot be read fails the build.
+    fn copy_data(&self, tree: &Tree, cx: &Context<'_>) -> Result<()> {
+        let counter = cx.reporter.counter("writing files", self.data.len() as u64);
+        self.data
+            .par_iter()
+            .try_for_each(|&(node, at)| {
+                cx.reporter.check()?;
+                let Kind::File(data) = &tree.node(node).kind else {
+                    unreachable!("a regular file")
+                };
+                let source = || tree.describe(data, cx.sources);
+                match tree.open(data, cx.sources).at("reading", source())? {
+                    Contents::Bytes(bytes) => {
+                        self.file.write_all_at(bytes, at).at("writing", self.path)?
+                    }
+                    Contents::File { file, offset, size } => {
+                        copy_range(&file, offset, self.file, at, size, cx.reporter).map_err(
+                            |e| cx.reporter.cancelled_or(Error::io("copying", source(), e)),
+                        )?;
+                    }
+                }
+                counter.tick();
+                Ok(())
+            })
+            .map_err(|e| cx.reporter.cancelled_or(e))
     }
 
     /// A second name of a file already in the archive.
@@ -190,11 +209,11 @@ impl Archive<'_> {
         self.header(header, name, Some(first))
     }
 
-    /// Two zero blocks end the archive.
+    /// Two zero blocks end the archive.  (Not fsynced: like the other
+    /// formats' large files, it is written back as the system sees fit.)
     fn finish(mut self) -> Result<()> {
         self.write_at(&[0; 2 * BLOCK as usize])?;
-        self.file.set_len(self.at).at("writing", self.path)?;
-        self.file.sync_all().at("writing", self.path)
+        self.file.set_len(self.at).at("writing", self.path)
     }
 }
 
