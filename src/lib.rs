@@ -14,8 +14,7 @@
 //! hands it to a [`format::Format`] writer, inside an [`output::Staging`]
 //! directory that is swapped in only when complete.
 
-pub mod appliance;
-pub mod assemble;
+// The public API: the modules whose types appear in it, and re-exports.
 pub mod backend;
 pub mod boot;
 pub mod error;
@@ -23,27 +22,33 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod outdir;
-pub mod output;
-pub mod package;
-pub mod pattern;
-pub mod prepare;
-pub mod process;
 pub mod report;
 pub mod resolve;
 pub mod rootfs;
 pub mod tree;
+
+// Implementation: reached through the functions and re-exports below.
+mod appliance;
+mod assemble;
+mod output;
+mod package;
+mod pattern;
+mod prepare;
+mod process;
 
 #[cfg(feature = "python")]
 mod python;
 
 use std::path::{Path, PathBuf};
 
+pub use appliance::{load as load_appliance, Appliance, BaseImage, Compression};
+pub use assemble::{paths as appliance_paths, Skipped};
 pub use backend::Backend;
 pub use error::{Error, Result};
-pub use format::Format;
+pub use format::{Format, FORMATS};
 pub use package::{File, FileKind, Package};
 pub use prepare::{PrepareOptions, Prepared};
-pub use report::Reporter;
+pub use report::{Cancel, Reporter};
 
 /// Options of a build.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ fn ext2_image_regressions() {
     for entry in fs::read_dir(&dir).unwrap() {
         let input = entry.unwrap().path();
         let scratch = tempfile::tempdir().unwrap();
-        let appliance = supermin::appliance::load(std::slice::from_ref(&input)).unwrap();
+        let appliance = supermin::load_appliance(std::slice::from_ref(&input)).unwrap();
         let err = supermin::format::ext2::image_of_base_images(
             &appliance.base_images,
             scratch.path(),

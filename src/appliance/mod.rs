@@ -5,8 +5,5 @@ mod read;
 mod write;
 
 pub(crate) use read::content_lines;
-pub use read::{
-    for_each_tar_member, load, Appliance, BaseImage, Compression, Guarded, SparseBudget,
-    HEADER_BUDGET,
-};
+pub use read::{for_each_tar_member, load, Appliance, BaseImage, Compression, SparseBudget};
 pub use write::{write_base_image, write_packages};
