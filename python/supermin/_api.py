@@ -83,6 +83,15 @@ def _source_date_epoch() -> Optional[int]:
         raise SuperminError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
 
 
+def _kernel_overrides() -> "dict[str, Optional[str]]":
+    """``SUPERMIN_KERNEL``, ``SUPERMIN_KERNEL_VERSION`` and
+    ``SUPERMIN_MODULES``, read here once (empty means unset, as upstream)."""
+    return {
+        key.lower(): os.environ.get(key) or None
+        for key in ("SUPERMIN_KERNEL", "SUPERMIN_KERNEL_VERSION", "SUPERMIN_MODULES")
+    }
+
+
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([bKMG]?)")
 
 
@@ -329,6 +338,7 @@ def build(
             uuid_seed=uuid_seed,
             source_date_epoch=_source_date_epoch(),
             backend=backend,
+            **_kernel_overrides(),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"

@@ -206,6 +206,9 @@ def _build(
     uuid_seed: Optional[str] = None,
     source_date_epoch: Optional[int] = None,
     backend: Optional[Backend] = None,
+    supermin_kernel: Optional[str] = None,
+    supermin_kernel_version: Optional[str] = None,
+    supermin_modules: Optional[str] = None,
 ) -> _Built: ...
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
 def _set_messages(sink: Optional[Callable[[bool, str], None]]) -> None: ...

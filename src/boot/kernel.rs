@@ -36,6 +36,9 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// `SUPERMIN_KERNEL`, `SUPERMIN_KERNEL_VERSION` and `SUPERMIN_MODULES`
+    /// (empty means unset), for Rust programs reading their environment at
+    /// their edge; the Python layer reads them itself and passes them in.
     pub fn from_env() -> Overrides {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         Overrides {

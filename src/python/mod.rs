@@ -651,7 +651,7 @@ fn _prepare(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None, backend=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build(
     py: Python<'_>,
@@ -672,6 +672,9 @@ fn _build(
     uuid_seed: Option<String>,
     source_date_epoch: Option<u64>,
     backend: Option<PyRef<'_, PyBackend>>,
+    supermin_kernel: Option<PathBuf>,
+    supermin_kernel_version: Option<String>,
+    supermin_modules: Option<PathBuf>,
 ) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
     let options = BuildOptions {
@@ -685,7 +688,11 @@ fn _build(
             boot: crate::boot::Options {
                 copy_kernel,
                 host_cpu,
-                kernel: crate::boot::kernel::Overrides::from_env(),
+                kernel: crate::boot::kernel::Overrides {
+                    kernel: supermin_kernel,
+                    version: supermin_kernel_version,
+                    modules: supermin_modules,
+                },
             },
             ext2: crate::format::ext2::Options {
                 size,

@@ -321,56 +321,13 @@ pub fn write_image(
         uuid,
         now,
     } = image;
-    // Inode numbers: depth-first in name order; `lost+found` is 11.
-    let mut ino_of: Vec<u32> = vec![0; tree.len()];
-    let mut order: Vec<usize> = Vec::new();
-    let mut links: Vec<u32> = vec![0; tree.len()];
-    let mut dir_parent: Vec<usize> = vec![0; tree.len()];
-    let lost_found = tree.children(0).get(b"lost+found".as_slice()).copied();
-    ino_of[0] = ROOT_INO;
-    let mut next_ino = FIRST_INO + 1;
-    if let Some(lf) = lost_found {
-        ino_of[lf] = LOST_FOUND_INO;
-    }
-    let mut stack = vec![0usize];
-    links[0] = 2;
-    while let Some(dir) = stack.pop() {
-        order.push(dir);
-        let mut subdirs = Vec::new();
-        for &child in tree.children(dir).values() {
-            links[child] += 1;
-            if ino_of[child] == 0 {
-                ino_of[child] = next_ino;
-                next_ino += 1;
-                if !matches!(tree.node(child).kind, Kind::Dir(_)) {
-                    order.push(child);
-                }
-            }
-            if let Kind::Dir(_) = tree.node(child).kind {
-                links[child] += 1; // its "."
-                links[dir] += 1; // its ".."
-                dir_parent[child] = dir;
-                subdirs.push(child);
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    if lost_found.is_none() {
-        return Err(Error::Internal("no /lost+found in the tree".into()));
-    }
-    // The inode's link count is 16 bits; Linux's ext2 stops at these.
-    for (node, &count) in links.iter().enumerate() {
-        let (limit, what) = match tree.node(node).kind {
-            Kind::Dir(_) => (MAX_DIR_LINKS, "subdirectories"),
-            _ => (MAX_LINKS, "hard links"),
-        };
-        if count > limit {
-            return Err(Error::output(
-                image,
-                format!("an inode with {count} {what}; ext2 allows {limit}"),
-            ));
-        }
-    }
+    let Numbering {
+        ino_of,
+        order,
+        links,
+        dir_parent,
+        lost_found,
+    } = number_inodes(tree, image)?;
     let inode_count = order.len() as u64;
     let geometry = Geometry::new(size, inode_count)?;
 
@@ -397,7 +354,7 @@ pub fn write_image(
                     ));
                 }
                 let mut bytes = directory_blocks(&entries);
-                if node == lost_found.unwrap() {
+                if node == lost_found {
                     // As mke2fs: room for e2fsck to reconnect files without
                     // allocating.
                     bytes.resize(bytes.len().max(4 * BLOCK as usize), 0);
@@ -683,6 +640,120 @@ pub fn write_image(
         descriptors.extend_from_slice(&[0u8; 14]);
     }
 
+    let counts = Counts {
+        free_blocks: total_free_blocks,
+        free_inodes: total_free_inodes,
+    };
+    let sb = superblock(&geometry, counts, uuid, now);
+    for g in 0..geometry.groups {
+        if !has_super(g) {
+            continue;
+        }
+        let mut copy = sb;
+        copy[0x5A..0x5C].copy_from_slice(&(g as u16).to_le_bytes());
+        let start = geometry.group_start(g) * BLOCK;
+        let sb_offset = if g == 0 { 1024 } else { start };
+        write_at(&copy, sb_offset)?;
+        write_at(&descriptors, start + BLOCK)?;
+    }
+    let blocks_used = geometry.blocks - total_free_blocks;
+    Ok(ImageStats {
+        inodes: inode_count,
+        blocks_used,
+        data_bytes,
+        files: host_files.len() as u64,
+    })
+}
+
+/// Inode numbers and link counts of a tree's nodes.
+struct Numbering {
+    /// Inode number of each node.
+    ino_of: Vec<u32>,
+    /// Nodes in the order their inodes are laid out (a directory, then
+    /// its non-directory children).
+    order: Vec<usize>,
+    /// Link count of each node.
+    links: Vec<u32>,
+    /// Parent directory of each directory node.
+    dir_parent: Vec<usize>,
+    /// The node of `/lost+found`.
+    lost_found: usize,
+}
+
+/// Number the inodes depth-first in name order (`/` is 2, `lost+found`
+/// 11), count links, and refuse link counts ext2 cannot hold.
+fn number_inodes(tree: &Tree, image: &Path) -> Result<Numbering> {
+    let mut ino_of: Vec<u32> = vec![0; tree.len()];
+    let mut order: Vec<usize> = Vec::new();
+    let mut links: Vec<u32> = vec![0; tree.len()];
+    let mut dir_parent: Vec<usize> = vec![0; tree.len()];
+    let lost_found = tree.children(0).get(b"lost+found".as_slice()).copied();
+    ino_of[0] = ROOT_INO;
+    let mut next_ino = FIRST_INO + 1;
+    if let Some(lf) = lost_found {
+        ino_of[lf] = LOST_FOUND_INO;
+    }
+    let mut stack = vec![0usize];
+    links[0] = 2;
+    while let Some(dir) = stack.pop() {
+        order.push(dir);
+        let mut subdirs = Vec::new();
+        for &child in tree.children(dir).values() {
+            links[child] += 1;
+            if ino_of[child] == 0 {
+                ino_of[child] = next_ino;
+                next_ino += 1;
+                if !matches!(tree.node(child).kind, Kind::Dir(_)) {
+                    order.push(child);
+                }
+            }
+            if let Kind::Dir(_) = tree.node(child).kind {
+                links[child] += 1; // its "."
+                links[dir] += 1; // its ".."
+                dir_parent[child] = dir;
+                subdirs.push(child);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    // The inode's link count is 16 bits; Linux's ext2 stops at these.
+    for (node, &count) in links.iter().enumerate() {
+        let (limit, what) = match tree.node(node).kind {
+            Kind::Dir(_) => (MAX_DIR_LINKS, "subdirectories"),
+            _ => (MAX_LINKS, "hard links"),
+        };
+        if count > limit {
+            return Err(Error::output(
+                image,
+                format!("an inode with {count} {what}; ext2 allows {limit}"),
+            ));
+        }
+    }
+    let Some(lost_found) = lost_found else {
+        return Err(Error::Internal("no /lost+found in the tree".into()));
+    };
+    Ok(Numbering {
+        ino_of,
+        order,
+        links,
+        dir_parent,
+        lost_found,
+    })
+}
+
+/// Free space counted over all groups.
+#[derive(Clone, Copy)]
+struct Counts {
+    free_blocks: u64,
+    free_inodes: u64,
+}
+
+/// The superblock (group 0's copy; backups differ only in their group
+/// number).
+fn superblock(geometry: &Geometry, counts: Counts, uuid: [u8; 16], now: i64) -> [u8; 1024] {
+    let ipg = geometry.inodes_per_group;
+    let total_free_blocks = counts.free_blocks;
+    let total_free_inodes = counts.free_inodes;
     let mut sb = [0u8; 1024];
     {
         let put16 = |sb: &mut [u8; 1024], at: usize, v: u16| {
@@ -719,24 +790,7 @@ pub fn write_image(
         sb[0xFC] = 1; // half_md4, were dir_index ever enabled
         put32(&mut sb, 0x108, clamp_time(now)); // mkfs time
     }
-    for g in 0..geometry.groups {
-        if !has_super(g) {
-            continue;
-        }
-        let mut copy = sb;
-        copy[0x5A..0x5C].copy_from_slice(&(g as u16).to_le_bytes());
-        let start = geometry.group_start(g) * BLOCK;
-        let sb_offset = if g == 0 { 1024 } else { start };
-        write_at(&copy, sb_offset)?;
-        write_at(&descriptors, start + BLOCK)?;
-    }
-    let blocks_used = geometry.blocks - total_free_blocks;
-    Ok(ImageStats {
-        inodes: inode_count,
-        blocks_used,
-        data_bytes,
-        files: host_files.len() as u64,
-    })
+    sb
 }
 
 /// Copy `size` bytes of `input` from `offset` into `blocks` of the
