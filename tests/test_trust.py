@@ -293,6 +293,13 @@ def slow_appliance(prepared, tmp_path_factory) -> Path:
     return sd
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child: SIGINT's default action.  A shell runs background jobs
+    (`.ci/run &`, nohup) with SIGINT ignored, and an ignored SIGINT is
+    inherited: Ctrl-C could not reach such a child at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _leftovers(parent: Path, keep: "set[str]") -> "list[str]":
     return sorted(p.name for p in parent.iterdir() if p.name not in keep)
 
@@ -304,7 +311,8 @@ def test_a_signal_stops_a_build_within_a_second_and_keeps_the_output(prepared, s
     run_cli("--build", "-f", "chroot", str(prepared), "-o", str(out))
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     proc = subprocess.Popen([sys.executable, "-m", "supermin", "--build", "-f", "chroot", str(slow_appliance),
-                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_at_a_terminal)
     time.sleep(1.0)
     assert proc.poll() is None, "the build finished before it could be interrupted"
     sent = time.monotonic()
@@ -341,7 +349,7 @@ def test_keyboard_interrupt_reaches_a_python_build(prepared, slow_appliance, tmp
     out = tmp_path / "app"
     supermin.build([prepared], out)
     r = subprocess.run([sys.executable, "-c", _INTERRUPTED_BUILD, str(slow_appliance), str(out)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, preexec_fn=_sigint_as_at_a_terminal)
     assert r.stdout.startswith("KeyboardInterrupt after"), r.stdout + r.stderr
     assert float(r.stdout.split()[2]) < 1.0, r.stdout
     assert (out / "usr/bin/bash").exists()
