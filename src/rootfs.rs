@@ -41,6 +41,12 @@ impl FileId {
     }
 }
 
+/// Does this process run as root (so owners can be kept and any file
+/// read)?
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// A root directory held open by descriptor.
 #[derive(Debug)]
 pub struct RootFs {
@@ -148,13 +154,7 @@ impl RootFs {
                 "is not a regular file",
             ));
         }
-        let known = self
-            .pseudo
-            .lock()
-            .expect("not poisoned")
-            .get(&meta.dev())
-            .copied();
-        let pseudo = match known {
+        let pseudo = match self.known_pseudo(meta.dev()) {
             Some(answer) => answer,
             None => {
                 let answer = is_pseudo_file(&file);
@@ -169,6 +169,12 @@ impl RootFs {
             return Err(pseudo_file_error(fs_name));
         }
         Ok((file, meta))
+    }
+
+    /// What [`RootFs::open_regular`] learnt about device `dev`: `None` if
+    /// it has not met it yet, else the pseudo filesystem it holds, if any.
+    fn known_pseudo(&self, dev: u64) -> Option<Option<&'static str>> {
+        self.pseudo.lock().expect("not poisoned").get(&dev).copied()
     }
 
     /// Open `path` again, proving it is still the file `id` named when
@@ -190,16 +196,7 @@ impl RootFs {
     /// anything on a device already known to hold no pseudo filesystem:
     /// no system call then.
     pub fn check_readable(&self, path: &Path, id: FileId) -> io::Result<()> {
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        if root
-            && self
-                .pseudo
-                .lock()
-                .expect("not poisoned")
-                .get(&id.dev)
-                .is_some_and(|pseudo| pseudo.is_none())
-        {
+        if is_root() && self.known_pseudo(id.dev) == Some(None) {
             return Ok(());
         }
         self.open_same(path, id).map(drop)

@@ -67,10 +67,11 @@ def _route_message(warning: bool, text: str) -> None:
 
 _set_messages(_route_message)
 
-#: The output formats ``build(format=...)`` takes, from the core's registry.
-FORMATS: "tuple[str, ...]" = tuple(name for name, _, _, _ in _formats())
-#: ``{name or alias: name}``: ``"fs"`` and ``"filesystem"`` mean ``"chroot"``.
+#: ``{name or alias: name}`` of every output format, from the core's
+#: registry: ``"fs"`` and ``"filesystem"`` mean ``"chroot"``.
 _FORMAT_NAMES = {alias: name for name, aliases, _, _ in _formats() for alias in (name, *aliases)}
+#: The output formats ``build(format=...)`` takes.
+FORMATS: "tuple[str, ...]" = tuple(dict.fromkeys(_FORMAT_NAMES.values()))
 
 
 def _source_date_epoch() -> Optional[int]:

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import List, NoReturn, Optional
 
-from ._api import _FORMAT_NAMES, _route_message, build, list_drivers, parse_size, prepare
+from ._api import _FORMAT_NAMES, FORMATS, _route_message, build, list_drivers, parse_size, prepare
 from ._supermin import SuperminError, __version__
 from ._supermin import _formats, _set_messages
 
@@ -138,7 +138,7 @@ def run(argv: List[str]) -> int:
     if args.mode == "build" and args.format is None:
         raise _Fail("when using --build, you must specify an output --format")
     if args.format is not None and args.format not in _FORMAT_NAMES:
-        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(dict.fromkeys(_FORMAT_NAMES.values()))}")
+        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(FORMATS)}")
     if not args.output:
         raise _Fail("output directory (-o option) must be supplied")
     output = args.output.rstrip("/") or "/"

@@ -101,6 +101,32 @@ pub fn assemble(
     })
 }
 
+/// The tree of `images` alone (no packages, no hostfiles): what the
+/// fuzzers hand the writers.
+#[doc(hidden)]
+pub fn base_images_only(
+    images: &[BaseImage],
+    spill_dir: &OutDir,
+    capacity: Option<u64>,
+    reporter: &Reporter,
+) -> Result<Tree> {
+    let host = RootFs::host().at("opening", "/")?;
+    let options = Options {
+        packagelist: false,
+        now: 0,
+        capacity,
+    };
+    Ok(assemble(
+        FileSet::default(),
+        images,
+        &host,
+        spill_dir,
+        options,
+        reporter,
+    )?
+    .tree)
+}
+
 /// The paths a build of `appliance` would write, sorted: base-image
 /// members, package files and hostfiles (for `Appliance.files()`).
 pub fn paths(

@@ -6,7 +6,7 @@
 //! `dpkg-query` process is started.  Downloads for pristine config files
 //! use `apt-get download` (see [`super::deb`] for reading the `.deb`s).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -505,10 +505,8 @@ impl Backend for Dpkg {
         &self.root
     }
 
-    fn packages(&self) -> Vec<Package> {
-        let mut all: Vec<Package> = self.installed.iter().map(|p| p.package.clone()).collect();
-        all.sort_by(|a, b| a.full_name.cmp(&b.full_name));
-        all
+    fn package_count(&self) -> usize {
+        self.installed.len()
     }
 
     fn lookup(&self, name: &str) -> Option<Package> {
@@ -617,15 +615,13 @@ impl Backend for Dpkg {
         packager_config: Option<&Path>,
         reporter: &Reporter,
     ) -> Result<HashMap<String, PathBuf>> {
-        Ok(download(
+        download(
             packages.iter().copied(),
             scratch,
             &self.root,
             packager_config,
             reporter,
-        )?
-        .into_iter()
-        .collect())
+        )
     }
 
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
@@ -656,7 +652,7 @@ fn download<'a>(
     root: &RootFs,
     packager_config: Option<&Path>,
     reporter: &Reporter,
-) -> Result<BTreeMap<String, PathBuf>> {
+) -> Result<HashMap<String, PathBuf>> {
     let packages: Vec<&Package> = packages.collect();
     let dir = scratch.join("debs");
     std::fs::create_dir_all(&dir).at("creating", &dir)?;
@@ -664,7 +660,7 @@ fn download<'a>(
     // inside that root (a regular file, not a symlink out of it), copied
     // into our scratch directory first.
     let cache = Path::new("/var/cache/apt/archives");
-    let mut found = BTreeMap::new();
+    let mut found = HashMap::new();
     let mut missing = Vec::new();
     for p in &packages {
         let name = deb_file_name(p);
@@ -788,7 +784,7 @@ fn apt_get_download(
     }
     // As root apt drops to the _apt user, who cannot write our private
     // scratch directory; the download itself is harmless either way.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::rootfs::is_root() {
         cmd.arg("-o").arg("APT::Sandbox::User=root");
     }
     cmd.arg("download").args(specs);

@@ -72,8 +72,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The root whose database and files are read (`/` for the host);
     /// every path of a package is resolved inside it.
     fn root(&self) -> &RootFs;
-    /// Every installed package, sorted by full name.
-    fn packages(&self) -> Vec<Package>;
+    /// How many packages the database holds ([`Backend::package_at`]
+    /// indexes them).
+    fn package_count(&self) -> usize;
     /// The installed package called `name` (a backend may accept
     /// qualified forms such as dpkg's `name:arch`).
     fn lookup(&self, name: &str) -> Option<Package>;
@@ -102,6 +103,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<HashMap<String, PathBuf>>;
     /// The regular files among `paths` in the package file `file`.
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>>;
+
+    /// Every installed package, sorted by full name.
+    fn packages(&self) -> Vec<Package> {
+        let mut all: Vec<Package> = (0..self.package_count())
+            .map(|i| self.package_at(i).clone())
+            .collect();
+        all.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+        all
+    }
 
     /// `package`'s index in this database; an error naming it if it came
     /// from elsewhere (another database, a package file), whose index would

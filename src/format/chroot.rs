@@ -25,6 +25,7 @@ use rustix::fs::FileType;
 use super::{first_few, Context, Format, Written};
 use crate::error::{Error, IoContext, Result};
 use crate::outdir::{OutDir, Parents, Place};
+use crate::rootfs::is_root;
 use crate::tree::{Contents, Kind, Meta, Tree};
 
 /// The `chroot` format.
@@ -50,11 +51,6 @@ impl Format for Chroot {
     fn write(&self, tree: Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
         write(&tree, out, cx)
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The permission bits to give an entry: set-id bits only where the
@@ -278,14 +274,8 @@ pub fn write_base_images(
     out: &OutDir,
     reporter: &crate::report::Reporter,
 ) -> Result<()> {
+    let tree = crate::assemble::base_images_only(images, out, None, reporter)?;
     let host = crate::rootfs::RootFs::host().at("opening", "/")?;
-    let options = crate::assemble::Options {
-        packagelist: false,
-        now: 0,
-        capacity: None,
-    };
-    let assembled =
-        crate::assemble::assemble(Default::default(), images, &host, out, options, reporter)?;
     let format_options = super::Options::default();
     let cx = Context {
         sources: crate::tree::Sources {
@@ -296,7 +286,7 @@ pub fn write_base_images(
         now: 0,
         reporter,
     };
-    write(&assembled.tree, out, &cx).map(drop)
+    write(&tree, out, &cx).map(drop)
 }
 
 /// `(atime, mtime)` as `(seconds, nanoseconds)`.

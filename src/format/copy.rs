@@ -7,7 +7,6 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 
 use crate::report::{Reporter, CHECK_EVERY};
 
@@ -45,34 +44,28 @@ fn copy_some(
     to: u64,
     length: u64,
 ) -> io::Result<u64> {
+    use rustix::io::Errno;
     let mut done = 0u64;
     while done < length {
-        let mut off_in = (from + done) as libc::loff_t;
-        let mut off_out = (to + done) as libc::loff_t;
-        // SAFETY: valid descriptors and offsets owned by this call.
-        let n = unsafe {
-            libc::copy_file_range(
-                input.as_raw_fd(),
-                &mut off_in,
-                output.as_raw_fd(),
-                &mut off_out,
-                (length - done) as usize,
-                0,
-            )
+        let mut off_in = from + done;
+        let mut off_out = to + done;
+        let step = usize::try_from(length - done).unwrap_or(usize::MAX);
+        let n = match rustix::fs::copy_file_range(
+            input,
+            Some(&mut off_in),
+            output,
+            Some(&mut off_out),
+            step,
+        ) {
+            Ok(n) => n,
+            // Not between these files (another filesystem, a kernel or
+            // filesystem without it): read and write.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                return read_write(input, from + done, output, to + done, length - done)
+                    .map(|n| done + n);
+            }
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EXDEV)
-                | Some(libc::ENOSYS)
-                | Some(libc::EINVAL)
-                | Some(libc::EOPNOTSUPP) => {
-                    read_write(input, from + done, output, to + done, length - done)
-                        .map(|n| done + n)
-                }
-                _ => Err(e),
-            };
-        }
         if n == 0 {
             break;
         }

@@ -16,8 +16,10 @@ pub mod tar;
 use std::fmt;
 
 use crate::boot;
-use crate::error::{Error, Result};
-use crate::outdir::OutDir;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::outdir::{OutDir, Parents};
 use crate::report::Reporter;
 use crate::tree::{Sources, Tree};
 
@@ -119,6 +121,36 @@ pub struct Written {
     pub setid_dropped: u64,
     /// Bootable formats: the kernel and initrd.
     pub boot: Option<boot::Booted>,
+}
+
+/// Mode 0644 for the single file `name` in `out` that holds the whole
+/// appliance (an ext2 image, a tar), or 0600 if it holds files not
+/// everyone may read: anyone who can read the image can read every file
+/// in it (`/etc/shadow` from a hostfiles list, a 0600 key).
+pub(crate) fn set_private_if_needed(
+    tree: &Tree,
+    out: &OutDir,
+    name: &str,
+    reporter: &Reporter,
+) -> Result<()> {
+    let perm = if tree.everything_world_readable() {
+        0o644
+    } else {
+        0o600
+    };
+    let path = out.path().join(name.trim_start_matches('/'));
+    out.place(Path::new(name), Parents::Existing)
+        .and_then(|p| p.chmod(perm))
+        .at("setting permissions of", &path)?;
+    if perm == 0o600 {
+        reporter.info(1, || {
+            format!(
+                "{}: it holds files not everyone may read, so it is mode 0600",
+                path.display()
+            )
+        });
+    }
+    Ok(())
 }
 
 /// The first five of `items`, comma-separated, with `...` if there are

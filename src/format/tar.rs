@@ -76,7 +76,7 @@ impl Format for Tar {
         })?;
         archive.copy_data(&tree, cx)?;
         archive.finish()?;
-        super::ext2::set_private_if_needed(&tree, out, &name, cx.reporter)?;
+        super::set_private_if_needed(&tree, out, &name, cx.reporter)?;
         Ok(Written::default())
     }
 }

@@ -484,10 +484,8 @@ impl Backend for Rpm {
         &self.root
     }
 
-    fn packages(&self) -> Vec<Package> {
-        let mut all: Vec<Package> = self.installed.iter().map(|i| i.package.clone()).collect();
-        all.sort_by(|a, b| a.full_name.cmp(&b.full_name));
-        all
+    fn package_count(&self) -> usize {
+        self.installed.len()
     }
 
     fn lookup(&self, name: &str) -> Option<Package> {

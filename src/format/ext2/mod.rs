@@ -84,8 +84,8 @@ impl Format for Ext2 {
 fn write(mut tree: Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
     let options = cx.options;
     let reporter = cx.reporter;
+    // (The size was checked by `check`, before any work.)
     let size = options.ext2.size.unwrap_or(DEFAULT_SIZE);
-    image::check_size(size)?;
     // The kernel first: without one there is no point in the rest.
     let kernel = boot::find_kernel(&options.boot, reporter)?;
     let directory = made_dir(cx.now);
@@ -120,7 +120,7 @@ fn write(mut tree: Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
         now: cx.now,
     };
     let image_stats = image::write_image(&tree, target, cx.sources, reporter)?;
-    set_private_if_needed(&tree, out, "/root", reporter)?;
+    super::set_private_if_needed(&tree, out, "/root", reporter)?;
     reporter.info(1, || {
         format!(
             "ext2: {} inodes, {} blocks in use, {} bytes of files",
@@ -140,35 +140,6 @@ fn write(mut tree: Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
     })
 }
 
-/// Anyone who can read an image can read every file in it: an image
-/// holding files that not everyone may read (`/etc/shadow` from a
-/// hostfiles list, a 0600 key) is readable by its owner only.
-pub(crate) fn set_private_if_needed(
-    tree: &Tree,
-    out: &OutDir,
-    name: &str,
-    reporter: &Reporter,
-) -> Result<()> {
-    let perm = if tree.everything_world_readable() {
-        0o644
-    } else {
-        0o600
-    };
-    let path = out.path().join(name.trim_start_matches('/'));
-    out.place(Path::new(name), Parents::Existing)
-        .and_then(|p| p.chmod(perm))
-        .at("setting permissions of", &path)?;
-    if perm == 0o600 {
-        reporter.info(1, || {
-            format!(
-                "{}: it holds files not everyone may read, so it is mode 0600",
-                path.display()
-            )
-        });
-    }
-    Ok(())
-}
-
 /// Base images alone made into an ext2 image `dir/root` of `size` bytes:
 /// the tree's rules for base images (hard links, symlinks followed inside
 /// the tree, conflicts) and the writer, without a kernel.  For the fuzzer.
@@ -180,14 +151,8 @@ pub fn image_of_base_images(
 ) -> Result<()> {
     let reporter = Reporter::default();
     let out = OutDir::open(dir).at("opening", dir)?;
+    let mut tree = crate::assemble::base_images_only(images, &out, Some(size), &reporter)?;
     let host = RootFs::host().at("opening", "/")?;
-    let plan = crate::assemble::FileSet::default();
-    let options = crate::assemble::Options {
-        packagelist: false,
-        now: 0,
-        capacity: Some(size),
-    };
-    let mut tree = crate::assemble::assemble(plan, images, &host, &out, options, &reporter)?.tree;
     add_lost_found(&mut tree, made_dir(0))?;
     let path = dir.join("root");
     let target = image::Image {
