@@ -75,7 +75,9 @@ pub fn dpkg_status(data: &[u8]) {
     let admin: PathBuf = dir.path().join("var/lib/dpkg");
     fs::create_dir_all(admin.join("info")).expect("mkdir");
     fs::write(admin.join("status"), data).expect("write");
-    if let Ok(backend) = crate::backend::open("dpkg", dir.path()) {
+    if let Ok(backend) =
+        crate::backend::open("dpkg", dir.path(), &crate::output::ScratchBase::default())
+    {
         let all = backend.packages();
         let _ = backend.resolve(&all, &crate::report::Reporter::default());
     }

@@ -46,6 +46,7 @@ pub use assemble::{paths as appliance_paths, Skipped};
 pub use backend::Backend;
 pub use error::{Error, Result};
 pub use format::{Format, FORMATS};
+pub use output::{Scratch, ScratchBase};
 pub use package::{File, FileKind, Package};
 pub use prepare::{PrepareOptions, Prepared};
 pub use report::{Cancel, Reporter};

@@ -810,11 +810,11 @@ pub fn is_up_to_date(
     newest_input < oldest_output
 }
 
-/// A private scratch directory, `supermin.<8 random>` in `$TMPDIR` (which
-/// must be absolute) or `/var/tmp`, removed when dropped.  Like a staging
-/// output it is marked and locked for its owner's life, so the next one
-/// made removes any that killed processes left.  (Upstream's are
-/// `supermin*.tmpdir` and are left alone.)
+/// A private scratch directory, `supermin.<8 random>` in a
+/// [`ScratchBase`], removed when dropped.  Like a staging output it is
+/// marked and locked for its owner's life, so the next one made removes
+/// any that killed processes left.  (Upstream's are `supermin*.tmpdir` and
+/// are left alone.)
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
@@ -830,6 +830,71 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         self.held.remove();
+    }
+}
+
+/// Where scratch directories are made: an absolute directory chosen by the
+/// program's edge (`$TMPDIR` for the command line and the Python module,
+/// see [`ScratchBase::from_env`]); `/var/tmp` by default, not `/tmp`,
+/// which is often a small tmpfs and downloaded packages can be large.
+/// The core itself never reads the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchBase(PathBuf);
+
+impl Default for ScratchBase {
+    fn default() -> Self {
+        ScratchBase(PathBuf::from("/var/tmp"))
+    }
+}
+
+impl ScratchBase {
+    /// `dir`, which must be absolute (a relative one would move with the
+    /// working directory of whoever is handed a path inside it).
+    pub fn new(dir: impl Into<PathBuf>) -> Result<ScratchBase> {
+        let dir = dir.into();
+        if !dir.is_absolute() {
+            return Err(Error::Usage(format!(
+                "TMPDIR ({}) must be an absolute path",
+                dir.display()
+            )));
+        }
+        Ok(ScratchBase(dir))
+    }
+
+    /// `$TMPDIR` if set and not empty, else the default, for programs
+    /// reading their environment at their edge.
+    pub fn from_env() -> Result<ScratchBase> {
+        match std::env::var_os("TMPDIR") {
+            Some(t) if !t.is_empty() => ScratchBase::new(t),
+            _ => Ok(ScratchBase::default()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A new private scratch directory here.  The base and every directory
+    /// above it must be safe (see [`check_trusted`]).
+    pub fn create(&self) -> Result<Scratch> {
+        let base = &self.0;
+        check_trusted(base)?;
+        let prefix = OsStr::new("supermin.");
+        let open = || {
+            rustix::fs::open(
+                base,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let parent = open().map_err(io::Error::from).at("opening", base)?;
+        remove_stale(&parent, prefix, false);
+        let held =
+            create_locked_dir(parent, prefix, 0o700).at("creating a scratch directory in", base)?;
+        Ok(Scratch {
+            path: base.join(&held.name),
+            held,
+        })
     }
 }
 
@@ -862,45 +927,27 @@ fn check_trusted(base: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn scratch_dir() -> Result<Scratch> {
-    let base = match std::env::var_os("TMPDIR") {
-        Some(t) if !t.is_empty() => {
-            let t = PathBuf::from(t);
-            if !t.is_absolute() {
-                return Err(Error::Usage(format!(
-                    "TMPDIR ({}) must be an absolute path",
-                    t.display()
-                )));
-            }
-            t
-        }
-        _ => PathBuf::from("/var/tmp"),
-    };
-    check_trusted(&base)?;
-    let prefix = OsStr::new("supermin.");
-    let open = || {
-        rustix::fs::open(
-            &base,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    let parent = open().map_err(io::Error::from).at("opening", &base)?;
-    remove_stale(&parent, prefix, false);
-    let held =
-        create_locked_dir(parent, prefix, 0o700).at("creating a scratch directory in", &base)?;
-    Ok(Scratch {
-        path: base.join(&held.name),
-        held,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parent_of(p: &Path) -> OwnedFd {
         open_parent(p).unwrap().0
+    }
+
+    #[test]
+    fn scratch_directories_are_made_in_the_given_base_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = ScratchBase::new(dir.path()).unwrap();
+        let scratch = base.create().unwrap();
+        assert_eq!(scratch.path().parent(), Some(dir.path()));
+        let meta = fs::metadata(scratch.path()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        let path = scratch.path().to_path_buf();
+        drop(scratch);
+        assert!(!path.exists());
+        let e = ScratchBase::new("relative").unwrap_err().to_string();
+        assert!(e.contains("relative") && e.contains("absolute"), "{e}");
     }
 
     #[test]

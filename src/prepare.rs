@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::appliance;
 use crate::backend::{read_installed, Backend, ConfigFile};
 use crate::error::{Error, Result};
+use crate::output::ScratchBase;
 use crate::package::{FileKind, Package};
 use crate::report::Reporter;
 use crate::rootfs::RootFs;
@@ -29,6 +30,8 @@ pub struct PrepareOptions {
     pub always_download: bool,
     /// Clamp archive mtimes (SOURCE_DATE_EPOCH).
     pub source_date_epoch: Option<u64>,
+    /// Where packages are downloaded to.
+    pub scratch: ScratchBase,
 }
 
 /// What `prepare` wrote.
@@ -96,7 +99,7 @@ pub fn prepare(
     } else if wanted.is_empty() {
         Vec::new()
     } else {
-        let scratch = crate::output::scratch_dir()?;
+        let scratch = options.scratch.create()?;
         backend.pristine_config_files(
             &wanted,
             scratch.path(),

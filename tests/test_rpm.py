@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -220,6 +221,26 @@ def test_corrupt_header_and_missing_database_are_clear(tmp_path):
     assert not (root / "var/lib/rpm/rpmdb.sqlite-wal").exists() or (root / "var/lib/rpm/rpmdb.sqlite-wal").stat().st_size == 0
     with pytest.raises(supermin.BackendError, match="no rpm database"):
         supermin.Backend.open("rpm", root=str(tmp_path / "empty"))
+
+
+def test_another_roots_database_is_copied_into_the_given_tmpdir(mariner, tmp_path, monkeypatch):
+    """Another root's database is read from a copy in a scratch directory:
+    in `tmpdir=` when given (the core reads no environment), else in
+    $TMPDIR; the copy is gone once the backend is open."""
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    b = supermin.Backend.open("rpm", root=str(mariner), tmpdir=str(mine))
+    assert len(b.packages()) == 129 and list(mine.iterdir()) == []
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(supermin.SuperminError, match=re.escape(str(not_a_dir))):
+        supermin.Backend.open("rpm", root=str(mariner), tmpdir=str(not_a_dir))
+    with pytest.raises(supermin.SuperminError, match="must be an absolute path"):
+        supermin.Backend.detect(str(mariner), tmpdir="relative")
+    monkeypatch.setenv("TMPDIR", str(not_a_dir))
+    with pytest.raises(supermin.SuperminError, match=re.escape(str(not_a_dir))):
+        supermin.Backend.open("rpm", root=str(mariner))
+    assert supermin.Backend.open("rpm", root=str(mariner), tmpdir=str(mine)).name == "rpm"
 
 
 # -- an RPM root made here with rpm itself -------------------------------------

@@ -106,10 +106,13 @@ class Backend:
     """A package database under a root."""
 
     @staticmethod
-    def detect(root: _Path = "/") -> "Backend": ...
+    def detect(root: _Path = "/", *, tmpdir: Optional[_Path] = None) -> "Backend":
+        """The backend of the package manager that manages ``root``.
+        ``tmpdir``: where another root's database may be copied to be read
+        (default: ``$TMPDIR``, or ``/var/tmp``)."""
     @staticmethod
-    def open(kind: str, root: _Path = "/") -> "Backend":
-        """``kind``: ``"dpkg"`` or ``"rpm"``."""
+    def open(kind: str, root: _Path = "/", *, tmpdir: Optional[_Path] = None) -> "Backend":
+        """``kind``: ``"dpkg"`` or ``"rpm"``; ``tmpdir`` as for :meth:`detect`."""
     @property
     def name(self) -> str: ...
     @property

@@ -20,6 +20,7 @@ use super::{
     DATABASE_FILE_LIMIT,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::output::ScratchBase;
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
 use crate::resolve::{Clause, Graph};
@@ -49,7 +50,8 @@ fn detect(root: &RootFs) -> bool {
     debian_like && is_file("/var/lib/dpkg/status")
 }
 
-fn open(root: RootFs) -> Result<Box<dyn Backend>> {
+/// dpkg needs no scratch space to open: its database is plain text read in place.
+fn open(root: RootFs, _scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
     Ok(Box::new(Dpkg::open(root)?))
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+use crate::output::ScratchBase;
 use crate::package::{File, Package};
 use crate::report::Reporter;
 use crate::resolve::Graph;
@@ -268,7 +269,8 @@ pub struct Driver {
     /// The kind accepted by [`open`]: `dpkg`, `rpm`.
     pub kind: &'static str,
     pub detect: fn(&RootFs) -> bool,
-    pub open: fn(RootFs) -> Result<Box<dyn Backend>>,
+    /// Opens the database of a root, with scratch space for any copy.
+    pub open: fn(RootFs, &ScratchBase) -> Result<Box<dyn Backend>>,
     /// The package files this package manager installs, if any.
     pub package_files: Option<PackageFiles>,
 }
@@ -301,10 +303,10 @@ fn open_root(root: &Path, what: &str) -> Result<RootFs> {
 }
 
 /// The backend of the package manager that manages `root`.
-pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
+pub fn detect(root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
     let rootfs = open_root(root, "package database")?;
     match DRIVERS.iter().find(|d| (d.detect)(&rootfs)) {
-        Some(driver) => (driver.open)(rootfs),
+        Some(driver) => (driver.open)(rootfs, scratch),
         None => Err(Error::backend(
             "detect",
             format!(
@@ -317,9 +319,9 @@ pub fn detect(root: &Path) -> Result<Box<dyn Backend>> {
 }
 
 /// The backend of a named kind (`dpkg`, ...) reading `root`.
-pub fn open(kind: &str, root: &Path) -> Result<Box<dyn Backend>> {
+pub fn open(kind: &str, root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
     match DRIVERS.iter().find(|d| d.kind == kind) {
-        Some(driver) => (driver.open)(open_root(root, &format!("{kind} database"))?),
+        Some(driver) => (driver.open)(open_root(root, &format!("{kind} database"))?, scratch),
         None => Err(Error::Usage(format!(
             "unknown package manager '{kind}' (known: {})",
             DRIVERS

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::format::ext2::Modules;
 use crate::package::{File, Package};
 use crate::report::{Cancel, Reporter};
-use crate::{BuildOptions, PrepareOptions};
+use crate::{BuildOptions, PrepareOptions, ScratchBase};
 
 create_exception!(
     _supermin,
@@ -431,18 +431,18 @@ impl PyBackend {
 impl PyBackend {
     /// The backend of the package manager that manages `root`.
     #[staticmethod]
-    #[pyo3(signature = (root = PathBuf::from("/")), text_signature = "(root='/')")]
-    fn detect(py: Python<'_>, root: PathBuf) -> PyResult<Self> {
-        let inner = run(py, || backend::detect(&root))?;
+    #[pyo3(signature = (root = PathBuf::from("/"), *, tmpdir = None), text_signature = "(root='/', *, tmpdir=None)")]
+    fn detect(py: Python<'_>, root: PathBuf, tmpdir: Option<PathBuf>) -> PyResult<Self> {
+        let inner = run(py, || backend::detect(&root, &scratch_base(tmpdir)?))?;
         Ok(PyBackend {
             inner: Arc::from(inner),
         })
     }
     /// The backend of a given kind ("dpkg") reading `root`.
     #[staticmethod]
-    #[pyo3(signature = (kind, root = PathBuf::from("/")), text_signature = "(kind, root='/')")]
-    fn open(py: Python<'_>, kind: &str, root: PathBuf) -> PyResult<Self> {
-        let inner = run(py, || backend::open(kind, &root))?;
+    #[pyo3(signature = (kind, root = PathBuf::from("/"), *, tmpdir = None), text_signature = "(kind, root='/', *, tmpdir=None)")]
+    fn open(py: Python<'_>, kind: &str, root: PathBuf, tmpdir: Option<PathBuf>) -> PyResult<Self> {
+        let inner = run(py, || backend::open(kind, &root, &scratch_base(tmpdir)?))?;
         Ok(PyBackend {
             inner: Arc::from(inner),
         })
@@ -540,7 +540,7 @@ impl PyAppliance {
     )]
     fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
         run_with(py, 0, None, |reporter| {
-            let backend = backend::detect(&root)?;
+            let backend = backend::detect(&root, &scratch_base(None)?)?;
             let paths =
                 crate::assemble::paths(backend.as_ref(), &self.inner, ignore_missing, reporter)?;
             Ok(paths
@@ -633,6 +633,7 @@ fn _prepare(
         packager_config,
         always_download,
         source_date_epoch,
+        scratch: scratch_base(None).map_err(to_py)?,
     };
     let given = backend.map(|b| b.inner.clone());
     run_with(py, verbose, progress, |reporter| {
@@ -735,7 +736,17 @@ fn backend_for(
 ) -> crate::Result<Arc<dyn Backend>> {
     match given {
         Some(backend) => Ok(backend),
-        None => Ok(Arc::from(backend::detect(root)?)),
+        None => Ok(Arc::from(backend::detect(root, &scratch_base(None)?)?)),
+    }
+}
+
+/// Where scratch directories go: `tmpdir` if the caller named one, else
+/// `$TMPDIR` or `/var/tmp`.  The one place the Python module reads
+/// `TMPDIR` (the core reads no environment).
+fn scratch_base(tmpdir: Option<PathBuf>) -> crate::Result<ScratchBase> {
+    match tmpdir {
+        Some(dir) => ScratchBase::new(dir),
+        None => ScratchBase::from_env(),
     }
 }
 
@@ -781,7 +792,7 @@ impl PyScratch {
 
 #[pyfunction]
 fn _scratch_dir(py: Python<'_>) -> PyResult<PyScratch> {
-    let scratch = run(py, crate::output::scratch_dir)?;
+    let scratch = run(py, || scratch_base(None)?.create())?;
     Ok(PyScratch {
         inner: Some(scratch),
     })

@@ -9,13 +9,14 @@ use std::process::Command;
 use super::backend_error;
 use crate::backend::host_path;
 use crate::error::{Error, Result};
+use crate::output::{Scratch, ScratchBase};
 use crate::rootfs::RootFs;
 
 /// Read every header blob of an `rpmdb.sqlite`, read-only. A database in
 /// WAL mode needs its `-shm` index; when the directory is not writable
 /// (a non-root user, a read-only mount) and there is nothing in the WAL,
 /// the file is opened immutable; otherwise a private copy is read.
-pub(super) fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
+pub(super) fn sqlite_blobs(path: &Path, scratch: &ScratchBase) -> Result<Vec<Vec<u8>>> {
     use rusqlite::{Connection, OpenFlags};
     let query = |conn: &Connection| -> rusqlite::Result<Vec<Vec<u8>>> {
         let mut stmt = conn.prepare("SELECT blob FROM Packages ORDER BY hnum")?;
@@ -47,7 +48,7 @@ pub(super) fn sqlite_blobs(path: &Path) -> Result<Vec<Vec<u8>>> {
         Ok(blobs) => Ok(blobs),
         Err(first_error) => {
             // A copy of the database and its WAL, in a directory we own.
-            let scratch = crate::output::scratch_dir()?;
+            let scratch = scratch.create()?;
             let copy = scratch.path().join("rpmdb.sqlite");
             fs::copy(path, &copy).map_err(|e| Error::io("copying", path, e))?;
             if !wal_empty {
@@ -71,8 +72,8 @@ const MAX_DATABASE_COPY: u64 = 1 << 30;
 /// The regular files of the database directory `dir` of `root` (not
 /// followed through symlinks, at most [`MAX_DATABASE_COPY`] bytes in all),
 /// copied into a private scratch directory.
-pub(super) fn copy_database(root: &RootFs, dir: &Path) -> Result<crate::output::Scratch> {
-    let scratch = crate::output::scratch_dir()?;
+pub(super) fn copy_database(root: &RootFs, dir: &Path, scratch: &ScratchBase) -> Result<Scratch> {
+    let scratch = scratch.create()?;
     let shown = root.display_path(dir);
     let mut left = MAX_DATABASE_COPY;
     let names = root

@@ -32,6 +32,7 @@ use header::{guarded, metadata_from_header};
 use super::{ConfigFile, Driver, PackageFiles};
 use crate::backend::{os_release_ids, stays_inside, Backend, Digest, Shipped};
 use crate::error::{Error, Result};
+use crate::output::ScratchBase;
 use crate::package::{File, FileKind, Package};
 use crate::report::Reporter;
 use crate::resolve::{Clause, Graph};
@@ -101,8 +102,8 @@ fn detect_suse(root: &RootFs) -> bool {
     detect_with(root, SUSE_LIKE)
 }
 
-fn open(root: RootFs) -> Result<Box<dyn Backend>> {
-    Ok(Box::new(Rpm::open(root)?))
+fn open(root: RootFs, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(Rpm::open(root, scratch)?))
 }
 
 /// Where the database lives (inside the root), and which kind it is.
@@ -238,7 +239,9 @@ fn installed_from(metadata: &rpm::PackageMetadata) -> std::result::Result<Instal
 }
 
 impl Rpm {
-    pub fn open(root: RootFs) -> Result<Rpm> {
+    /// The database of `root`; another root's is first copied into a
+    /// scratch directory in `scratch`.
+    pub fn open(root: RootFs, scratch: &ScratchBase) -> Result<Rpm> {
         let database = database_path(&root).ok_or_else(|| {
             backend_error(format!(
                 "no rpm database under {} (looked for usr/lib/sysimage/rpm and var/lib/rpm)",
@@ -256,16 +259,18 @@ impl Rpm {
                 Database::Sqlite(path) => path.parent().unwrap_or(Path::new("/")).to_path_buf(),
                 Database::Legacy { dbpath } => dbpath.clone(),
             };
-            Some(copy_database(&root, &dir)?)
+            Some(copy_database(&root, &dir, scratch)?)
         };
         let blobs = match (&database, &copy) {
             (Database::Sqlite(path), None) => {
                 let host = root
                     .resolved_host_path(path)
                     .map_err(|e| Error::io("resolving", root.display_path(path), e))?;
-                sqlite_blobs(&host)?
+                sqlite_blobs(&host, scratch)?
             }
-            (Database::Sqlite(_), Some(copy)) => sqlite_blobs(&copy.path().join("rpmdb.sqlite"))?,
+            (Database::Sqlite(_), Some(copy)) => {
+                sqlite_blobs(&copy.path().join("rpmdb.sqlite"), scratch)?
+            }
             (Database::Legacy { dbpath }, None) => exported_blobs(root.path(), dbpath)?,
             (Database::Legacy { .. }, Some(copy)) => exported_blobs(Path::new("/"), copy.path())?,
         };
