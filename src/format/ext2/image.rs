@@ -307,63 +307,95 @@ pub struct Image<'a> {
 }
 
 /// Write `tree` as an ext2 filesystem into `image`, reading host files
-/// from `sources`.
+/// from `sources`: number the inodes, place every inode's blocks, then
+/// write contents, file data, inode tables, group metadata and the
+/// superblocks.
 pub fn write_image(
     tree: &Tree,
     image: Image<'_>,
     sources: Sources<'_>,
     reporter: &Reporter,
 ) -> Result<ImageStats> {
-    let Image {
-        path: image,
-        file,
-        size,
-        uuid,
-        now,
-    } = image;
-    let Numbering {
-        ino_of,
-        order,
-        links,
-        dir_parent,
-        lost_found,
-    } = number_inodes(tree, image)?;
-    let inode_count = order.len() as u64;
-    let geometry = Geometry::new(size, inode_count)?;
+    let numbering = number_inodes(tree, image.path)?;
+    let geometry = Geometry::new(image.size, numbering.order.len() as u64)?;
+    let layout = place_blocks(tree, &numbering, &geometry, image.size)?;
 
-    // Blocks for every inode, in inode order.
-    let mut placed: Vec<Placed> = Vec::with_capacity(order.len());
-    let mut by_ino: Vec<usize> = order.clone();
-    by_ino.sort_by_key(|&n| ino_of[n]);
-    let mut allocator = Allocator::new(&geometry);
+    image
+        .file
+        .set_len(geometry.blocks * BLOCK)
+        .at("sizing", image.path)?;
+    let out = Out {
+        file: &image.file,
+        path: image.path,
+    };
+    write_small_contents(tree, &layout, &out)?;
+    let (files, data_bytes) = copy_file_data(tree, &layout.placed, sources, &out, reporter)?;
+    let tables = inode_tables(tree, &layout.placed, &numbering.ino_of, &geometry);
+    let (counts, descriptors) = write_groups(&geometry, &tables, &layout.used_in_group, &out)?;
+    write_superblocks(
+        &geometry,
+        &superblock(&geometry, counts, image.uuid, image.now),
+        &descriptors,
+        &out,
+    )?;
+    Ok(ImageStats {
+        inodes: numbering.order.len() as u64,
+        blocks_used: geometry.blocks - counts.free_blocks,
+        data_bytes,
+        files,
+    })
+}
+
+/// The image file being written, and its name for messages.
+struct Out<'a> {
+    file: &'a fs::File,
+    path: &'a Path,
+}
+
+impl Out<'_> {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .at("writing", self.path)
+    }
+
+    /// `bytes`, block by block, into `blocks`.
+    fn write_blocks(&self, bytes: &[u8], blocks: &[u32]) -> Result<()> {
+        for (chunk, block) in bytes.chunks(BLOCK as usize).zip(blocks) {
+            self.write_at(chunk, *block as u64 * BLOCK)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where every inode's blocks are, before anything is written.
+struct Layout {
+    /// Every inode, in inode-number order.
+    placed: Vec<Placed>,
+    /// The bytes of each directory node.
+    dir_data: BTreeMap<usize, Vec<u8>>,
+    /// Data blocks allocated in each group.
+    used_in_group: Vec<u64>,
+}
+
+/// Allocate the blocks of every inode in inode order, so that the data of
+/// inodes that are listed together lie together.
+fn place_blocks(
+    tree: &Tree,
+    numbering: &Numbering,
+    geometry: &Geometry,
+    image_size: u64,
+) -> Result<Layout> {
+    let mut by_ino: Vec<usize> = numbering.order.clone();
+    by_ino.sort_by_key(|&n| numbering.ino_of[n]);
+    let mut allocator = Allocator::new(geometry);
+    let mut placed: Vec<Placed> = Vec::with_capacity(by_ino.len());
     let mut dir_data: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    let mut fits = true;
     for &node in &by_ino {
-        let n = tree.node(node);
-        let (size, blocks_needed) = match &n.kind {
-            Kind::Dir(children) => {
-                let mut entries = vec![
-                    (b".".to_vec(), ino_of[node], 2u8),
-                    (b"..".to_vec(), ino_of[dir_parent[node]], 2u8),
-                ];
-                for (name, &child) in children {
-                    entries.push((
-                        name.clone(),
-                        ino_of[child],
-                        file_type_code(&tree.node(child).kind),
-                    ));
-                }
-                let mut bytes = directory_blocks(&entries);
-                if node == lost_found {
-                    // As mke2fs: room for e2fsck to reconnect files without
-                    // allocating.
-                    bytes.resize(bytes.len().max(4 * BLOCK as usize), 0);
-                    let blocks = bytes.len() / BLOCK as usize;
-                    for b in 1..blocks {
-                        let at = b * BLOCK as usize;
-                        bytes[at + 4..at + 6].copy_from_slice(&(BLOCK as u16).to_le_bytes());
-                    }
-                }
+        let kind = &tree.node(node).kind;
+        let (size, blocks_needed) = match kind {
+            Kind::Dir(_) => {
+                let bytes = directory_bytes(tree, node, numbering);
                 let len = bytes.len() as u64;
                 dir_data.insert(node, bytes);
                 (len, len / BLOCK)
@@ -373,142 +405,185 @@ pub fn write_image(
             Kind::Symlink(target) => (target.len() as u64, 1),
             Kind::Special { .. } => (0, 0),
         };
+        if blocks_needed > 12 + PER_BLOCK + PER_BLOCK * PER_BLOCK {
+            return Err(Error::Usage(format!(
+                "a file of {size} bytes is too large for this ext2 writer"
+            )));
+        }
         let mut p = Placed {
             node,
-            links: links[node] as u16,
+            links: numbering.links[node] as u16,
             data: Vec::with_capacity(blocks_needed as usize),
             indirect: Vec::new(),
             i_block: [0; 15],
             size,
             blocks_512: 0,
         };
-        if blocks_needed > 12 + PER_BLOCK + PER_BLOCK * PER_BLOCK {
-            return Err(Error::Usage(format!(
-                "a file of {size} bytes is too large for this ext2 writer"
-            )));
+        if !map_blocks(&mut allocator, blocks_needed, &mut p) {
+            return Err(does_not_fit(tree, &by_ino, image_size));
         }
-        // The classic layout, so that a file reads front to back: 12 data
-        // blocks, the indirect block, its 1024 data blocks, then the double
-        // indirect block and each indirect block before the data it maps.
-        let mut meta_blocks = 0u64;
-        let mut double: Vec<u32> = Vec::new();
-        let mut current: Option<(u32, Vec<u32>)> = None;
-        for i in 0..blocks_needed {
-            if i == 12 || (i > 12 && (i - 12) % PER_BLOCK == 0) {
-                if i == 12 + PER_BLOCK {
-                    let Some(dind) = allocator.alloc() else {
-                        fits = false;
-                        break;
-                    };
-                    p.i_block[13] = dind;
-                    meta_blocks += 1;
-                }
-                let Some(ind) = allocator.alloc() else {
-                    fits = false;
-                    break;
-                };
-                meta_blocks += 1;
-                if i == 12 {
-                    p.i_block[12] = ind;
-                } else {
-                    double.push(ind);
-                }
-                if let Some(done) = current.replace((ind, Vec::new())) {
-                    p.indirect.push(done);
-                }
-            }
-            let Some(block) = allocator.alloc() else {
-                fits = false;
-                break;
-            };
-            p.data.push(block);
-            if i < 12 {
-                p.i_block[i as usize] = block;
-            } else if let Some((_, pointers)) = current.as_mut() {
-                pointers.push(block);
-            }
-        }
-        if !fits {
-            break;
-        }
-        if let Some(done) = current.take() {
-            p.indirect.push(done);
-        }
-        if p.i_block[13] != 0 {
-            p.indirect
-                .push((p.i_block[13], std::mem::take(&mut double)));
-        }
-        p.blocks_512 = (p.data.len() as u64 + meta_blocks) * (BLOCK / 512);
-        if let Kind::Symlink(target) = &n.kind {
-            if target.len() < 60 {
-                let mut raw = [0u8; 60];
-                raw[..target.len()].copy_from_slice(target);
-                for (i, chunk) in raw.chunks(4).enumerate() {
-                    p.i_block[i] = u32::from_le_bytes(chunk.try_into().unwrap());
-                }
-            }
-        }
-        if let Kind::Special { rdev, .. } = n.kind {
-            let (major, minor) = (libc::major(rdev) as u32, libc::minor(rdev) as u32);
-            if major < 256 && minor < 256 {
-                p.i_block[0] = (major << 8) | minor;
-            } else {
-                p.i_block[1] = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
-            }
-        }
+        inline_contents(kind, &mut p.i_block);
         placed.push(p);
     }
-    if !fits {
-        let needed: u64 = by_ino
-            .iter()
-            .map(|&n| match &tree.node(n).kind {
-                Kind::File(d) => d.len().div_ceil(BLOCK),
-                Kind::Dir(c) => (c.len() as u64 * 32).div_ceil(BLOCK),
-                _ => 0,
-            })
-            .sum::<u64>()
-            * BLOCK;
-        return Err(Error::Usage(format!(
-            "the appliance does not fit in a root image of {size} bytes (--size): it holds \
-             about {} MiB of files; give a larger --size",
-            needed >> 20
-        )));
+    Ok(Layout {
+        placed,
+        dir_data,
+        used_in_group: allocator.used_in_group,
+    })
+}
+
+/// The directory blocks of directory `node`: `.`, `..`, its children in
+/// name order; `lost+found` gets four empty blocks at least.
+fn directory_bytes(tree: &Tree, node: usize, numbering: &Numbering) -> Vec<u8> {
+    let ino_of = &numbering.ino_of;
+    let mut entries = vec![
+        (b".".to_vec(), ino_of[node], 2u8),
+        (b"..".to_vec(), ino_of[numbering.dir_parent[node]], 2u8),
+    ];
+    for (name, &child) in tree.children(node) {
+        entries.push((
+            name.clone(),
+            ino_of[child],
+            file_type_code(&tree.node(child).kind),
+        ));
     }
+    let mut bytes = directory_blocks(&entries);
+    if node == numbering.lost_found {
+        // As mke2fs: room for e2fsck to reconnect files without
+        // allocating.
+        bytes.resize(bytes.len().max(4 * BLOCK as usize), 0);
+        let blocks = bytes.len() / BLOCK as usize;
+        for b in 1..blocks {
+            let at = b * BLOCK as usize;
+            bytes[at + 4..at + 6].copy_from_slice(&(BLOCK as u16).to_le_bytes());
+        }
+    }
+    bytes
+}
 
-    file.set_len(geometry.blocks * BLOCK).at("sizing", image)?;
-    let write_at =
-        |bytes: &[u8], offset: u64| file.write_all_at(bytes, offset).at("writing", image);
-
-    // Metadata-sized contents: directories, indirect blocks, long symlinks,
-    // files held in memory.
-    for p in &placed {
-        let n = tree.node(p.node);
-        match &n.kind {
-            Kind::Dir(_) => {
-                let bytes = &dir_data[&p.node];
-                for (i, chunk) in bytes.chunks(BLOCK as usize).enumerate() {
-                    write_at(chunk, p.data[i] as u64 * BLOCK)?;
-                }
+/// Allocate `blocks_needed` data blocks for `p` and the indirect blocks
+/// that map them, in the classic layout, so that a file reads front to
+/// back: 12 data blocks, the indirect block, its 1024 data blocks, then
+/// the double indirect block and each indirect block before the data it
+/// maps.  False when the image is full.
+fn map_blocks(allocator: &mut Allocator<'_>, blocks_needed: u64, p: &mut Placed) -> bool {
+    let mut meta_blocks = 0u64;
+    let mut double: Vec<u32> = Vec::new();
+    let mut current: Option<(u32, Vec<u32>)> = None;
+    for i in 0..blocks_needed {
+        if i == 12 || (i > 12 && (i - 12) % PER_BLOCK == 0) {
+            if i == 12 + PER_BLOCK {
+                let Some(dind) = allocator.alloc() else {
+                    return false;
+                };
+                p.i_block[13] = dind;
+                meta_blocks += 1;
             }
+            let Some(ind) = allocator.alloc() else {
+                return false;
+            };
+            meta_blocks += 1;
+            if i == 12 {
+                p.i_block[12] = ind;
+            } else {
+                double.push(ind);
+            }
+            if let Some(done) = current.replace((ind, Vec::new())) {
+                p.indirect.push(done);
+            }
+        }
+        let Some(block) = allocator.alloc() else {
+            return false;
+        };
+        p.data.push(block);
+        if i < 12 {
+            p.i_block[i as usize] = block;
+        } else if let Some((_, pointers)) = current.as_mut() {
+            pointers.push(block);
+        }
+    }
+    if let Some(done) = current.take() {
+        p.indirect.push(done);
+    }
+    if p.i_block[13] != 0 {
+        p.indirect.push((p.i_block[13], double));
+    }
+    p.blocks_512 = (p.data.len() as u64 + meta_blocks) * (BLOCK / 512);
+    true
+}
+
+/// What ext2 keeps in the block pointers themselves: a short symlink's
+/// target, a device's number.
+fn inline_contents(kind: &Kind, i_block: &mut [u32; 15]) {
+    match kind {
+        Kind::Symlink(target) if target.len() < 60 => {
+            let mut raw = [0u8; 60];
+            raw[..target.len()].copy_from_slice(target);
+            for (i, chunk) in raw.chunks(4).enumerate() {
+                i_block[i] = u32::from_le_bytes(chunk.try_into().unwrap());
+            }
+        }
+        Kind::Special { rdev, .. } => {
+            let (major, minor) = (libc::major(*rdev), libc::minor(*rdev));
+            if major < 256 && minor < 256 {
+                i_block[0] = (major << 8) | minor;
+            } else {
+                i_block[1] = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The error for a tree that does not fit in `size` bytes, saying about
+/// how much it needs.
+fn does_not_fit(tree: &Tree, nodes: &[usize], image_size: u64) -> Error {
+    let needed: u64 = nodes
+        .iter()
+        .map(|&n| match &tree.node(n).kind {
+            Kind::File(d) => d.len().div_ceil(BLOCK),
+            Kind::Dir(c) => (c.len() as u64 * 32).div_ceil(BLOCK),
+            _ => 0,
+        })
+        .sum::<u64>()
+        * BLOCK;
+    Error::Usage(format!(
+        "the appliance does not fit in a root image of {image_size} bytes (--size): it holds \
+         about {} MiB of files; give a larger --size",
+        needed >> 20
+    ))
+}
+
+/// Metadata-sized contents: directories, indirect blocks, long symlinks,
+/// files held in memory.
+fn write_small_contents(tree: &Tree, layout: &Layout, out: &Out<'_>) -> Result<()> {
+    for p in &layout.placed {
+        match &tree.node(p.node).kind {
+            Kind::Dir(_) => out.write_blocks(&layout.dir_data[&p.node], &p.data)?,
             Kind::Symlink(target) if !p.data.is_empty() => {
                 debug_assert!(target.len() <= MAX_SYMLINK, "Tree::insert checks it");
-                write_at(target, p.data[0] as u64 * BLOCK)?
+                out.write_blocks(target, &p.data)?
             }
-            Kind::File(Data::Bytes(bytes)) => {
-                for (i, chunk) in bytes.chunks(BLOCK as usize).enumerate() {
-                    write_at(chunk, p.data[i] as u64 * BLOCK)?;
-                }
-            }
+            Kind::File(Data::Bytes(bytes)) => out.write_blocks(bytes, &p.data)?,
             _ => {}
         }
         for (block, pointers) in &p.indirect {
             let bytes: Vec<u8> = pointers.iter().flat_map(|b| b.to_le_bytes()).collect();
-            write_at(&bytes, *block as u64 * BLOCK)?;
+            out.write_at(&bytes, *block as u64 * BLOCK)?;
         }
     }
+    Ok(())
+}
 
-    // File data held elsewhere (host files, spilled members): the kernel
-    // copies it, files in parallel.
+/// File data held elsewhere (host files, spilled members), copied by the
+/// kernel, files in parallel: how many files and bytes.
+fn copy_file_data(
+    tree: &Tree,
+    placed: &[Placed],
+    sources: Sources<'_>,
+    out: &Out<'_>,
+    reporter: &Reporter,
+) -> Result<(u64, u64)> {
     let host_files: Vec<&Placed> = placed
         .iter()
         .filter(|p| {
@@ -519,7 +594,7 @@ pub fn write_image(
         })
         .collect();
     let counter = reporter.counter("writing files", host_files.len() as u64);
-    let data_bytes: u64 = host_files
+    let bytes = host_files
         .par_iter()
         .map(|p| {
             let Kind::File(data) = &tree.node(p.node).kind else {
@@ -533,7 +608,7 @@ pub fn write_image(
                         file: input,
                         offset,
                         size,
-                    } => copy_host_file(&input, offset, size, &p.data, &file, reporter),
+                    } => copy_host_file(&input, offset, size, &p.data, out.file, reporter),
                     Contents::Bytes(_) => unreachable!("held elsewhere"),
                 })
                 .at("copying", tree.describe(data, sources));
@@ -542,127 +617,162 @@ pub fn write_image(
         })
         .try_reduce(|| 0, |a, b| Ok(a + b))
         .map_err(|e| reporter.cancelled_or(e))?;
+    Ok((host_files.len() as u64, bytes))
+}
 
-    // Inode tables (only the blocks that hold used inodes are written; the
-    // rest stay sparse zeros).
-    let mut tables: Vec<Vec<u8>> = vec![Vec::new(); geometry.groups as usize];
-    let mut used_dirs = vec![0u64; geometry.groups as usize];
-    let mut inodes_used = vec![0u64; geometry.groups as usize];
+/// The inode tables of every group, as far as they hold used inodes (the
+/// rest stay sparse zeros), and what each group uses.
+struct InodeTables {
+    tables: Vec<Vec<u8>>,
+    /// Directories in each group.
+    dirs: Vec<u64>,
+    /// The highest inode used in each group, counted from 1.
+    used: Vec<u64>,
+}
+
+fn inode_tables(
+    tree: &Tree,
+    placed: &[Placed],
+    ino_of: &[u32],
+    geometry: &Geometry,
+) -> InodeTables {
+    let groups = geometry.groups as usize;
     let ipg = geometry.inodes_per_group;
-    let set_inode = |tables: &mut Vec<Vec<u8>>, ino: u32, raw: &[u8; 128]| {
-        let index = (ino - 1) as u64;
-        let (g, i) = ((index / ipg) as usize, (index % ipg) as usize);
-        let t = &mut tables[g];
-        if t.len() < (i + 1) * 128 {
-            t.resize((i + 1) * 128, 0);
-        }
-        t[i * 128..(i + 1) * 128].copy_from_slice(raw);
+    let mut t = InodeTables {
+        tables: vec![Vec::new(); groups],
+        dirs: vec![0; groups],
+        used: vec![0; groups],
     };
-    for p in &placed {
-        let n = tree.node(p.node);
-        let ino = ino_of[p.node];
-        let type_bits = match &n.kind {
-            Kind::Dir(_) => S_IFDIR,
-            Kind::File(_) => S_IFREG,
-            Kind::Symlink(_) => S_IFLNK,
-            Kind::Special { file_type, .. } => *file_type,
-        };
-        let perm = if matches!(n.kind, Kind::Symlink(_)) {
-            0o777
-        } else {
-            n.meta.perm & 0o7777
-        };
-        let mut raw = [0u8; 128];
-        let put16 = |raw: &mut [u8; 128], at: usize, v: u16| {
-            raw[at..at + 2].copy_from_slice(&v.to_le_bytes())
-        };
-        let put32 = |raw: &mut [u8; 128], at: usize, v: u32| {
-            raw[at..at + 4].copy_from_slice(&v.to_le_bytes())
-        };
-        put16(&mut raw, 0, type_bits | perm);
-        put16(&mut raw, 2, n.meta.uid as u16);
-        put32(&mut raw, 4, p.size as u32);
-        // The host's atime changes as files are read; mtime keeps the
-        // image a function of the files.
-        put32(&mut raw, 8, clamp_time(n.meta.mtime));
-        put32(&mut raw, 12, clamp_time(n.meta.mtime)); // ctime: as mtime
-        put32(&mut raw, 16, clamp_time(n.meta.mtime));
-        put16(&mut raw, 24, n.meta.gid as u16);
-        put16(&mut raw, 26, p.links);
-        put32(&mut raw, 28, p.blocks_512 as u32);
-        for (i, b) in p.i_block.iter().enumerate() {
-            put32(&mut raw, 40 + i * 4, *b);
+    for p in placed {
+        let index = (ino_of[p.node] - 1) as u64;
+        let (g, i) = ((index / ipg) as usize, (index % ipg) as usize);
+        let table = &mut t.tables[g];
+        if table.len() < (i + 1) * INODE_SIZE as usize {
+            table.resize((i + 1) * INODE_SIZE as usize, 0);
         }
-        put32(&mut raw, 108, (p.size >> 32) as u32);
-        put16(&mut raw, 116 + 4, (n.meta.uid >> 16) as u16);
-        put16(&mut raw, 116 + 6, (n.meta.gid >> 16) as u16);
-        set_inode(&mut tables, ino, &raw);
-        let g = ((ino - 1) as u64 / ipg) as usize;
-        inodes_used[g] = inodes_used[g].max(((ino - 1) as u64 % ipg) + 1);
-        if matches!(n.kind, Kind::Dir(_)) {
-            used_dirs[g] += 1;
+        table[i * 128..(i + 1) * 128].copy_from_slice(&inode_bytes(tree, p));
+        t.used[g] = t.used[g].max(i as u64 + 1);
+        if matches!(tree.node(p.node).kind, Kind::Dir(_)) {
+            t.dirs[g] += 1;
         }
     }
     // Reserved inodes 1..=10 are in use (and zero, but for the root).
-    inodes_used[0] = inodes_used[0].max(FIRST_INO as u64);
-    let mut total_free_blocks = 0u64;
-    let mut total_free_inodes = 0u64;
+    t.used[0] = t.used[0].max(FIRST_INO as u64);
+    t
+}
+
+/// The on-disk inode of `p`.
+fn inode_bytes(tree: &Tree, p: &Placed) -> [u8; 128] {
+    let n = tree.node(p.node);
+    let type_bits = match &n.kind {
+        Kind::Dir(_) => S_IFDIR,
+        Kind::File(_) => S_IFREG,
+        Kind::Symlink(_) => S_IFLNK,
+        Kind::Special { file_type, .. } => *file_type,
+    };
+    let perm = if matches!(n.kind, Kind::Symlink(_)) {
+        0o777
+    } else {
+        n.meta.perm & 0o7777
+    };
+    let mut raw = [0u8; 128];
+    let put16 =
+        |raw: &mut [u8; 128], at: usize, v: u16| raw[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |raw: &mut [u8; 128], at: usize, v: u32| raw[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put16(&mut raw, 0, type_bits | perm);
+    put16(&mut raw, 2, n.meta.uid as u16);
+    put32(&mut raw, 4, p.size as u32);
+    // The host's atime changes as files are read; mtime keeps the
+    // image a function of the files.
+    put32(&mut raw, 8, clamp_time(n.meta.mtime));
+    put32(&mut raw, 12, clamp_time(n.meta.mtime)); // ctime: as mtime
+    put32(&mut raw, 16, clamp_time(n.meta.mtime));
+    put16(&mut raw, 24, n.meta.gid as u16);
+    put16(&mut raw, 26, p.links);
+    put32(&mut raw, 28, p.blocks_512 as u32);
+    for (i, b) in p.i_block.iter().enumerate() {
+        put32(&mut raw, 40 + i * 4, *b);
+    }
+    put32(&mut raw, 108, (p.size >> 32) as u32);
+    put16(&mut raw, 116 + 4, (n.meta.uid >> 16) as u16);
+    put16(&mut raw, 116 + 6, (n.meta.gid >> 16) as u16);
+    raw
+}
+
+/// Each group's inode table, block and inode bitmaps; the free counts and
+/// the group descriptor table.
+fn write_groups(
+    geometry: &Geometry,
+    tables: &InodeTables,
+    used_in_group: &[u64],
+    out: &Out<'_>,
+) -> Result<(Counts, Vec<u8>)> {
+    let ipg = geometry.inodes_per_group;
+    let mut counts = Counts {
+        free_blocks: 0,
+        free_inodes: 0,
+    };
     let mut descriptors = Vec::with_capacity(geometry.groups as usize * 32);
     for g in 0..geometry.groups {
         let gi = g as usize;
-        if !tables[gi].is_empty() {
-            write_at(&tables[gi], geometry.inode_table(g) * BLOCK)?;
+        if !tables.tables[gi].is_empty() {
+            out.write_at(&tables.tables[gi], geometry.inode_table(g) * BLOCK)?;
         }
         // Block bitmap: metadata and allocated data are contiguous from the
         // group's start; bits past the group's end are set.
-        let used = geometry.overhead(g) + allocator.used_in_group[gi];
+        let used = geometry.overhead(g) + used_in_group[gi];
         let group_blocks = geometry.group_blocks(g);
-        let mut bitmap = vec![0u8; BLOCK as usize];
-        for bit in (0..used).chain(group_blocks..BLOCK * 8) {
-            bitmap[(bit / 8) as usize] |= 1 << (bit % 8);
-        }
-        write_at(&bitmap, geometry.block_bitmap(g) * BLOCK)?;
-        let mut bitmap = vec![0u8; BLOCK as usize];
-        for bit in (0..inodes_used[gi]).chain(ipg..BLOCK * 8) {
-            bitmap[(bit / 8) as usize] |= 1 << (bit % 8);
-        }
-        write_at(&bitmap, geometry.inode_bitmap(g) * BLOCK)?;
+        out.write_at(
+            &bitmap(0..used, group_blocks),
+            geometry.block_bitmap(g) * BLOCK,
+        )?;
+        out.write_at(
+            &bitmap(0..tables.used[gi], ipg),
+            geometry.inode_bitmap(g) * BLOCK,
+        )?;
         let free_blocks = group_blocks - used;
-        let free_inodes = ipg - inodes_used[gi];
-        total_free_blocks += free_blocks;
-        total_free_inodes += free_inodes;
+        let free_inodes = ipg - tables.used[gi];
+        counts.free_blocks += free_blocks;
+        counts.free_inodes += free_inodes;
         descriptors.extend_from_slice(&(geometry.block_bitmap(g) as u32).to_le_bytes());
         descriptors.extend_from_slice(&(geometry.inode_bitmap(g) as u32).to_le_bytes());
         descriptors.extend_from_slice(&(geometry.inode_table(g) as u32).to_le_bytes());
         descriptors.extend_from_slice(&(free_blocks as u16).to_le_bytes());
         descriptors.extend_from_slice(&(free_inodes as u16).to_le_bytes());
-        descriptors.extend_from_slice(&(used_dirs[gi] as u16).to_le_bytes());
+        descriptors.extend_from_slice(&(tables.dirs[gi] as u16).to_le_bytes());
         descriptors.extend_from_slice(&[0u8; 14]);
     }
+    Ok((counts, descriptors))
+}
 
-    let counts = Counts {
-        free_blocks: total_free_blocks,
-        free_inodes: total_free_inodes,
-    };
-    let sb = superblock(&geometry, counts, uuid, now);
-    for g in 0..geometry.groups {
-        if !has_super(g) {
-            continue;
-        }
-        let mut copy = sb;
+/// A bitmap block with the bits of `used` set, and every bit from `end`
+/// on (past the group's last block or inode).
+fn bitmap(used: std::ops::Range<u64>, end: u64) -> Vec<u8> {
+    let mut bitmap = vec![0u8; BLOCK as usize];
+    for bit in used.chain(end..BLOCK * 8) {
+        bitmap[(bit / 8) as usize] |= 1 << (bit % 8);
+    }
+    bitmap
+}
+
+/// The superblock and the descriptor table in group 0 and in every group
+/// `sparse_super` gives a backup.
+fn write_superblocks(
+    geometry: &Geometry,
+    sb: &[u8; 1024],
+    descriptors: &[u8],
+    out: &Out<'_>,
+) -> Result<()> {
+    for g in (0..geometry.groups).filter(|&g| has_super(g)) {
+        let mut copy = *sb;
         copy[0x5A..0x5C].copy_from_slice(&(g as u16).to_le_bytes());
         let start = geometry.group_start(g) * BLOCK;
         let sb_offset = if g == 0 { 1024 } else { start };
-        write_at(&copy, sb_offset)?;
-        write_at(&descriptors, start + BLOCK)?;
+        out.write_at(&copy, sb_offset)?;
+        out.write_at(descriptors, start + BLOCK)?;
     }
-    let blocks_used = geometry.blocks - total_free_blocks;
-    Ok(ImageStats {
-        inodes: inode_count,
-        blocks_used,
-        data_bytes,
-        files: host_files.len() as u64,
-    })
+    Ok(())
 }
 
 /// Inode numbers and link counts of a tree's nodes.
