@@ -13,6 +13,11 @@
 //!    otherwise pin their memory for the life of the appliance), chroot
 //!    into it and exec its `/init`.
 //!
+//! In an initramfs appliance (the `initramfs` format) the whole tree is
+//! already unpacked under `/root`, next to this program and the marker
+//! file `/supermin-initramfs`: there is no disk to find, so steps 2-4
+//! become "chroot into /root and exec its `/init`".
+//!
 //! Beyond upstream, `supermin.run=HEX` (a hex-encoded shell command) runs
 //! that command with the appliance's `/bin/sh` instead of its `/init`,
 //! between two marker lines, and powers off: this is what
@@ -58,6 +63,8 @@ const S_IFBLK: u32 = 0o060000;
 const ROOT_WAIT: Duration = Duration::from_secs(300);
 /// Offset of the 16-byte filesystem UUID in an ext2/3/4 disk.
 const EXT2_UUID_OFFSET: u64 = 0x468;
+/// Present in an initramfs appliance, whose tree is in `/root` already.
+const INITRAMFS_MARKER: &str = "/supermin-initramfs";
 
 struct Init {
     quiet: bool,
@@ -343,6 +350,10 @@ fn main() {
         ));
     }
 
+    if Path::new(INITRAMFS_MARKER).exists() {
+        init.say("the appliance is this initramfs: no root disk to find");
+        enter_appliance(&init, &args);
+    }
     for dir in ["/dev", "/root", "/sys"] {
         let _ = fs::create_dir(dir);
     }
@@ -395,12 +406,18 @@ fn main() {
     }
 
     delete_initramfs_files();
+    enter_appliance(&init, &args);
+}
+
+/// Chroot into the appliance at `/root` and run the `supermin.run=`
+/// command or the appliance's `/init`.
+fn enter_appliance(init: &Init, args: &[&str]) -> ! {
     if let Err(e) = std::os::unix::fs::chroot("/root").and_then(|()| std::env::set_current_dir("/"))
     {
         die("chroot /root", e);
     }
     if let Some(hex) = args.iter().find_map(|a| a.strip_prefix("supermin.run=")) {
-        run_command(&init, hex);
+        run_command(init, hex);
     }
     init.say(&format!(
         "starting the appliance's /init after {:?}",

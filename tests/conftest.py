@@ -3,12 +3,15 @@ database and files, and Debian's supermin 5.2.2 as the reference."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import pwd
 import shutil
-import tempfile
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,38 @@ def run_as_nobody(nobody_dir: Path, *args: str, env: "dict | None" = None) -> su
          *extra, python, "-m", "supermin", *args],
         capture_output=True, text=True, timeout=600,
     )
+
+
+# --- Appliances that boot -----------------------------------------------
+
+BOOT_TIMEOUT = 240
+MARKER = "SUPERMIN-TEST-MARKER"
+
+
+def add_tarball(appliance: Path, name: str, members: dict) -> None:
+    """Add a gzip'd tarball `name` to `appliance`: path -> (data, mode, uid, gid)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, (data, mode, uid, gid) in members.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode, uid, gid, 1_600_000_000
+            tar.addfile(info, io.BytesIO(data))
+    (appliance / name).write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+
+
+INIT_SCRIPT = f"""#!/bin/bash
+echo "{MARKER} kernel=$(uname -r) user=$(id -u)"
+""".encode()
+
+
+@pytest.fixture(scope="session")
+def marker_appliance(prepared, tmp_path_factory) -> Path:
+    """bash + coreutils, plus a base image holding an /init that prints the
+    marker and a file owned by 1234:5678."""
+    out = tmp_path_factory.mktemp("marker") / "supermin.d"
+    shutil.copytree(prepared, out)
+    add_tarball(out, "init.tar.gz", {
+        "init": (INIT_SCRIPT, 0o755, 0, 0),
+        "etc/owned-by-1234": (b"x\n", 0o640, 1234, 5678),
+    })
+    return out

@@ -129,15 +129,15 @@ def test_base_image_members_keep_their_owners_devices_and_long_names(prepared, t
 def test_formats_come_from_one_registry():
     """The CLI's --help, its checks and `supermin.FORMATS` list the same
     names; an unknown one is refused before any work, naming them."""
-    assert supermin.FORMATS == ("chroot", "ext2", "tar")
+    assert supermin.FORMATS == ("chroot", "ext2", "initramfs", "tar")
     help_text = run_cli("--help").stdout
     for name in supermin.FORMATS:
         assert f"{name}" in help_text
     r = run_cli("--build", "-f", "ext4", "x", "-o", "y", check=False)
-    assert r.returncode == 1 and "chroot, ext2, tar" in r.stderr, r.stderr
+    assert r.returncode == 1 and "chroot, ext2, initramfs, tar" in r.stderr, r.stderr
     try:
         supermin.build(["bash"], "/nonexistent/out", format="ext4")
     except supermin.SuperminError as e:
-        assert "chroot, ext2, tar" in str(e)
+        assert "chroot, ext2, initramfs, tar" in str(e)
     else:
         raise AssertionError("format='ext4' accepted")

@@ -183,13 +183,13 @@ class BuildResult:
     hard_links: int = 0
     #: Host files this user could not read (skipped, never copied empty).
     unreadable: List[Path] = field(default_factory=list)
-    #: ext2 only: ``OUT/kernel``, ``OUT/initrd`` and ``OUT/root``; tar:
-    #: ``root`` is ``OUT/root.tar``.
+    #: Bootable formats: ``OUT/kernel`` and ``OUT/initrd``; ext2 also
+    #: ``OUT/root``; tar: ``root`` is ``OUT/root.tar``.
     kernel: Optional[Path] = None
     initrd: Optional[Path] = None
     root: Optional[Path] = None
-    #: ext2 only: the kernel's version, the root filesystem's UUID and the
-    #: modules the initrd loads, in order.
+    #: Bootable formats: the kernel's version; ext2: the root filesystem's
+    #: UUID and the modules the initrd loads, in order.
     kernel_version: Optional[str] = None
     uuid: Optional[str] = None
     initrd_modules: List[str] = field(default_factory=list)
@@ -197,15 +197,19 @@ class BuildResult:
     @classmethod
     def from_output(cls, output: PathLike) -> "BuildResult":
         """Describe an existing build output (e.g. to :meth:`boot` it): ext2
-        when it holds ``kernel``, ``initrd`` and ``root``, tar when it holds
-        only ``root.tar``, else chroot."""
+        when it holds ``kernel``, ``initrd`` and ``root``, initramfs when it
+        holds ``kernel`` and ``initrd`` alone, tar when it holds only
+        ``root.tar``, else chroot."""
         out = Path(os.fspath(output)).absolute()
         if not out.is_dir():
             raise OutputError(f"{out}: not a build output directory")
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
             return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
                        uuid=filesystem_uuid(out / "root"))
-        if [p.name for p in out.iterdir()] == ["root.tar"]:
+        names = sorted(p.name for p in out.iterdir())
+        if names == ["initrd", "kernel"]:
+            return cls(output=out, format="initramfs", kernel=out / "kernel", initrd=out / "initrd")
+        if names == ["root.tar"]:
             return cls(output=out, format="tar", root=out / "root.tar")
         return cls(output=out, format="chroot")
 
@@ -218,22 +222,34 @@ class BuildResult:
         root: str = "/dev/vda",
         append: str = "",
         check: bool = True,
-        memory: str = "512M",
+        memory: Optional[str] = None,
     ) -> str:
-        """Boot this ext2 appliance in qemu and return ``command``'s output.
+        """Boot this ext2 or initramfs appliance in qemu and return
+        ``command``'s output.
 
         The command runs with the appliance's ``/bin/sh`` in place of its
         ``/init``; without one, the appliance's ``/init`` runs and the whole
-        console output is returned.  ``root`` is ``/dev/vda`` or ``"uuid"``
-        (``root=UUID=<this image's UUID>``).  ``accel="auto"`` uses KVM when
-        a test guest really runs under it, else TCG.  The root image is
-        opened read-only (qemu ``snapshot=on``).  Raises :class:`BootError`
-        on a timeout, a boot failure, or (with ``check``) a non-zero exit.
+        console output is returned.  ext2: ``root`` is ``/dev/vda`` or
+        ``"uuid"`` (``root=UUID=<this image's UUID>``), and the root image
+        is opened read-only (qemu ``snapshot=on``); an initramfs needs no
+        disk.  ``accel="auto"`` uses KVM when a test guest really runs under
+        it, else TCG.  ``memory`` (qemu's ``-m``) defaults to 512M, more
+        for an initramfs, which is unpacked into memory.  Raises
+        :class:`BootError` on a timeout, a boot failure, or (with
+        ``check``) a non-zero exit.
         """
-        if self.format != "ext2" or self.kernel is None or self.initrd is None or self.root is None:
-            raise SuperminError(f"boot() needs an ext2 appliance; {self.output} is {self.format}")
-        root_device = f"UUID={self.uuid or filesystem_uuid(self.root)}" if root == "uuid" else root
-        return _boot(self.kernel, self.initrd, self.root, command, timeout=timeout, accel=accel,
+        bootable = self.kernel is not None and self.initrd is not None
+        if self.format == "ext2" and bootable and self.root is not None:
+            root_device: Optional[str] = (
+                f"UUID={self.uuid or filesystem_uuid(self.root)}" if root == "uuid" else root
+            )
+            disk: Optional[Path] = self.root
+        elif self.format == "initramfs" and bootable:
+            root_device, disk = None, None
+        else:
+            raise SuperminError(f"boot() needs an ext2 or initramfs appliance; {self.output} is {self.format}")
+        assert self.kernel is not None and self.initrd is not None
+        return _boot(self.kernel, self.initrd, disk, command, timeout=timeout, accel=accel,
                      root_device=root_device, append=append, check=check, memory=memory)
 
     def __repr__(self) -> str:
@@ -279,8 +295,9 @@ def build(
     size: "int | str | None" = None,
     copy_kernel: bool = False,
     host_cpu: Optional[str] = None,
-    modules: "str | Sequence[str]" = "all",
+    modules: "str | Sequence[str] | None" = None,
     uuid_seed: Optional[str] = None,
+    compression: Optional[str] = None,
 ) -> BuildResult:
     """Build a full appliance in ``output``.
 
@@ -292,12 +309,18 @@ def build(
 
     ``format`` is one of :data:`FORMATS` (``"chroot"``: the tree as a
     directory; ``"tar"``: ``OUT/root.tar``, a deterministic archive for
-    ``podman import``; ``"ext2"``: bootable).
+    ``podman import``; ``"ext2"`` and ``"initramfs"``: bootable).
     ``format="ext2"`` writes ``kernel``, ``initrd`` and a sparse ``root``
-    image of ``size`` (default 4 GiB; ``"500M"`` style strings accepted)
-    holding ``/lib/modules/VERSION``: every module (``modules="all"``, as
-    upstream) or only the boot modules plus the named ones
-    (``modules=["fuse", "e1000*"]``; ``[]`` for the boot modules alone).
+    image of ``size`` (default 4 GiB; ``"500M"`` style strings accepted).
+    ``format="initramfs"`` writes ``kernel`` and an ``initrd`` holding the
+    whole appliance, booted with no disk, compressed with ``compression``
+    (``"zstd"``, ``"gzip"`` or ``"none"``; default: zstd if the kernel's
+    config says it unpacks it, else gzip).  ``modules`` says what goes into
+    ``/lib/modules/VERSION``: every module (``"all"``, ext2's default, as
+    upstream), the boot modules plus the named ones (``["fuse",
+    "e1000*"]``; ``[]`` for the boot modules alone), or nothing
+    (``"none"``, initramfs' default: it has no disk to find, and every
+    byte of it is unpacked into memory at each boot).
     ``uuid_seed`` makes the filesystem UUID, and with ``SOURCE_DATE_EPOCH``
     the whole image, reproducible.  The kernel is found as upstream finds
     it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).  ``backend``
@@ -308,12 +331,13 @@ def build(
     if format not in _FORMAT_NAMES:
         raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
     format = _FORMAT_NAMES[format]
+    module_choice: "str | List[str] | None"
     if isinstance(modules, str):
-        if modules != "all":
-            raise SuperminError(f"modules must be 'all' or a list of module names, not {modules!r}")
-        module_list: Optional[List[str]] = None
+        if modules not in ("all", "none"):
+            raise SuperminError(f"modules must be 'all', 'none' or a list of module names, not {modules!r}")
+        module_choice = modules
     else:
-        module_list = list(modules)
+        module_choice = None if modules is None else list(modules)
     size_bytes = None if size is None else parse_size(size)
     if isinstance(packages_or_inputs, (str, os.PathLike, Appliance)):
         packages_or_inputs = [packages_or_inputs]
@@ -335,14 +359,16 @@ def build(
             size=size_bytes,
             copy_kernel=copy_kernel,
             host_cpu=host_cpu,
-            modules=module_list,
+            modules=module_choice,
             uuid_seed=uuid_seed,
+            compression=compression,
             source_date_epoch=_source_date_epoch(),
             backend=backend,
             **_kernel_overrides(),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"
+        bootable = ext2 or result.format == "initramfs"
         tar = result.format == "tar"
         return BuildResult(
             output=out,
@@ -354,8 +380,8 @@ def build(
             bytes_copied=result.bytes_copied,
             hard_links=result.hard_links,
             unreadable=[Path(p) for p in result.unreadable],
-            kernel=out / "kernel" if ext2 else None,
-            initrd=out / "initrd" if ext2 else None,
+            kernel=out / "kernel" if bootable else None,
+            initrd=out / "initrd" if bootable else None,
             root=out / "root" if ext2 else out / "root.tar" if tar else None,
             kernel_version=result.kernel_version,
             uuid=result.uuid,

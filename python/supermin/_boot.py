@@ -1,4 +1,4 @@
-"""Boot an ext2 appliance in qemu and run one command in it.
+"""Boot an ext2 or initramfs appliance in qemu and run one command in it.
 
 The mini init understands ``supermin.run=HEX``: it runs the hex-encoded
 command with the appliance's ``/bin/sh`` between two marker lines and
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ._supermin import SuperminError
+from ._supermin import SuperminError, _pvh_kernel
 
 RUN_BEGIN = "supermin-run: begin"
 RUN_END = re.compile(r"supermin-run: end, exit status (\d+)")
@@ -92,39 +92,84 @@ def filesystem_uuid(image: Path) -> str:
     return f"{raw[0:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:32]}"
 
 
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/supermin``, by default ``~/.cache/supermin``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "supermin"
+
+
+def direct_kernel(kernel: Path) -> Path:
+    """The kernel qemu should load: the uncompressed ``vmlinux`` inside
+    ``kernel``, entered through its PVH entry point (cached, made once per
+    kernel), which skips the firmware's and the kernel's own start-up work
+    (half the time to a running init under TCG); or ``kernel`` itself when
+    it has no PVH entry or the cache cannot be written."""
+    try:
+        vmlinux, why = _pvh_kernel(kernel, cache_dir() / "kernels")
+    except SuperminError as e:
+        why = str(e)
+        vmlinux = None
+    if vmlinux is None:
+        import logging
+
+        logging.getLogger("supermin").debug("booting %s as it is: %s", kernel, why)
+        return kernel
+    return Path(vmlinux)
+
+
+def default_memory(initrd: Path, root: Optional[Path]) -> str:
+    """512M for an appliance on a disk; for an initramfs, room for the
+    compressed archive and the tree it unpacks to (up to ~4x for zstd,
+    and the kernel holds both while it unpacks), plus 512M to run in."""
+    if root is not None:
+        return "512M"
+    fd = _open_regular(initrd)
+    try:
+        size_mib = os.fstat(fd).st_size >> 20
+    finally:
+        os.close(fd)
+    return f"{min(512 + 6 * size_mib, 16384)}M"
+
+
 def qemu_command(
     kernel: Path,
     initrd: Path,
-    root: Path,
+    root: Optional[Path],
     *,
     append: str,
     accel: str,
-    memory: str = "512M",
+    memory: Optional[str] = None,
     snapshot: bool = True,
+    direct: bool = True,
 ) -> List[str]:
+    """The qemu command line for an appliance: ``root`` is the ext2 image,
+    or None for an initramfs.  ``direct``: load the kernel's ``vmlinux``
+    through its PVH entry when it has one (see :func:`direct_kernel`)."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise BootError("qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)")
     for path in (kernel, initrd, root):
-        os.close(_open_regular(path))
+        if path is not None:
+            os.close(_open_regular(path))
     if accel == "auto":
         accel = "kvm" if kvm_usable(kernel) else "tcg"
-    # qemu splits -drive at commas; a comma in a path is written twice.
-    drive = str(root).replace(",", ",,")
     cmd = [
         qemu,
         "-accel", accel,
-        "-m", memory,
+        "-m", memory or default_memory(initrd, root),
         "-display", "none",
         "-nodefaults",
         "-no-user-config",
         "-no-reboot",
         "-serial", "stdio",
-        "-kernel", str(kernel),
+        "-kernel", str(direct_kernel(kernel) if direct else kernel),
         "-initrd", str(initrd),
-        "-drive", f"file={drive},format=raw,if=virtio" + (",snapshot=on" if snapshot else ""),
         "-append", append,
     ]
+    if root is not None:
+        # qemu splits -drive at commas; a comma in a path is written twice.
+        drive = str(root).replace(",", ",,")
+        cmd += ["-drive", f"file={drive},format=raw,if=virtio" + (",snapshot=on" if snapshot else "")]
     if accel == "kvm":
         cmd += ["-cpu", "host"]
     return cmd
@@ -133,19 +178,22 @@ def qemu_command(
 def boot(
     kernel: Path,
     initrd: Path,
-    root: Path,
+    root: Optional[Path],
     command: Optional[str] = None,
     *,
     timeout: float = 120,
     accel: str = "auto",
-    root_device: str = "/dev/vda",
+    root_device: Optional[str] = "/dev/vda",
     append: str = "",
     check: bool = True,
-    memory: str = "512M",
+    memory: Optional[str] = None,
 ) -> str:
-    """Boot the appliance; return the command's output (or, without a
-    command, everything the console printed)."""
-    words = ["console=ttyS0", f"root={root_device}", "panic=1", "no_timer_check"]
+    """Boot the appliance (``root`` None: an initramfs, with no
+    ``root=``); return the command's output (or, without a command,
+    everything the console printed)."""
+    words = ["console=ttyS0", "panic=1", "no_timer_check"]
+    if root is not None and root_device is not None:
+        words.insert(1, f"root={root_device}")
     if command is not None:
         words += ["quiet", "supermin.run=" + command.encode().hex()]
     if append:
@@ -178,4 +226,4 @@ def boot(
     return output
 
 
-__all__ = ["BootError", "boot", "filesystem_uuid", "kvm_usable", "qemu_command"]
+__all__ = ["BootError", "boot", "cache_dir", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]

@@ -25,6 +25,7 @@ __all__ = [
     "_build",
     "_list_drivers",
     "_formats",
+    "_pvh_kernel",
     "_set_messages",
     "_scratch_dir",
     "_Scratch",
@@ -205,8 +206,9 @@ def _build(
     size: Optional[int] = None,
     copy_kernel: bool = False,
     host_cpu: Optional[str] = None,
-    modules: Optional[List[str]] = None,
+    modules: Union[str, List[str], None] = None,
     uuid_seed: Optional[str] = None,
+    compression: Optional[str] = None,
     source_date_epoch: Optional[int] = None,
     backend: Optional[Backend] = None,
     supermin_kernel: Optional[str] = None,
@@ -214,6 +216,7 @@ def _build(
     supermin_modules: Optional[str] = None,
 ) -> _Built: ...
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
+def _pvh_kernel(kernel: _Path, cache: _Path) -> Tuple[Optional[Path], Optional[str]]: ...
 def _set_messages(sink: Optional[Callable[[bool, str], None]]) -> None: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...
 

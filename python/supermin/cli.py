@@ -96,10 +96,14 @@ def _parser() -> _Parser:
     p.add_argument("--progress", action="store_true", help="Show a progress bar on a terminal")
     p.add_argument(
         "--modules",
-        default="all",
-        metavar="all|boot[,NAME...]",
-        help="Kernel modules in the ext2 root: all (default, as upstream), or only the boot "
-        "modules plus the named ones, e.g. boot,fuse,e1000*",
+        metavar="all|none|boot[,NAME...]",
+        help="Kernel modules in the appliance: all (ext2's default, as upstream), none (initramfs' "
+        "default), or only the boot modules plus the named ones, e.g. boot,fuse,e1000*",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["zstd", "gzip", "none"],
+        help="Compression of an initramfs (default: zstd if the kernel unpacks it, else gzip)",
     )
     p.add_argument(
         "--uuid-seed",
@@ -126,12 +130,13 @@ def run(argv: List[str]) -> int:
     if args.mode is None:
         raise _Fail("you must use --prepare or --build to select the mode")
     size = None if args.size is None else parse_size(args.size)
-    if args.modules == "all":
-        modules: "str | List[str]" = "all"
+    modules: "str | List[str] | None"
+    if args.modules is None or args.modules in ("all", "none"):
+        modules = args.modules
     else:
         names = [m for m in args.modules.split(",") if m]
         if not names or names[0] != "boot":
-            raise _Fail(f"--modules: expected 'all' or 'boot[,NAME...]', not '{args.modules}'")
+            raise _Fail(f"--modules: expected 'all', 'none' or 'boot[,NAME...]', not '{args.modules}'")
         modules = names[1:]
     if args.mode == "prepare" and args.format is not None:
         raise _Fail("cannot use --prepare and --format options together")
@@ -173,6 +178,7 @@ def run(argv: List[str]) -> int:
             host_cpu=args.host_cpu,
             modules=modules,
             uuid_seed=args.uuid_seed,
+            compression=args.compression,
             **common,
         )
     return 0

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use super::cpio;
 use crate::appliance::content_lines;
 use crate::error::{Error, IoContext, Result};
 use crate::pattern::fnmatch;
@@ -293,49 +294,29 @@ pub fn write(
     })
 }
 
-/// One regular file of a cpio archive.
-pub struct Member {
-    pub name: String,
-    pub mode: u32,
-    pub mtime: u64,
-    pub data: Vec<u8>,
+/// One regular file of the initrd.
+struct Member {
+    name: String,
+    mode: u32,
+    mtime: u64,
+    data: Vec<u8>,
 }
 
-/// Write `members` as a newc ("070701") cpio archive, owner 0:0, inode
-/// numbers in order, and the trailer; returns the bytes written. The
-/// format is small enough that writing it beats depending on a crate: a
-/// header of 13 hex fields, a NUL-terminated name, and data, each padded
-/// to 4 bytes.
-pub fn write_newc(out: &mut impl Write, members: &[Member]) -> io::Result<u64> {
-    let mut written = 0u64;
-    let mut entry = |out: &mut dyn Write,
-                     ino: u64,
-                     name: &str,
-                     mode: u32,
-                     mtime: u64,
-                     data: &[u8]|
-     -> io::Result<()> {
-        let nlink = 1;
-        let header = format!(
-            "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{maj:08x}{min:08x}{rmaj:08x}{rmin:08x}{namesize:08x}{check:08x}",
-            uid = 0, gid = 0, size = data.len(), maj = 0, min = 0, rmaj = 0, rmin = 0,
-            namesize = name.len() + 1, check = 0,
-        );
-        out.write_all(header.as_bytes())?;
-        out.write_all(name.as_bytes())?;
-        out.write_all(&[0])?;
-        let head = header.len() + name.len() + 1;
-        out.write_all(&[0u8; 3][..(4 - head % 4) % 4])?;
-        out.write_all(data)?;
-        out.write_all(&[0u8; 3][..(4 - data.len() % 4) % 4])?;
-        written += (head + (4 - head % 4) % 4 + data.len() + (4 - data.len() % 4) % 4) as u64;
-        Ok(())
-    };
+/// `members` as a cpio archive, owner 0:0, inode numbers in order; the
+/// bytes written.
+fn write_newc(out: &mut impl Write, members: &[Member]) -> io::Result<u64> {
+    let mut archive = cpio::Writer::new(out);
     for (i, m) in members.iter().enumerate() {
-        entry(out, i as u64 + 1, &m.name, m.mode, m.mtime, &m.data)?;
+        let header = cpio::Header {
+            ino: i as u32 + 1,
+            mode: m.mode,
+            nlink: 1,
+            mtime: m.mtime.min(u32::MAX as u64) as u32,
+            ..cpio::Header::default()
+        };
+        archive.entry(header, m.name.as_bytes(), &m.data)?;
     }
-    entry(out, 0, "TRAILER!!!", 0, 0, &[])?;
-    Ok(written)
+    Ok(archive.finish()?.1)
 }
 
 /// Paths (relative to the module directory) of the modules to copy into the
@@ -448,31 +429,5 @@ mod tests {
         fs::write(dir.path().join("modules.dep"), b"kernel/a.ko: \xff\xfe\n").unwrap();
         let e = read_module_deps(dir.path()).unwrap_err().to_string();
         assert!(e.contains("modules.dep") && e.contains("UTF-8"), "{e}");
-    }
-
-    #[test]
-    fn newc_archive_is_well_formed() {
-        let members = vec![
-            Member {
-                name: "init".into(),
-                mode: 0o100755,
-                mtime: 7,
-                data: b"abc".to_vec(),
-            },
-            Member {
-                name: "modules".into(),
-                mode: 0o100644,
-                mtime: 7,
-                data: b"x.ko\n".to_vec(),
-            },
-        ];
-        let mut out = Vec::new();
-        let n = write_newc(&mut out, &members).unwrap();
-        assert_eq!(n as usize, out.len());
-        assert_eq!(out.len() % 4, 0);
-        assert!(out.starts_with(b"070701"));
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("init\0"));
-        assert!(text.contains("TRAILER!!!\0"));
     }
 }

@@ -1,15 +1,19 @@
 //! What any bootable format needs besides the tree: a kernel (found on
 //! the host or named by `SUPERMIN_KERNEL`), its modules, an initrd with
-//! the mini init, and `OUT/kernel`.  The ext2 format calls these pieces;
-//! a future bootable format calls the same ones.
+//! the mini init, the modules in the appliance, and `OUT/kernel`.  The
+//! ext2 and initramfs formats call these pieces.
 
+pub mod cpio;
 pub mod init;
 pub mod initrd;
 pub mod kernel;
+mod modules;
+pub mod pvh;
 
 use std::path::{Path, PathBuf};
 
 pub use kernel::Kernel;
+pub use modules::{add_modules, Modules};
 
 use crate::error::{IoContext, Result};
 use crate::outdir::{OutDir, Parents};
@@ -24,6 +28,10 @@ pub struct Options {
     pub host_cpu: Option<String>,
     /// `SUPERMIN_KERNEL`, `SUPERMIN_KERNEL_VERSION`, `SUPERMIN_MODULES`.
     pub kernel: kernel::Overrides,
+    /// The modules in the appliance's `/lib/modules`; `None`: the
+    /// format's default (ext2: all of them, as upstream; initramfs: none,
+    /// as every byte of it is unpacked into memory at every boot).
+    pub modules: Option<Modules>,
 }
 
 /// What a bootable format wrote besides its root.

@@ -11,6 +11,7 @@
 pub mod chroot;
 mod copy;
 pub mod ext2;
+pub mod initramfs;
 pub mod tar;
 
 use std::fmt;
@@ -65,7 +66,12 @@ impl PartialEq for dyn Format {
 }
 
 /// Every format, in the order `--help` lists them.
-pub static FORMATS: &[&dyn Format] = &[&chroot::Chroot, &ext2::Ext2, &tar::Tar];
+pub static FORMATS: &[&dyn Format] = &[
+    &chroot::Chroot,
+    &ext2::Ext2,
+    &initramfs::Initramfs,
+    &tar::Tar,
+];
 
 /// The format called `name` (or one of its aliases).
 pub fn find(name: &str) -> Result<&'static dyn Format> {
@@ -102,6 +108,8 @@ pub struct Options {
     pub boot: boot::Options,
     /// The ext2 root image.
     pub ext2: ext2::Options,
+    /// The initramfs.
+    pub initramfs: initramfs::Options,
 }
 
 /// Everything a writer may need besides the tree.
@@ -178,6 +186,6 @@ mod tests {
         }
         assert_eq!(find("fs").unwrap().name(), "chroot");
         let e = find("ext4").unwrap_err().to_string();
-        assert!(e.contains("chroot, ext2, tar"), "{e}");
+        assert!(e.contains("chroot, ext2, initramfs, tar"), "{e}");
     }
 }

@@ -13,8 +13,8 @@ use pyo3::types::PyDict;
 
 use crate::appliance::{self, Appliance};
 use crate::backend::{self, Backend};
+use crate::boot::Modules;
 use crate::error::Error;
-use crate::format::ext2::Modules;
 use crate::package::{File, Package};
 use crate::report::{Cancel, Reporter};
 use crate::{BuildOptions, PrepareOptions, ScratchBase};
@@ -652,7 +652,7 @@ fn _prepare(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build(
     py: Python<'_>,
@@ -669,8 +669,9 @@ fn _build(
     size: Option<u64>,
     copy_kernel: bool,
     host_cpu: Option<String>,
-    modules: Option<Vec<String>>,
+    modules: Option<ModulesArg>,
     uuid_seed: Option<String>,
+    compression: Option<String>,
     source_date_epoch: Option<u64>,
     backend: Option<PyRef<'_, PyBackend>>,
     supermin_kernel: Option<PathBuf>,
@@ -694,11 +695,15 @@ fn _build(
                     version: supermin_kernel_version,
                     modules: supermin_modules,
                 },
+                modules: modules.map(Modules::try_from).transpose()?,
             },
-            ext2: crate::format::ext2::Options {
-                size,
-                modules: modules.map_or(Modules::All, Modules::Only),
-                uuid_seed,
+            ext2: crate::format::ext2::Options { size, uuid_seed },
+            initramfs: crate::format::initramfs::Options {
+                compression: compression
+                    .map(|c| crate::format::initramfs::Compression::parse(&c))
+                    .transpose()
+                    .map_err(to_py)?
+                    .unwrap_or_default(),
             },
         },
     };
@@ -727,6 +732,27 @@ fn _build(
         uuid: boot.as_ref().and_then(|b| b.root_uuid.clone()),
         initrd_modules: boot.map(|b| b.initrd_modules).unwrap_or_default(),
     })
+}
+
+/// `modules=`: `"all"` (checked by the Python layer) or module names.
+#[derive(FromPyObject)]
+enum ModulesArg {
+    All(String),
+    Only(Vec<String>),
+}
+
+impl TryFrom<ModulesArg> for Modules {
+    type Error = PyErr;
+    fn try_from(arg: ModulesArg) -> PyResult<Modules> {
+        match arg {
+            ModulesArg::All(all) if all == "all" => Ok(Modules::All),
+            ModulesArg::All(none) if none == "none" => Ok(Modules::None),
+            ModulesArg::All(other) => Err(SuperminError::new_err(format!(
+                "modules must be 'all', 'none' or a list of module names, not {other:?}"
+            ))),
+            ModulesArg::Only(names) => Ok(Modules::Only(names)),
+        }
+    }
 }
 
 /// The opened backend a caller gave, or the one that manages `root`.
@@ -798,6 +824,22 @@ fn _scratch_dir(py: Python<'_>) -> PyResult<PyScratch> {
     })
 }
 
+/// The kernel `kernel` as an uncompressed `vmlinux` with a PVH entry,
+/// cached in `cache` (see `boot::pvh`): `(path, None)`, or `(None, why)`
+/// when it cannot be booted that way.
+#[pyfunction]
+fn _pvh_kernel(
+    py: Python<'_>,
+    kernel: PathBuf,
+    cache: PathBuf,
+) -> PyResult<(Option<PathBuf>, Option<String>)> {
+    let found = run(py, || crate::boot::pvh::cached_vmlinux(&kernel, &cache))?;
+    Ok(match found {
+        Ok(path) => (Some(path), None),
+        Err(why) => (None, Some(why)),
+    })
+}
+
 /// `(name, aliases, summary, outputs)` of every output format, from the
 /// core's registry (for `--help`, argument checks and the stubs' test).
 #[pyfunction]
@@ -848,6 +890,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
     m.add_function(wrap_pyfunction!(_formats, m)?)?;
+    m.add_function(wrap_pyfunction!(_pvh_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;

@@ -9,44 +9,29 @@
 
 pub mod image;
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use md5::{Digest, Md5};
-use walkdir::WalkDir;
 
 use super::{Context, Format, Options as FormatOptions, Written};
 use crate::assemble::made_dir;
-use crate::boot::{self, initrd, Kernel};
-use crate::error::{Error, IoContext, Result};
+use crate::boot::{self, Modules};
+use crate::error::{IoContext, Result};
 use crate::outdir::{OutDir, Parents};
 use crate::report::Reporter;
-use crate::rootfs::{FileId, RootFs};
-use crate::tree::{Data, Kind, Meta, Node, Origin, ReadFrom, Sources, Tree};
+use crate::rootfs::RootFs;
+use crate::tree::{Kind, Meta, Node, Origin, Sources, Tree};
 
 /// Upstream's default image size: 4 GiB, sparse.
 pub const DEFAULT_SIZE: u64 = 4 << 30;
-
-/// Which kernel modules go into the root image's `/lib/modules/VERSION`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Modules {
-    /// All of them, as upstream does (about 400 MB on Debian).
-    #[default]
-    All,
-    /// The boot modules plus these basename globs (`e1000`, `fuse*`), with
-    /// their dependencies, and the `modules.*` index files.
-    Only(Vec<String>),
-}
 
 /// Options of the ext2 root image.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Image size in bytes (default [`DEFAULT_SIZE`]).
     pub size: Option<u64>,
-    pub modules: Modules,
     /// Derive the filesystem UUID from this seed instead of at random.
     pub uuid_seed: Option<String>,
 }
@@ -89,13 +74,9 @@ fn write(mut tree: Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
     // The kernel first: without one there is no point in the rest.
     let kernel = boot::find_kernel(&options.boot, reporter)?;
     let directory = made_dir(cx.now);
-    add_modules(
-        &mut tree,
-        &kernel,
-        &options.ext2.modules,
-        directory,
-        reporter,
-    )?;
+    // Every module by default, as upstream: the appliance may load any.
+    let modules = options.boot.modules.clone().unwrap_or(Modules::All);
+    boot::add_modules(&mut tree, &kernel, &modules, directory, reporter)?;
     add_lost_found(&mut tree, directory)?;
     if let Some(epoch) = options.epoch {
         tree.clamp_times(epoch as i64);
@@ -194,86 +175,6 @@ fn add_lost_found(tree: &mut Tree, directory: Meta) -> Result<()> {
             },
         )?;
     }
-    Ok(())
-}
-
-/// The kernel's module tree at `/lib/modules/VERSION`, root-owned: every
-/// file, or the boot modules and the named ones.
-fn add_modules(
-    tree: &mut Tree,
-    kernel: &Kernel,
-    choice: &Modules,
-    directory: Meta,
-    reporter: &Reporter,
-) -> Result<()> {
-    let source = &kernel.modules;
-    let dest = Path::new("/lib/modules").join(&kernel.version);
-    let wanted: Option<HashSet<PathBuf>> = match choice {
-        Modules::All => None,
-        Modules::Only(extra) => {
-            let deps = initrd::read_module_deps(source)?;
-            Some(initrd::selected_modules(&deps, extra).into_iter().collect())
-        }
-    };
-    let top = tree.mkdir_p(&dest)?;
-    tree.set_meta(top, directory);
-    let mut count = 0u64;
-    for entry in WalkDir::new(source).min_depth(1).sort_by_file_name() {
-        reporter.check()?;
-        let entry = entry.map_err(|e| Error::Kernel {
-            path: Some(source.clone()),
-            message: format!("cannot read the module tree {}: {e}", source.display()),
-        })?;
-        let relative = entry.path().strip_prefix(source).expect("inside");
-        let is_module = relative.to_string_lossy().contains(".ko");
-        if let (Some(wanted), true) = (&wanted, is_module) {
-            if !wanted.contains(relative) {
-                continue;
-            }
-        }
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io("reading", entry.path(), e.into()))?;
-        let node_meta = Meta {
-            uid: 0,
-            gid: 0,
-            ..Meta::of(&meta)
-        };
-        let path = dest.join(relative);
-        let kind = if meta.is_dir() {
-            // With a selection, directories come with the modules in them.
-            if wanted.is_some() && relative.starts_with("kernel") {
-                continue;
-            }
-            let index = tree.mkdir_p(&path)?;
-            tree.set_meta(index, node_meta);
-            continue;
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(entry.path()).at("reading symlink", entry.path())?;
-            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
-        } else if meta.is_file() {
-            count += 1;
-            Kind::File(Data::Host {
-                from: ReadFrom::Host,
-                path: entry.path().to_path_buf(),
-                id: FileId::of(&meta),
-                size: meta.len(),
-            })
-        } else {
-            continue;
-        };
-        tree.insert(
-            &path,
-            Node {
-                meta: node_meta,
-                kind,
-                origin: Origin::Kernel,
-            },
-        )?;
-    }
-    reporter.info(1, || {
-        format!("ext2: {count} module files from {}", source.display())
-    });
     Ok(())
 }
 

@@ -1,0 +1,145 @@
+//! newc ("070701") cpio archives: what the kernel unpacks an initrd or an
+//! initramfs from.  The format is small enough that writing it beats
+//! depending on a crate: per entry a header of 13 eight-digit hex fields,
+//! the NUL-terminated name and the data, each padded to 4 bytes; a
+//! `TRAILER!!!` entry ends the archive.
+//!
+//! The kernel's reader (init/initramfs.c) makes a second entry with the
+//! same inode number and `nlink` > 1 a hard link of the first, and writes
+//! any data the entry carries into it; so a file's bytes go with its first
+//! name and the other names carry none.
+
+use std::io::{self, Write};
+
+/// The header fields of one entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Header {
+    /// Unique per file (hard links share one); 0 is the trailer's.
+    pub ino: u32,
+    /// File type and permission bits, as `st_mode`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub mtime: u32,
+    /// Bytes of data that follow the name.
+    pub size: u32,
+    /// The device number of a device node.
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+}
+
+/// The largest file a newc header can describe.
+pub const MAX_SIZE: u64 = u32::MAX as u64;
+
+/// Writes entries to `out`, counting the bytes.
+pub struct Writer<W: Write> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Writer { out, written: 0 }
+    }
+
+    /// An entry's header and name; its `header.size` bytes of data must
+    /// follow, through [`Writer::data`], then [`Writer::end_data`].
+    pub fn header(&mut self, header: &Header, name: &[u8]) -> io::Result<()> {
+        let h = header;
+        let text = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            h.ino,
+            h.mode,
+            h.uid,
+            h.gid,
+            h.nlink,
+            h.mtime,
+            h.size,
+            0, // the device holding the file: one for all
+            0,
+            h.rdev_major,
+            h.rdev_minor,
+            name.len() + 1,
+            0, // checksum: unused by newc
+        );
+        self.write(text.as_bytes())?;
+        self.write(name)?;
+        self.write(&[0])?;
+        self.pad()
+    }
+
+    /// Data of the current entry.
+    pub fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write(bytes)
+    }
+
+    /// After an entry's data: pad to 4 bytes.
+    pub fn end_data(&mut self) -> io::Result<()> {
+        self.pad()
+    }
+
+    /// A whole entry whose data is in memory.
+    pub fn entry(&mut self, header: Header, name: &[u8], data: &[u8]) -> io::Result<()> {
+        let size = u32::try_from(data.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too large for cpio"))?;
+        self.header(&Header { size, ..header }, name)?;
+        self.data(data)?;
+        self.end_data()
+    }
+
+    /// The trailer; the sink and the archive's length.
+    pub fn finish(mut self) -> io::Result<(W, u64)> {
+        self.entry(
+            Header {
+                nlink: 1,
+                ..Header::default()
+            },
+            b"TRAILER!!!",
+            &[],
+        )?;
+        Ok((self.out, self.written))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self) -> io::Result<()> {
+        let n = (4 - self.written % 4) % 4;
+        self.write(&[0u8; 3][..n as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_aligned_and_end_with_the_trailer() {
+        let mut w = Writer::new(Vec::new());
+        let file = Header {
+            ino: 1,
+            mode: 0o100644,
+            nlink: 1,
+            ..Header::default()
+        };
+        w.entry(file, b"a", b"hello").unwrap();
+        w.entry(Header { ino: 2, ..file }, b"bb", b"").unwrap();
+        let (bytes, n) = w.finish().unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        assert_eq!(n % 4, 0);
+        // First header: magic, ino 1, mode, ..., size 5, ..., namesize 2.
+        assert!(bytes.starts_with(b"07070100000001000081a4"));
+        assert_eq!(&bytes[54..62], b"00000005");
+        assert_eq!(&bytes[94..102], b"00000002");
+        assert_eq!(&bytes[110..112], b"a\0");
+        assert_eq!(&bytes[112..117], b"hello");
+        let second = 120; // 110 + "a\0" = 112, + 5 = 117, padded to 120
+        assert_eq!(&bytes[second..second + 6], b"070701");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("TRAILER!!!"));
+    }
+}
