@@ -13,6 +13,12 @@
 //!    otherwise pin their memory for the life of the appliance), chroot
 //!    into it and exec its `/init`.
 //!
+//! With `supermin.modules=root` on the command line (beyond upstream;
+//! `boot()` passes it), step 2 loads only `/modules.vd` or `/modules.sd`,
+//! the modules that find a `root=/dev/vdX` or `/dev/sdX` disk and mount
+//! it, and the rest of `/modules` only if the disk has not appeared after
+//! [`ROOT_FAST_WAIT`]: loading all of them costs over a second under TCG.
+//!
 //! In an initramfs appliance (the `initramfs` format) the whole tree is
 //! already unpacked under `/root`, next to this program and the marker
 //! file `/supermin-initramfs`: there is no disk to find, so steps 2-4
@@ -63,6 +69,9 @@ const S_IFBLK: u32 = 0o060000;
 const ROOT_WAIT: Duration = Duration::from_secs(300);
 /// Offset of the 16-byte filesystem UUID in an ext2/3/4 disk.
 const EXT2_UUID_OFFSET: u64 = 0x468;
+/// How long the root disk may take to appear with only its own modules
+/// loaded before the others are loaded too.
+const ROOT_FAST_WAIT: Duration = Duration::from_secs(2);
 /// Present in an initramfs appliance, whose tree is in `/root` already.
 const INITRAMFS_MARKER: &str = "/supermin-initramfs";
 
@@ -219,10 +228,17 @@ fn find_by_uuid(uuid: &[u8; 16]) -> Option<(u32, u32)> {
     None
 }
 
-/// Poll `probe` with growing delays; after a second, hint at the usual
-/// cause (the disk's driver is not in the initrd).
-fn wait_for(init: &Init, what: &str, probe: impl Fn() -> Option<(u32, u32)>) -> (u32, u32) {
-    let start = Instant::now();
+/// Poll `probe` with growing delays; if `rest` is given (only some
+/// modules were loaded), run it once after [`ROOT_FAST_WAIT`]; a second
+/// after that, hint at the usual cause (the disk's driver is not in the
+/// initrd).
+fn wait_for(
+    init: &Init,
+    what: &str,
+    probe: impl Fn() -> Option<(u32, u32)>,
+    mut rest: Option<Box<dyn FnMut() + '_>>,
+) -> (u32, u32) {
+    let mut start = Instant::now();
     let mut delay = Duration::from_millis(1);
     let mut hinted = false;
     loop {
@@ -230,13 +246,20 @@ fn wait_for(init: &Init, what: &str, probe: impl Fn() -> Option<(u32, u32)>) -> 
             init.say(&format!("{what} found after {:?}", start.elapsed()));
             return dev;
         }
+        if rest.is_some() && start.elapsed() >= ROOT_FAST_WAIT {
+            init.say(&format!("{what} not found yet: loading the other modules"));
+            if let Some(mut load) = rest.take() {
+                load();
+            }
+            start = Instant::now();
+        }
         if start.elapsed() > ROOT_WAIT {
             die(
                 "root device",
                 format!("{what} did not appear within {}s", ROOT_WAIT.as_secs()),
             );
         }
-        if !hinted && start.elapsed() >= Duration::from_secs(1) {
+        if !hinted && rest.is_none() && start.elapsed() >= Duration::from_secs(1) {
             hinted = true;
             eprintln!(
                 "supermin: waiting for {what}; if this never ends, its driver \
@@ -361,16 +384,38 @@ fn main() {
         die("mount /sys", e);
     }
 
-    let modules = fs::read_to_string("/modules").unwrap_or_else(|e| die("/modules", e));
-    for module in modules.lines().filter(|l| !l.is_empty()) {
-        load_module(&init, module);
-    }
-
     let Some(root) = args.iter().rev().find_map(|a| a.strip_prefix("root=")) else {
         die(
             "kernel command line",
             "no root= parameter (use root=/dev/vda or root=UUID=...)",
         );
+    };
+    let modules = fs::read_to_string("/modules").unwrap_or_else(|e| die("/modules", e));
+    let all: Vec<&str> = modules.lines().filter(|l| !l.is_empty()).collect();
+    // The root disk's own modules first, when asked and its kind is known.
+    let first = args
+        .contains(&"supermin.modules=root")
+        .then(|| root.strip_prefix("/dev/"))
+        .flatten()
+        .and_then(|name| ["vd", "sd"].into_iter().find(|k| name.starts_with(k)))
+        .and_then(|kind| fs::read_to_string(format!("/modules.{kind}")).ok());
+    let first: Vec<&str> = match &first {
+        Some(list) => list.lines().filter(|l| !l.is_empty()).collect(),
+        None => all.clone(),
+    };
+    for module in &first {
+        load_module(&init, module);
+    }
+    let others: Vec<&str> = all.iter().filter(|m| !first.contains(m)).copied().collect();
+    let init_ref = &init;
+    let rest = || -> Option<Box<dyn FnMut() + '_>> {
+        (!others.is_empty()).then(|| {
+            Box::new(|| {
+                for module in &others {
+                    load_module(init_ref, module);
+                }
+            }) as Box<dyn FnMut()>
+        })
     };
     let mut options = "";
     let (major, minor) = if let Some(name) = root.strip_prefix("/dev/") {
@@ -378,10 +423,10 @@ fn main() {
             options = "dax";
         }
         let dev_file = Path::new("/sys/block").join(name).join("dev");
-        wait_for(&init, root, || read_dev_file(&dev_file))
+        wait_for(&init, root, || read_dev_file(&dev_file), rest())
     } else if let Some(text) = root.strip_prefix("UUID=") {
         let uuid = parse_uuid(text);
-        wait_for(&init, root, || find_by_uuid(&uuid))
+        wait_for(&init, root, || find_by_uuid(&uuid), rest())
     } else {
         die(
             "kernel command line",
@@ -401,8 +446,19 @@ fn main() {
     init.say(&format!(
         "mounting /dev/root on /root as ext2 (noatime {options})"
     ));
-    if let Err(e) = sys_mount("/dev/root", "/root", "ext2", MS_NOATIME, options) {
-        die("mount /dev/root on /root", e);
+    let mount_root = || sys_mount("/dev/root", "/root", "ext2", MS_NOATIME, options);
+    if let Err(e) = mount_root() {
+        if others.is_empty() {
+            die("mount /dev/root on /root", e);
+        }
+        // The filesystem may need a module the short list lacks.
+        init.say(&format!("mount: {e}: loading the other modules"));
+        for module in &others {
+            load_module(&init, module);
+        }
+        if let Err(e) = mount_root() {
+            die("mount /dev/root on /root", e);
+        }
     }
 
     delete_initramfs_files();

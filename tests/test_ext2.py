@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import supermin
+import supermin._boot
 from supermin._boot import filesystem_uuid
 
 from conftest import BOOT_TIMEOUT, MARKER, SMALL, add_tarball, run_as_nobody, run_cli, tree
@@ -145,6 +146,35 @@ def test_initrd_holds_init_and_modules_in_load_order(ext2_app):
         owners = subprocess.run(["cpio", "-itv", "--quiet", "--numeric-uid-gid"], input=ext2_app.initrd.read_bytes(),
                                 capture_output=True, check=True).stdout.decode()
         assert all(line.split()[2:4] == ["0", "0"] for line in owners.splitlines()), owners
+
+
+def test_boot_loads_the_root_disks_modules_first(ext2_app, tmp_path):
+    """`/modules.vd` lists what finds a virtio disk and mounts it (with
+    dependencies, in load order); boot() asks the mini init to load only
+    those for root=/dev/vda, and all of `/modules` for root=UUID=.  An
+    initrd whose short list lacks the disk's driver still boots: after
+    two seconds the mini init loads the rest."""
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["cpio", "-id", "--quiet"], input=ext2_app.initrd.read_bytes(), cwd=d, check=True)
+        short = Path(d, "modules.vd").read_text().split()
+        order = Path(d, "modules").read_text().split()
+        assert {"virtio_blk.ko", "virtio_pci.ko", "ext4.ko", "crc32c_generic.ko"} <= set(short)
+        assert "ata_piix.ko" not in short and len(short) < len(order) // 2
+        assert short == [m for m in order if m in short], "dependencies first, as in /modules"
+        # Without its disk driver: the fallback must find the disk anyway.
+        Path(d, "modules.vd").write_text("".join(f"{m}\n" for m in short if m != "virtio_blk.ko"))
+        names = "\n".join(sorted(os.listdir(d))) + "\n"
+        crippled = tmp_path / "initrd"
+        with open(crippled, "wb") as out:
+            subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names.encode(), cwd=d, stdout=out,
+                           check=True)
+    fast = ext2_app.boot(None, timeout=BOOT_TIMEOUT)
+    assert "loading module virtio_blk.ko" in fast and "loading module ata_piix.ko" not in fast, fast[-3000:]
+    assert MARKER in fast
+    full = ext2_app.boot(None, root="uuid", timeout=BOOT_TIMEOUT)
+    assert "loading module ata_piix.ko" in full and MARKER in full, full[-3000:]
+    slow = supermin._boot.boot(ext2_app.kernel, crippled, ext2_app.root, "echo found", timeout=BOOT_TIMEOUT)
+    assert slow.strip() == "found", slow
 
 
 def test_compressed_modules_are_decompressed_and_boot(marker_appliance, ext2_app, tmp_path):

@@ -175,6 +175,24 @@ def qemu_command(
     return cmd
 
 
+def command_line(root_device: Optional[str], command: Optional[str] = None, append: str = "") -> str:
+    """The kernel command line :func:`boot` uses: the serial console, a
+    panic ends the run, and the root disk's own modules first (the mini
+    init loads the others only if the disk does not appear; upstream's
+    init ignores the word).  ``root_device`` None: an initramfs."""
+    words = ["console=ttyS0", "panic=1", "no_timer_check"]
+    if root_device is not None:
+        words[1:1] = [f"root={root_device}", "supermin.modules=root"]
+    if command is not None:
+        words += ["quiet", "supermin.run=" + command.encode().hex()]
+    if append:
+        words.append(append)
+    cmdline = " ".join(words)
+    if len(cmdline) > 2000:
+        raise BootError(f"the command is too long for the kernel command line ({len(command or '')} characters)")
+    return cmdline
+
+
 def boot(
     kernel: Path,
     initrd: Path,
@@ -191,16 +209,7 @@ def boot(
     """Boot the appliance (``root`` None: an initramfs, with no
     ``root=``); return the command's output (or, without a command,
     everything the console printed)."""
-    words = ["console=ttyS0", "panic=1", "no_timer_check"]
-    if root is not None and root_device is not None:
-        words.insert(1, f"root={root_device}")
-    if command is not None:
-        words += ["quiet", "supermin.run=" + command.encode().hex()]
-    if append:
-        words.append(append)
-    cmdline = " ".join(words)
-    if len(cmdline) > 2000:
-        raise BootError(f"the command is too long for the kernel command line ({len(command or '')} characters)")
+    cmdline = command_line(root_device if root is not None else None, command, append)
     argv = qemu_command(kernel, initrd, root, append=cmdline, accel=accel, memory=memory)
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -226,4 +235,4 @@ def boot(
     return output
 
 
-__all__ = ["BootError", "boot", "cache_dir", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]
+__all__ = ["BootError", "boot", "cache_dir", "command_line", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]
