@@ -207,3 +207,26 @@ def test_qemu_loads_the_kernels_vmlinux_through_pvh(plain, tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-dir")
     argv = qemu_command(plain.kernel, plain.initrd, None, append="", accel="tcg")
     assert argv[argv.index("-kernel") + 1] == str(plain.kernel)
+
+
+def test_the_kvm_verdict_is_kept_until_the_host_reboots(plain, tmp_path, monkeypatch):
+    """Probing KVM can cost its whole timeout where /dev/kvm exists but
+    guests hang: the verdict is kept on disk (keyed by boot id, kernel and
+    qemu) so that the next process does not pay it again."""
+    from supermin import _boot
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(_boot, "_kvm_works", {})
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError:
+        assert _boot.kvm_usable(plain.kernel) is False
+        assert not (tmp_path / "cache/supermin/kvm").exists(), "no probe, nothing to keep"
+        return
+    first = _boot.kvm_usable(plain.kernel)
+    (verdict,) = (tmp_path / "cache/supermin/kvm").iterdir()
+    assert verdict.read_bytes() == (b"1" if first else b"0")
+    assert stat.S_IMODE(verdict.stat().st_mode) == 0o600
+    verdict.write_bytes(b"0" if first else b"1")  # read back, not probed again
+    monkeypatch.setattr(_boot, "_kvm_works", {})
+    assert _boot.kvm_usable(plain.kernel) is (not first)

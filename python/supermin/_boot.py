@@ -48,7 +48,8 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
     root disk and ``panic=-1``: a working KVM reaches the "no root" panic
     and reboots (qemu exits, ``-no-reboot``) within a second or two; a
     broken one is still silent at the timeout.  The answer is cached per
-    kernel for the life of the process."""
+    kernel for the life of the process, and on disk until the host reboots
+    (a process that boots once must not pay the timeout every time)."""
     key = os.path.realpath(kernel)
     if key in _kvm_works:
         return _kvm_works[key]
@@ -60,6 +61,13 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None or os.uname().machine != "x86_64":
         return False
+    verdict = _kvm_verdict_file(key, qemu)
+    try:
+        with open(verdict, "rb") as f:
+            _kvm_works[key] = f.read() == b"1"
+        return _kvm_works[key]
+    except OSError:
+        pass
     try:
         r = subprocess.run(
             [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-display", "none", "-nodefaults",
@@ -67,10 +75,46 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
              "-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
         )
-    except (subprocess.TimeoutExpired, OSError):
+    except subprocess.TimeoutExpired:
+        _save_verdict(verdict, False)  # the case worth remembering
+        return False
+    except OSError:
         return False
     _kvm_works[key] = b"Kernel panic" in r.stdout or b"VFS: Unable to mount root" in r.stdout
+    _save_verdict(verdict, _kvm_works[key])
     return _kvm_works[key]
+
+
+def _kvm_verdict_file(kernel: str, qemu: str) -> Path:
+    """Where the verdict for this kernel and qemu lives until the host
+    reboots (its boot id is in the name)."""
+    import hashlib
+
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot_id = f.read().strip()
+    except OSError:
+        boot_id = "unknown"
+    ident = []
+    for path in (kernel, qemu):
+        st = os.stat(path)
+        ident.append(f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+    digest = hashlib.sha256("\0".join([boot_id, *ident]).encode()).hexdigest()[:24]
+    return cache_dir() / "kvm" / digest
+
+
+def _save_verdict(path: Path, works: bool) -> None:
+    """Write the verdict atomically, owner-only; a cache that cannot be
+    written only costs the next process another probe."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"1" if works else b"0")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _open_regular(path: Path) -> int:
