@@ -408,14 +408,16 @@ fn main() {
     }
     let others: Vec<&str> = all.iter().filter(|m| !first.contains(m)).copied().collect();
     let init_ref = &init;
+    let rest_loaded = std::cell::Cell::new(others.is_empty());
+    let load_rest = || {
+        if !rest_loaded.replace(true) {
+            for module in &others {
+                load_module(init_ref, module);
+            }
+        }
+    };
     let rest = || -> Option<Box<dyn FnMut() + '_>> {
-        (!others.is_empty()).then(|| {
-            Box::new(|| {
-                for module in &others {
-                    load_module(init_ref, module);
-                }
-            }) as Box<dyn FnMut()>
-        })
+        (!rest_loaded.get()).then(|| Box::new(load_rest) as Box<dyn FnMut()>)
     };
     let mut options = "";
     let (major, minor) = if let Some(name) = root.strip_prefix("/dev/") {
@@ -448,14 +450,12 @@ fn main() {
     ));
     let mount_root = || sys_mount("/dev/root", "/root", "ext2", MS_NOATIME, options);
     if let Err(e) = mount_root() {
-        if others.is_empty() {
+        if rest_loaded.get() {
             die("mount /dev/root on /root", e);
         }
         // The filesystem may need a module the short list lacks.
         init.say(&format!("mount: {e}: loading the other modules"));
-        for module in &others {
-            load_module(&init, module);
-        }
+        load_rest();
         if let Err(e) = mount_root() {
             die("mount /dev/root on /root", e);
         }

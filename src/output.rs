@@ -899,30 +899,58 @@ impl ScratchBase {
 }
 
 /// Refuse a scratch base that someone else could rearrange: scratch
-/// directories are handed by path to `apt-get` and `dnf`, so `base` and
-/// every directory above it must belong to root or this user and be
-/// writable by no one else, unless sticky (`/tmp`, `/var/tmp`), where no
-/// one can rename what is not theirs.
+/// directories are handed by path to `apt-get` and `dnf` (see
+/// [`no_one_else_can_change`]).
 fn check_trusted(base: &Path) -> Result<()> {
-    let real = fs::canonicalize(base).at("resolving", base)?;
+    no_one_else_can_change(base).map_err(|why| {
+        Error::Usage(format!(
+            "TMPDIR {} is not safe for scratch files: {why} (someone else could replace them); \
+             use a directory of your own or /var/tmp",
+            base.display(),
+        ))
+    })
+}
+
+/// `dir`, made (mode 0700) if missing, when no one but root and this user
+/// can change it or what its path leads to (see
+/// [`no_one_else_can_change`]): a cache whose files are handed to others by
+/// path.  The reason when not.
+pub fn private_dir(dir: &Path) -> std::result::Result<(), String> {
+    let mut existing = dir;
+    while fs::symlink_metadata(existing).is_err() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    no_one_else_can_change(existing)?;
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    no_one_else_can_change(dir)
+}
+
+/// Can only root and this user change what `dir` holds, and what its path
+/// leads to?  Every directory on the way, as written and as resolved,
+/// must belong to root or this user and be writable by no one else unless
+/// sticky (`/tmp`, `/var/tmp`: no one can rename what is not theirs), and
+/// every symlink on the way must belong to root or this user.  Then files
+/// in `dir` may be handed to others (`apt-get`, qemu) by path.  The reason
+/// when not.
+pub fn no_one_else_can_change(dir: &Path) -> std::result::Result<(), String> {
+    let absolute = absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let real = fs::canonicalize(&absolute).map_err(|e| format!("{}: {e}", dir.display()))?;
     let uid = euid();
-    for dir in real.ancestors() {
-        let meta = fs::symlink_metadata(dir).at("reading", dir)?;
+    for step in absolute.ancestors().chain(real.ancestors()) {
+        let meta = fs::symlink_metadata(step).map_err(|e| format!("{}: {e}", step.display()))?;
         let why = if meta.uid() != 0 && meta.uid() != uid {
-            Some(format!("is owned by user {}", meta.uid()))
-        } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
-            Some("is writable by others and not sticky".to_string())
+            format!("is owned by user {}", meta.uid())
+        } else if !meta.file_type().is_symlink()
+            && meta.mode() & 0o022 != 0
+            && meta.mode() & 0o1000 == 0
+        {
+            "is writable by others and not sticky".to_string()
         } else {
-            None
+            continue;
         };
-        if let Some(why) = why {
-            return Err(Error::Usage(format!(
-                "TMPDIR {} is not safe for scratch files: {} {why} (someone else could replace them); \
-                 use a directory of your own or /var/tmp",
-                base.display(),
-                dir.display()
-            )));
-        }
+        return Err(format!("{} {why}", step.display()));
     }
     Ok(())
 }

@@ -11,11 +11,14 @@ import shutil
 import stat
 import tarfile
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import supermin
+
+from supermin._boot import default_memory, unpacked_size
 
 from conftest import BOOT_TIMEOUT, MARKER, run_cli
 
@@ -124,6 +127,7 @@ def test_zstd_gzip_and_plain_hold_the_same_archive(prepared, tmp_path, monkeypat
         assert packed.startswith(magic) and len(packed) < len(raw) // 2, compression
         unpacked = subprocess.run([tool, "-dc"], input=packed, capture_output=True, check=True).stdout
         assert unpacked == raw, compression
+        assert unpacked_size(r.initrd) == len(raw), "what boot() sizes the guest's memory by"
 
 
 def test_default_compression_follows_the_kernel_config(prepared, plain, tmp_path):
@@ -136,8 +140,10 @@ def test_default_compression_follows_the_kernel_config(prepared, plain, tmp_path
 def test_same_epoch_gives_identical_initrd(prepared, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     a = supermin.build([prepared], tmp_path / "a", format="initramfs", compression="zstd")
-    b = supermin.build([prepared], tmp_path / "b", format="initramfs", compression="zstd")
-    assert a.initrd.read_bytes() == b.initrd.read_bytes()
+    # Another process, with one CPU: zstd then runs one worker, not two.
+    subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "supermin", "--build", "-f", "initramfs",
+                    "--compression", "zstd", str(prepared), "-o", str(tmp_path / "b")], check=True)
+    assert a.initrd.read_bytes() == (tmp_path / "b/initrd").read_bytes()
     raw = subprocess.run(["zstd", "-dc", a.initrd], capture_output=True, check=True).stdout
     entries = headers(raw)
     assert len(entries) > 1000 and max(e["mtime"] for e in entries) <= 1700000000
@@ -230,3 +236,22 @@ def test_the_kvm_verdict_is_kept_until_the_host_reboots(plain, tmp_path, monkeyp
     verdict.write_bytes(b"0" if first else b"1")  # read back, not probed again
     monkeypatch.setattr(_boot, "_kvm_works", {})
     assert _boot.kvm_usable(plain.kernel) is (not first)
+
+
+def test_the_guest_gets_memory_for_what_the_initramfs_unpacks_to(prepared, tmp_path):
+    """A 700 MB file of zeros compresses to almost nothing: the guest's
+    memory follows the archive's unpacked size (recorded in zstd's frame
+    header), since the rootfs tmpfs may fill half of it."""
+    app = tmp_path / "zeros.d"
+    shutil.copytree(prepared, app)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("srv/zeros")
+        info.size = 700 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    (app / "zz-zeros.tar.gz").write_bytes(buf.getvalue())
+    r = supermin.build([app], tmp_path / "app", format="initramfs", compression="zstd")
+    assert r.initrd.stat().st_size < 100 << 20
+    assert unpacked_size(r.initrd) > 700 << 20
+    assert int(default_memory(r.initrd, None).rstrip("M")) > 2 * 700
+    assert r.boot("stat -c %s /srv/zeros", timeout=BOOT_TIMEOUT).strip() == str(700 << 20)

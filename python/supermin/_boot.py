@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ._supermin import SuperminError, _pvh_kernel
+from ._supermin import SuperminError, _private_dir, _pvh_kernel
 
 RUN_BEGIN = "supermin-run: begin"
 RUN_END = re.compile(r"supermin-run: end, exit status (\d+)")
@@ -63,9 +63,10 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
         return False
     verdict = _kvm_verdict_file(key, qemu)
     try:
-        with open(verdict, "rb") as f:
-            _kvm_works[key] = f.read() == b"1"
-        return _kvm_works[key]
+        if verdict is not None:
+            with open(verdict, "rb") as f:
+                _kvm_works[key] = f.read() == b"1"
+            return _kvm_works[key]
     except OSError:
         pass
     try:
@@ -85,11 +86,16 @@ def kvm_usable(kernel: Path, timeout: float = 10) -> bool:
     return _kvm_works[key]
 
 
-def _kvm_verdict_file(kernel: str, qemu: str) -> Path:
+def _kvm_verdict_file(kernel: str, qemu: str) -> Optional[Path]:
     """Where the verdict for this kernel and qemu lives until the host
-    reboots (its boot id is in the name)."""
+    reboots (its boot id is in the name); None when the cache is not
+    private (someone else could plant a verdict, or a symlink that sends
+    our write elsewhere)."""
     import hashlib
 
+    directory = cache_dir() / "kvm"
+    if _private_dir(directory) is not None:
+        return None
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot_id = f.read().strip()
@@ -100,14 +106,15 @@ def _kvm_verdict_file(kernel: str, qemu: str) -> Path:
         st = os.stat(path)
         ident.append(f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
     digest = hashlib.sha256("\0".join([boot_id, *ident]).encode()).hexdigest()[:24]
-    return cache_dir() / "kvm" / digest
+    return directory / digest
 
 
-def _save_verdict(path: Path, works: bool) -> None:
+def _save_verdict(path: Optional[Path], works: bool) -> None:
     """Write the verdict atomically, owner-only; a cache that cannot be
     written only costs the next process another probe."""
+    if path is None:
+        return
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -161,18 +168,45 @@ def direct_kernel(kernel: Path) -> Path:
     return Path(vmlinux)
 
 
+def unpacked_size(initrd: Path) -> Optional[int]:
+    """The size of the archive inside an initramfs: from zstd's frame
+    header (our writer records it), gzip's trailer (modulo 4 GiB), or the
+    file's own size when it is not compressed; None when unknown."""
+    fd = _open_regular(initrd)
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(18)
+        size = os.fstat(f.fileno()).st_size
+        if head.startswith(b"070701"):
+            return size
+        if head.startswith(b"\x1f\x8b") and size >= 18:
+            f.seek(size - 4)
+            return int.from_bytes(f.read(4), "little")
+    if head.startswith(b"\x28\xb5\x2f\xfd") and len(head) >= 6:
+        descriptor = head[4]
+        size_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+        at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+        width = (1 if single_segment else 0, 2, 4, 8)[size_flag]
+        if width == 0 or at + width > len(head):
+            return None
+        value = int.from_bytes(head[at:at + width], "little")
+        return value + 256 if width == 2 else value
+    return None
+
+
 def default_memory(initrd: Path, root: Optional[Path]) -> str:
-    """512M for an appliance on a disk; for an initramfs, room for the
-    compressed archive and the tree it unpacks to (up to ~4x for zstd,
-    and the kernel holds both while it unpacks), plus 512M to run in."""
+    """512M for an appliance on a disk.  An initramfs is unpacked into the
+    kernel's rootfs, a tmpfs that may fill only half of the memory, while
+    the compressed archive is still held: twice the archive, plus the
+    compressed file, plus 256M to run in (at least 512M)."""
     if root is not None:
         return "512M"
     fd = _open_regular(initrd)
     try:
-        size_mib = os.fstat(fd).st_size >> 20
+        compressed = os.fstat(fd).st_size
     finally:
         os.close(fd)
-    return f"{min(512 + 6 * size_mib, 16384)}M"
+    unpacked = unpacked_size(initrd) or 8 * compressed
+    return f"{max(512, 256 + ((compressed + 2 * unpacked) >> 20))}M"
 
 
 def qemu_command(

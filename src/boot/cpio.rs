@@ -32,6 +32,15 @@ pub struct Header {
 /// The largest file a newc header can describe.
 pub const MAX_SIZE: u64 = u32::MAX as u64;
 
+/// The bytes an entry named with `name_len` bytes and holding `data_len`
+/// bytes of data takes in an archive.
+pub const fn entry_len(name_len: usize, data_len: u64) -> u64 {
+    (110 + name_len as u64 + 1).next_multiple_of(4) + data_len.next_multiple_of(4)
+}
+
+/// The bytes the trailer takes.
+pub const TRAILER_LEN: u64 = entry_len(b"TRAILER!!!".len(), 0);
+
 /// Writes entries to `out`, counting the bytes.
 pub struct Writer<W: Write> {
     out: W,
@@ -130,6 +139,7 @@ mod tests {
         w.entry(Header { ino: 2, ..file }, b"bb", b"").unwrap();
         let (bytes, n) = w.finish().unwrap();
         assert_eq!(n, bytes.len() as u64);
+        assert_eq!(n, entry_len(1, 5) + entry_len(2, 0) + TRAILER_LEN);
         assert_eq!(n % 4, 0);
         // First header: magic, ino 1, mode, ..., size 5, ..., namesize 2.
         assert!(bytes.starts_with(b"07070100000001000081a4"));

@@ -133,6 +133,15 @@ fn from_override(path: &Path, overrides: &Overrides, search: &Search) -> Result<
         message: format!("SUPERMIN_KERNEL={}: {why}", path.display()),
     })?;
     let version = match &overrides.version {
+        Some(v) if !is_version(v) => {
+            return Err(Error::Kernel {
+                path: Some(path.to_path_buf()),
+                message: format!(
+                    "SUPERMIN_KERNEL_VERSION={v:?} is not a kernel version (it names \
+                     /lib/modules/VERSION and OUT's modules directory: no '/', not '..')"
+                ),
+            })
+        }
         Some(v) => v.clone(),
         None => version_of(path, search).ok_or_else(|| Error::Kernel {
             path: Some(path.to_path_buf()),
@@ -362,7 +371,15 @@ pub fn version_of(path: &Path, search: &Search) -> Option<String> {
     let version = name
         .strip_prefix("vmlinuz-")
         .or_else(|| name.strip_prefix("vmlinux-"))?;
-    has_modules(&search.lib_modules.join(version)).then(|| version.to_string())
+    (is_version(version) && has_modules(&search.lib_modules.join(version)))
+        .then(|| version.to_string())
+}
+
+/// Can `text` be a kernel version?  It becomes a path component
+/// (`/lib/modules/VERSION`, in the host and in the appliance), and a
+/// kernel file's header is data: `/tmp/x` or `..` must not lead elsewhere.
+fn is_version(text: &str) -> bool {
+    !text.is_empty() && text != "." && text != ".." && !text.contains(['/', '\0'])
 }
 
 /// The version string an x86 boot-protocol header points at: "HdrS" at
@@ -389,7 +406,7 @@ pub fn bzimage_version(path: &Path) -> io::Result<Option<String>> {
         .unwrap_or(text.len());
     Ok(std::str::from_utf8(&text[..end])
         .ok()
-        .filter(|s| !s.is_empty())
+        .filter(|s| is_version(s))
         .map(str::to_string))
 }
 
@@ -596,6 +613,34 @@ mod tests {
             };
             let err = find(&overrides, &Search::host(None), &Reporter::default()).unwrap_err();
             assert!(err.to_string().contains(says), "{}: {err}", bad.display());
+        }
+    }
+
+    #[test]
+    fn a_version_that_would_lead_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A bzImage header whose version string is an absolute path.
+        let mut image = vec![0u8; 4096];
+        image[514..518].copy_from_slice(b"HdrS");
+        image[518..520].copy_from_slice(&0x20fu16.to_le_bytes());
+        image[526..528].copy_from_slice(&0x100u16.to_le_bytes());
+        image[0x300..0x309].copy_from_slice(b"/tmp/evil");
+        let kernel = dir.path().join("vmlinuz-..");
+        fs::write(&kernel, &image).unwrap();
+        assert_eq!(bzimage_version(&kernel).unwrap(), None);
+        let search = Search {
+            lib_modules: dir.path().to_path_buf(),
+            ..Search::host(None)
+        };
+        assert_eq!(version_of(&kernel, &search), None, "nor `..` from the name");
+        for bad in ["../../etc", "/tmp/x", ".."] {
+            let overrides = Overrides {
+                kernel: Some(kernel.clone()),
+                version: Some(bad.into()),
+                modules: Some(dir.path().to_path_buf()),
+            };
+            let err = find(&overrides, &search, &Reporter::default()).unwrap_err();
+            assert!(err.to_string().contains("not a kernel version"), "{bad}: {err}");
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -25,7 +25,7 @@ use crate::error::{Error, IoContext, Result};
 /// The largest kernel read and the largest `vmlinux` made (a distribution
 /// kernel is about 10 MB compressed and 70 MB unpacked).
 const MAX_BZIMAGE: u64 = 256 << 20;
-const MAX_VMLINUX: u64 = 1 << 30;
+const MAX_VMLINUX: u64 = 256 << 20;
 
 /// Xen's note type for the 32-bit physical entry point (`elfnote.h`).
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -69,7 +69,20 @@ pub fn vmlinux(bzimage: &[u8]) -> std::result::Result<Vec<u8>, Unsupported> {
     }
 }
 
+/// The payload decompressed: at most the size the kernel's build appended
+/// to it (its last four bytes, little-endian; gzip's own trailer says the
+/// same), which must be at most [`MAX_VMLINUX`].
 fn decompress(payload: &[u8]) -> std::result::Result<Vec<u8>, Unsupported> {
+    let declared = payload
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes(payload[at..].try_into().expect("4 bytes")))
+        .ok_or("its payload is empty")? as u64;
+    if declared > MAX_VMLINUX {
+        return Err(format!(
+            "its payload says it unpacks to {declared} bytes, more than {MAX_VMLINUX}"
+        ));
+    }
     let reader: Box<dyn Read + '_> = if payload.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::GzDecoder::new(payload))
     } else if payload.starts_with(b"\xfd7zXZ\0") {
@@ -87,12 +100,12 @@ fn decompress(payload: &[u8]) -> std::result::Result<Vec<u8>, Unsupported> {
     };
     let mut out = Vec::new();
     reader
-        .take(MAX_VMLINUX + 1)
+        .take(declared + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("its payload does not decompress: {e}"))?;
-    if out.len() as u64 > MAX_VMLINUX {
+    if out.len() as u64 > declared {
         return Err(format!(
-            "its payload unpacks to more than {MAX_VMLINUX} bytes"
+            "its payload unpacks to more than the {declared} bytes it declares"
         ));
     }
     Ok(out)
@@ -127,6 +140,10 @@ pub fn cached_vmlinux(
         return Ok(Err(format!("larger than {MAX_BZIMAGE} bytes")));
     }
     let bytes = crate::rootfs::read_bounded(file, size, MAX_BZIMAGE).at("reading", kernel)?;
+    // qemu gets the file by path: no one else may be able to swap it.
+    if let Err(why) = crate::output::private_dir(cache) {
+        return Ok(Err(format!("the cache is not private: {why}")));
+    }
     let digest = Sha256::digest(&bytes);
     let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     let path = cache.join(format!("vmlinux-{name}"));
@@ -141,11 +158,6 @@ pub fn cached_vmlinux(
         Ok(elf) => elf,
         Err(why) => return Ok(Err(why)),
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(cache)
-        .at("creating", cache)?;
     let mut staged = tempfile::NamedTempFile::new_in(cache).at("creating a file in", cache)?;
     staged
         .write_all(&elf)
@@ -204,6 +216,62 @@ mod tests {
             *b ^= 0x5a;
         }
         assert!(vmlinux(&flipped).is_err());
+    }
+
+    /// A bzImage header around `payload`.
+    fn fake_bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut image = vec![0u8; 5 * 512];
+        image[0x1f1] = 4; // setup sectors
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        image.extend_from_slice(payload);
+        image
+    }
+
+    #[test]
+    fn a_payload_unpacks_to_no_more_than_it_declares() {
+        // 64 MiB of zeros in 64 KiB of gzip, whose trailer is rewritten to
+        // declare 1 MiB.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        for _ in 0..64 {
+            gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+        }
+        let mut payload = gz.finish().unwrap();
+        let at = payload.len() - 4;
+        payload[at..].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        let why = vmlinux(&fake_bzimage(&payload)).unwrap_err();
+        assert!(why.contains("more than the 1048576 bytes it declares"), "{why}");
+        payload[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let why = vmlinux(&fake_bzimage(&payload)).unwrap_err();
+        assert!(why.contains("more than 268435456"), "{why}");
+    }
+
+    #[test]
+    fn a_cache_someone_else_can_change_is_not_used() {
+        let kernel = &host_kernels()[0];
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let why = cached_vmlinux(kernel, &open.join("kernels")).unwrap().unwrap_err();
+        assert!(why.contains("writable by others"), "{why}");
+        assert!(!open.join("kernels").exists(), "nothing made there");
+        if rustix::process::geteuid().is_root() {
+            // A symlink on the way that another user owns (and could re-point).
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &link,
+                Some(rustix::process::Uid::from_raw(65534)),
+                None,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+            let why = cached_vmlinux(kernel, &link.join("kernels")).unwrap().unwrap_err();
+            assert!(why.contains("owned by user 65534"), "{why}");
+        }
     }
 
     #[test]

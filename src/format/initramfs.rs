@@ -111,12 +111,20 @@ impl Format for Initramfs {
             .place(Path::new("/initrd"), Parents::Existing)
             .and_then(|p| p.create_file())
             .at("creating", &path)?;
-        let sink = Sink::new(compression, file).at("writing", &path)?;
+        // Known before a byte is written: zstd records it in its frame
+        // header, where boot() reads how much memory the guest needs.
+        let length = archive_len(&tree)?;
+        let sink = Sink::new(compression, file, length).at("writing", &path)?;
         let mut archive = cpio::Writer::new(sink);
         let generated = options.epoch.unwrap_or(0).min(u32::MAX as u64) as u32;
         write_frame(&mut archive, generated).at("writing", &path)?;
         let unpacked = write_tree(&tree, &mut archive, &path, cx)?;
-        let (sink, _) = archive.finish().at("writing", &path)?;
+        let (sink, written) = archive.finish().at("writing", &path)?;
+        if written != length {
+            return Err(Error::Internal(format!(
+                "initramfs: wrote {written} bytes of archive, computed {length}"
+            )));
+        }
         let file = sink.finish().at("writing", &path)?;
         let bytes = file.metadata().at("reading", &path)?.len();
         super::set_private_if_needed(&tree, out, "/initrd", reporter)?;
@@ -149,7 +157,7 @@ fn compression_for(asked: Compression, kernel: &Kernel, reporter: &Reporter) -> 
     let config = kernel
         .path
         .with_file_name(format!("config-{}", kernel.version));
-    let text = fs::read_to_string(&config).unwrap_or_default();
+    let text = read_config(&config).unwrap_or_default();
     let has = |option: &str| text.lines().any(|l| l == format!("{option}=y"));
     let chosen = if has("CONFIG_RD_ZSTD") {
         Compression::Zstd
@@ -171,6 +179,23 @@ fn compression_for(asked: Compression, kernel: &Kernel, reporter: &Reporter) -> 
     chosen
 }
 
+/// A kernel config file, if it is a regular file of sane size (it sits
+/// beside a kernel that `SUPERMIN_KERNEL` may name anywhere: not a FIFO or
+/// `/dev/zero`).
+fn read_config(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let bytes = crate::rootfs::read_bounded(file, meta.len(), 16 << 20)?;
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// The compressed (or plain) archive file.
 enum Sink {
     Plain(BufWriter<fs::File>),
@@ -179,7 +204,8 @@ enum Sink {
 }
 
 impl Sink {
-    fn new(compression: Compression, file: fs::File) -> io::Result<Sink> {
+    /// `length`: the uncompressed archive's exact size.
+    fn new(compression: Compression, file: fs::File, length: u64) -> io::Result<Sink> {
         let file = BufWriter::with_capacity(1 << 20, file);
         Ok(match compression {
             Compression::Auto | Compression::None => Sink::Plain(file),
@@ -193,6 +219,7 @@ impl Sink {
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
                 encoder.multithread(threads as u32)?;
                 encoder.include_checksum(true)?;
+                encoder.set_pledged_src_size(Some(length))?;
                 Sink::Zstd(encoder)
             }
         })
@@ -257,6 +284,34 @@ fn write_frame(archive: &mut cpio::Writer<Sink>, mtime: u32) -> io::Result<()> {
     archive.entry(dir(4), b"proc", &[])?;
     archive.entry(entry(5, libc::S_IFREG | 0o644), MARKER, &[])?;
     archive.entry(dir(FRAME_INODES), b"sys", &[])
+}
+
+/// The uncompressed archive's size: what [`write_frame`], [`write_tree`]
+/// and the trailer write (checked when they have).
+fn archive_len(tree: &Tree) -> Result<u64> {
+    let frame: u64 = [
+        (b"dev".len(), 0),
+        (b"dev/console".len(), 0),
+        (b"init".len(), MINI_INIT.len() as u64),
+        (b"proc".len(), 0),
+        (MARKER.len(), 0),
+        (b"sys".len(), 0),
+    ]
+    .iter()
+    .map(|&(name, data)| cpio::entry_len(name, data))
+    .sum();
+    let mut total = frame + cpio::entry_len(TREE.len(), 0) + cpio::TRAILER_LEN;
+    tree.walk(|visit| {
+        let name = TREE.len() + visit.path.as_os_str().len();
+        let data = match &visit.node.kind {
+            Kind::File(data) if visit.first => data.len(),
+            Kind::Symlink(target) => target.len() as u64,
+            _ => 0,
+        };
+        total += cpio::entry_len(name, data);
+        Ok(())
+    })?;
+    Ok(total)
 }
 
 /// The tree under `/root`: returns the bytes of file data written.

@@ -840,6 +840,13 @@ fn _pvh_kernel(
     })
 }
 
+/// Make `dir` (0700) if no one but root and this user can change it or
+/// what its path leads to (`output::private_dir`): `None`, or why not.
+#[pyfunction]
+fn _private_dir(dir: PathBuf) -> Option<String> {
+    crate::output::private_dir(&dir).err()
+}
+
 /// `(name, aliases, summary, outputs)` of every output format, from the
 /// core's registry (for `--help`, argument checks and the stubs' test).
 #[pyfunction]
@@ -891,6 +898,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
     m.add_function(wrap_pyfunction!(_formats, m)?)?;
     m.add_function(wrap_pyfunction!(_pvh_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(_private_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
