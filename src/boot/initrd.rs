@@ -54,7 +54,12 @@ const ROOT_DISKS: &[(&str, &[&str])] = &[
     ("vd", &["virtio_pci.ko*", "virtio_blk.ko*"]),
     (
         "sd",
-        &["virtio_pci.ko*", "virtio_scsi.ko*", "sd_mod.ko*", "ata_piix.ko*"],
+        &[
+            "virtio_pci.ko*",
+            "virtio_scsi.ko*",
+            "sd_mod.ko*",
+            "ata_piix.ko*",
+        ],
     ),
 ];
 /// What mounts the root image (Debian's ext4 mounts ext2), and the crc32c
@@ -278,7 +283,10 @@ pub fn write(
         .map(|m| decompressed_name(m).to_string())
         .collect();
     let lines = |names: &[String]| -> Vec<u8> {
-        names.iter().flat_map(|n| format!("{n}\n").into_bytes()).collect()
+        names
+            .iter()
+            .flat_map(|n| format!("{n}\n").into_bytes())
+            .collect()
     };
     let list = lines(&load_list);
     let generated = epoch.unwrap_or(0);

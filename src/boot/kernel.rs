@@ -640,7 +640,10 @@ mod tests {
                 modules: Some(dir.path().to_path_buf()),
             };
             let err = find(&overrides, &search, &Reporter::default()).unwrap_err();
-            assert!(err.to_string().contains("not a kernel version"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("not a kernel version"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -241,7 +241,10 @@ mod tests {
         let at = payload.len() - 4;
         payload[at..].copy_from_slice(&(1u32 << 20).to_le_bytes());
         let why = vmlinux(&fake_bzimage(&payload)).unwrap_err();
-        assert!(why.contains("more than the 1048576 bytes it declares"), "{why}");
+        assert!(
+            why.contains("more than the 1048576 bytes it declares"),
+            "{why}"
+        );
         payload[at..].copy_from_slice(&u32::MAX.to_le_bytes());
         let why = vmlinux(&fake_bzimage(&payload)).unwrap_err();
         assert!(why.contains("more than 268435456"), "{why}");
@@ -254,7 +257,9 @@ mod tests {
         let open = dir.path().join("open");
         fs::create_dir(&open).unwrap();
         fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let why = cached_vmlinux(kernel, &open.join("kernels")).unwrap().unwrap_err();
+        let why = cached_vmlinux(kernel, &open.join("kernels"))
+            .unwrap()
+            .unwrap_err();
         assert!(why.contains("writable by others"), "{why}");
         assert!(!open.join("kernels").exists(), "nothing made there");
         if rustix::process::geteuid().is_root() {
@@ -269,7 +274,9 @@ mod tests {
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )
             .unwrap();
-            let why = cached_vmlinux(kernel, &link.join("kernels")).unwrap().unwrap_err();
+            let why = cached_vmlinux(kernel, &link.join("kernels"))
+                .unwrap()
+                .unwrap_err();
             assert!(why.contains("owned by user 65534"), "{why}");
         }
     }
