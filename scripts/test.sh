@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --quiet
-# Lints are errors, for the core and the binding alike.
+# Lints are errors, for the core and the binding alike; the layout is rustfmt's.
+cargo fmt --check
 cargo clippy --quiet --all-targets --features python -- -D warnings
 # The stubs (.pyi) match the extension as built, defaults included.
 .venv/bin/python -m mypy.stubtest supermin._supermin
