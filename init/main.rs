@@ -293,10 +293,50 @@ fn decode_hex(hex: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Where `supermin.run=@` finds its command (`command`) and the files to
+/// put into the appliance (`in/`, copied over its root): an archive
+/// appended to the initrd by `supermin.run()`, so neither is bound by the
+/// kernel command line's length.
+const RUN_DIR: &str = "/supermin-run";
+
+/// The command `supermin.run=VALUE` names: hex-encoded, or `@` for
+/// [`RUN_DIR`]`/command`.
+fn run_command_text(value: &str) -> String {
+    if value == "@" {
+        let path = format!("{RUN_DIR}/command");
+        return fs::read_to_string(&path).unwrap_or_else(|e| die(&path, e));
+    }
+    decode_hex(value).unwrap_or_else(|| die("supermin.run", "not a hex-encoded command"))
+}
+
+/// Copy the tree `from` over `to` (directories merged, keeping the modes
+/// of those that exist, such as a sticky `/tmp`; files and symlinks
+/// replaced), keeping modes.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&source)?;
+        if meta.is_dir() {
+            if !dest.is_dir() {
+                fs::create_dir(&dest)?;
+                fs::set_permissions(&dest, meta.permissions())?;
+            }
+            copy_tree(&source, &dest)?;
+        } else {
+            let _ = fs::remove_file(&dest);
+            if meta.file_type().is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&source)?, &dest)?;
+            } else {
+                fs::copy(&source, &dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Run a `supermin.run=` command in the appliance, then power off.
-fn run_command(init: &Init, hex: &str) -> ! {
-    let command =
-        decode_hex(hex).unwrap_or_else(|| die("supermin.run", "not a hex-encoded command"));
+fn run_command(init: &Init, command: &str) -> ! {
     let _ = fs::create_dir_all("/proc");
     let _ = fs::create_dir_all("/sys");
     let _ = fs::create_dir_all("/dev");
@@ -468,12 +508,23 @@ fn main() {
 /// Chroot into the appliance at `/root` and run the `supermin.run=`
 /// command or the appliance's `/init`.
 fn enter_appliance(init: &Init, args: &[&str]) -> ! {
+    // Read before the chroot: the run directory is outside the appliance.
+    let command = args
+        .iter()
+        .find_map(|a| a.strip_prefix("supermin.run="))
+        .map(run_command_text);
+    let inputs = Path::new(RUN_DIR).join("in");
+    if inputs.is_dir() {
+        if let Err(e) = copy_tree(&inputs, Path::new("/root")) {
+            die("copying the run's input files into the appliance", e);
+        }
+    }
     if let Err(e) = std::os::unix::fs::chroot("/root").and_then(|()| std::env::set_current_dir("/"))
     {
         die("chroot /root", e);
     }
-    if let Some(hex) = args.iter().find_map(|a| a.strip_prefix("supermin.run=")) {
-        run_command(init, hex);
+    if let Some(command) = command {
+        run_command(init, &command);
     }
     init.say(&format!(
         "starting the appliance's /init after {:?}",

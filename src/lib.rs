@@ -160,7 +160,10 @@ pub fn build(
     if options.if_newer
         && output::is_up_to_date(output, format.outputs(), inputs, backend.database_mtime()?)
     {
-        reporter.info(0, || "if-newer: output does not need rebuilding".into());
+        // (The command line says upstream's line; a caller sees `skipped`.)
+        reporter.info(1, || {
+            format!("if-newer: {} is up to date", output.display())
+        });
         return Ok(BuildOutcome {
             output: output.to_path_buf(),
             skipped: true,

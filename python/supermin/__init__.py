@@ -9,11 +9,13 @@ convenience entry points.  This namespace holds the API and nothing else.
 >>> b = supermin.Backend.detect()
 >>> [p.name for p in b.resolve(["bash"])][:3]            # doctest: +SKIP
 >>> supermin.build(["bash", "coreutils"], "appliance")   # doctest: +SKIP
+>>> supermin.run(["bash", "coreutils"], "uname -r").stdout  # doctest: +SKIP
 """
 
 from ._api import FORMATS, BuildResult, SuperminWarning, build, list_drivers, parse_size, prepare
 from ._boot import BootError
 from ._progress import ProgressCallback, TerminalProgress
+from ._run import RunResult, run
 from ._supermin import (
     Appliance,
     ApplianceError,
@@ -42,6 +44,7 @@ __all__ = [
     "Package",
     "PackageNotFoundError",
     "ProgressCallback",
+    "RunResult",
     "SuperminError",
     "SuperminWarning",
     "TerminalProgress",
@@ -50,4 +53,5 @@ __all__ = [
     "list_drivers",
     "parse_size",
     "prepare",
+    "run",
 ]

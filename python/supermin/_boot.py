@@ -253,15 +253,21 @@ def qemu_command(
     return cmd
 
 
-def command_line(root_device: Optional[str], command: Optional[str] = None, append: str = "") -> str:
+def command_line(
+    root_device: Optional[str], command: Optional[str] = None, append: str = "", *, from_initrd: bool = False
+) -> str:
     """The kernel command line :func:`boot` uses: the serial console, a
     panic ends the run, and the root disk's own modules first (the mini
     init loads the others only if the disk does not appear; upstream's
-    init ignores the word).  ``root_device`` None: an initramfs."""
+    init ignores the word).  ``root_device`` None: an initramfs.
+    ``from_initrd``: the command is in the initrd (``supermin.run=@``,
+    see ``supermin._run``), not on this line."""
     words = ["console=ttyS0", "panic=1", "no_timer_check"]
     if root_device is not None:
         words[1:1] = [f"root={root_device}", "supermin.modules=root"]
-    if command is not None:
+    if from_initrd:
+        words += ["quiet", "supermin.run=@"]
+    elif command is not None:
         words += ["quiet", "supermin.run=" + command.encode().hex()]
     if append:
         words.append(append)
@@ -287,7 +293,30 @@ def boot(
     """Boot the appliance (``root`` None: an initramfs, with no
     ``root=``); return the command's output (or, without a command,
     everything the console printed)."""
-    cmdline = command_line(root_device if root is not None else None, command, append)
+    output, returncode, console = boot_for_status(kernel, initrd, root, command, timeout=timeout, accel=accel,
+                                                  root_device=root_device, append=append, memory=memory)
+    if check and returncode is not None and returncode != 0:
+        raise BootError(f"{command!r} exited with status {returncode}: {output.strip()[-500:]}",
+                        console, returncode)
+    return output
+
+
+def boot_for_status(
+    kernel: Path,
+    initrd: Path,
+    root: Optional[Path],
+    command: Optional[str],
+    *,
+    timeout: float,
+    accel: str,
+    root_device: Optional[str] = "/dev/vda",
+    append: str = "",
+    memory: Optional[str] = None,
+    from_initrd: bool = False,
+) -> "tuple[str, Optional[int], str]":
+    """:func:`boot`'s work: the command's output, its exit status and the
+    whole console (without a command: the console, None, the console)."""
+    cmdline = command_line(root_device if root is not None else None, command, append, from_initrd=from_initrd)
     argv = qemu_command(kernel, initrd, root, append=cmdline, accel=accel, memory=memory)
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -297,7 +326,7 @@ def boot(
         raise BootError(f"the appliance did not finish within {timeout} s", console) from None
     console = proc.stdout.decode(errors="replace").replace("\r", "")
     if command is None:
-        return console
+        return console, None, console
     start = console.find(RUN_BEGIN)
     end = RUN_END.search(console, start if start >= 0 else 0)
     if start < 0 or end is None:
@@ -306,11 +335,7 @@ def boot(
     output = console[start + len(RUN_BEGIN) + 1 : end.start()]
     if output.endswith("\n"):
         output = output[:-1]
-    returncode = int(end.group(1))
-    if check and returncode != 0:
-        raise BootError(f"{command!r} exited with status {returncode}: {output.strip()[-500:]}",
-                        console, returncode)
-    return output
+    return output, int(end.group(1)), console
 
 
-__all__ = ["BootError", "boot", "cache_dir", "command_line", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]
+__all__ = ["BootError", "boot", "boot_for_status", "cache_dir", "command_line", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]

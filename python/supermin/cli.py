@@ -62,6 +62,13 @@ def _parser() -> _Parser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--prepare", dest="mode", action="store_const", const="prepare", help="Prepare a supermin appliance")
     mode.add_argument("--build", dest="mode", action="store_const", const="build", help="Build a full appliance")
+    mode.add_argument(
+        "--run",
+        metavar="COMMAND",
+        help="Run COMMAND in a VM booted from an appliance of PACKAGE... (or supermin appliances), "
+        "built into ~/.cache/supermin and reused; print its output and exit with its status "
+        "(-f initramfs, the default, or ext2)",
+    )
     formats = "; ".join(
         f"{name} ({', '.join(aliases)}): {summary}" if aliases else f"{name}: {summary}"
         for name, aliases, summary, _ in _formats()
@@ -127,17 +134,12 @@ def run(argv: List[str]) -> int:
         raise _Fail(_DTB_REMOVED)
     if args.names:
         raise _Fail(_SUPERMIN_4)
+    if args.run is not None:
+        return _run_command(args)
     if args.mode is None:
         raise _Fail("you must use --prepare or --build to select the mode")
     size = None if args.size is None else parse_size(args.size)
-    modules: "str | List[str] | None"
-    if args.modules is None or args.modules in ("all", "none"):
-        modules = args.modules
-    else:
-        names = [m for m in args.modules.split(",") if m]
-        if not names or names[0] != "boot":
-            raise _Fail(f"--modules: expected 'all', 'none' or 'boot[,NAME...]', not '{args.modules}'")
-        modules = names[1:]
+    modules = _modules(args.modules)
     if args.mode == "prepare" and args.format is not None:
         raise _Fail("cannot use --prepare and --format options together")
     if args.mode == "build" and args.format is None:
@@ -166,7 +168,7 @@ def run(argv: List[str]) -> int:
             raise _Fail("build: no input supermin appliance specified")
         fmt = _FORMAT_NAMES[args.format]
         inputs = [os.path.abspath(a) for a in args.args]
-        build(
+        result = build(
             inputs,
             output,
             format=fmt,
@@ -181,7 +183,37 @@ def run(argv: List[str]) -> int:
             compression=args.compression,
             **common,
         )
+        if result.skipped:
+            print("supermin: if-newer: output does not need rebuilding", file=sys.stderr)
     return 0
+
+
+def _modules(text: Optional[str]) -> "str | List[str] | None":
+    """``--modules``: ``all``, ``none``, or ``boot[,NAME...]`` (the names)."""
+    if text is None or text in ("all", "none"):
+        return text
+    names = [m for m in text.split(",") if m]
+    if not names or names[0] != "boot":
+        raise _Fail(f"--modules: expected 'all', 'none' or 'boot[,NAME...]', not '{text}'")
+    return names[1:]
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``--run COMMAND PACKAGE...``: the command's output on stdout, its
+    exit status as ours."""
+    from ._run import run as run_in_vm
+
+    if not args.args:
+        raise _Fail("run: no packages or supermin appliances specified")
+    if args.format is not None and args.format not in _FORMAT_NAMES:
+        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(FORMATS)}")
+    fmt = _FORMAT_NAMES[args.format] if args.format else "initramfs"
+    modules = _modules(args.modules)
+    items = [os.path.abspath(a) if os.sep in a else a for a in args.args]
+    result = run_in_vm(items, args.run, format=fmt, modules=modules, verbose=args.verbose)
+    sys.stdout.write(result.stdout if result.stdout.endswith("\n") or not result.stdout else result.stdout + "\n")
+    sys.stdout.flush()
+    return result.returncode
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,6 +9,7 @@ pub mod initrd;
 pub mod kernel;
 mod modules;
 pub mod pvh;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 

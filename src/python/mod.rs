@@ -455,6 +455,14 @@ impl PyBackend {
     fn root(&self) -> PathBuf {
         self.inner.root().path().to_path_buf()
     }
+    /// When the package database last changed (seconds since the epoch).
+    #[getter]
+    fn database_mtime(&self) -> PyResult<f64> {
+        let time = self.inner.database_mtime().map_err(to_py)?;
+        Ok(time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()))
+    }
     /// Every installed package.
     fn packages(&self) -> Vec<PyPackage> {
         self.inner
@@ -840,6 +848,25 @@ fn _pvh_kernel(
     })
 }
 
+/// `dest`: the initrd `base` with the command and input files
+/// (`(guest path, host path)`) appended for `supermin.run=@`.
+#[pyfunction]
+fn _run_initrd(
+    py: Python<'_>,
+    base: PathBuf,
+    dest: PathBuf,
+    command: String,
+    files: Vec<(PathBuf, PathBuf)>,
+) -> PyResult<()> {
+    let inputs: Vec<crate::boot::run::Input> = files
+        .into_iter()
+        .map(|(guest, host)| crate::boot::run::Input { guest, host })
+        .collect();
+    run(py, || {
+        crate::boot::run::write_run_initrd(&base, &dest, &command, &inputs)
+    })
+}
+
 /// Make `dir` (0700) if no one but root and this user can change it or
 /// what its path leads to (`output::private_dir`): `None`, or why not.
 #[pyfunction]
@@ -899,6 +926,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_formats, m)?)?;
     m.add_function(wrap_pyfunction!(_pvh_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_private_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(_run_initrd, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;

@@ -1,0 +1,119 @@
+"""`run()`: from package names (or supermin appliances) to a command's
+output in a VM, in one call, with the built appliance kept in a cache
+and reused by the next call.
+
+The command and any input files travel in a small archive appended to
+the appliance's initrd for this run (``supermin.run=@``; the kernel
+unpacks concatenated archives in turn): no 2,000-byte limit, no device
+or driver needed in the guest.  The output comes back over the serial
+console between two marker lines, as with :meth:`BuildResult.boot`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence, Union
+
+from ._api import BuildResult, PathLike, _split_inputs, build, prepare
+from ._boot import BootError, boot_for_status, cache_dir
+from ._supermin import Appliance, Backend, SuperminError, __version__, _private_dir, _run_initrd, _scratch_dir
+
+#: The formats ``run()`` boots.
+RUN_FORMATS = ("initramfs", "ext2")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` got back."""
+
+    #: What the command printed (stdout and stderr, as the console saw it).
+    stdout: str
+    returncode: int
+    #: Seconds the whole call took (build or cache check, and the boot).
+    duration: float
+    #: The appliance came from the cache: nothing was prepared or built.
+    cached: bool
+    #: The appliance that ran (in the cache).
+    appliance: BuildResult
+
+
+def _cache_key(names: Sequence[str], inputs: Sequence[str], format: str, modules: object) -> str:
+    material = {"names": sorted(names), "inputs": [os.path.abspath(i) for i in inputs], "format": format,
+                "modules": modules, "supermin": __version__}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def run(
+    packages_or_appliance: "Union[str, PathLike, Appliance, Iterable[Union[str, PathLike, Appliance]]]",
+    command: str,
+    *,
+    files: Optional[Mapping[str, PathLike]] = None,
+    format: str = "initramfs",
+    timeout: float = 300,
+    accel: str = "auto",
+    check: bool = False,
+    modules: "str | Sequence[str] | None" = None,
+    verbose: int = 0,
+) -> RunResult:
+    """Run ``command`` with ``/bin/sh`` in an appliance of
+    ``packages_or_appliance`` (package names, or supermin appliance
+    directories) booted in qemu, and return its output and exit status.
+
+    The appliance is built into ``$XDG_CACHE_HOME/supermin/appliances``
+    (default ``~/.cache/supermin``) and reused while its inputs and the
+    package database are unchanged.  ``files`` maps paths in the appliance
+    to host files copied there before the command runs (any size).  A
+    failing command is a result with its ``returncode``; with ``check`` it
+    raises :class:`BootError`, as do a timeout and an appliance that does
+    not boot (with the console's tail).  ``format``: ``"initramfs"`` (no
+    disk) or ``"ext2"``.
+    """
+    started = time.monotonic()
+    if format not in RUN_FORMATS:
+        raise SuperminError(f"run() boots {' or '.join(RUN_FORMATS)}, not {format[:64]!r}")
+    if isinstance(packages_or_appliance, (str, os.PathLike, Appliance)):
+        packages_or_appliance = [packages_or_appliance]
+    names, inputs = _split_inputs(list(packages_or_appliance))
+    if not names and not inputs:
+        raise SuperminError("run() needs package names or a supermin appliance")
+    guest_files = [(guest, os.fspath(host)) for guest, host in (files or {}).items()]
+    scratch = _scratch_dir()
+    try:
+        home = cache_dir() / "appliances" / _cache_key(names, inputs, format, modules)
+        if _private_dir(home) is not None:
+            # Someone else could change it: build afresh, privately.
+            home = Path(scratch.path) / "appliance"
+            home.mkdir()
+        lock = home.parent / f"{home.name}.lock"
+        fresh = True
+        if names:
+            prepared = home / "supermin.d"
+            backend = Backend.detect()
+            fresh = prepared.is_dir() and prepared.stat().st_mtime >= backend.database_mtime
+            if not fresh:
+                prepare(names, prepared, use_installed=True, backend=backend, lock=lock, verbose=verbose)
+            inputs = [os.fspath(prepared)]
+        appliance = build(inputs, home / "out", format=format, if_newer=True, lock=lock, modules=modules,
+                          verbose=verbose)
+        assert appliance.kernel is not None and appliance.initrd is not None
+        initrd = Path(scratch.path) / "initrd"
+        _run_initrd(appliance.initrd, initrd, command, guest_files)
+        output, returncode, console = boot_for_status(
+            appliance.kernel, initrd, appliance.root, command, timeout=timeout, accel=accel, from_initrd=True
+        )
+    finally:
+        scratch.close()
+    assert returncode is not None
+    if check and returncode != 0:
+        raise BootError(f"the command exited with status {returncode}: {output.strip()[-500:]}", console,
+                        returncode)
+    return RunResult(stdout=output, returncode=returncode, duration=time.monotonic() - started,
+                     cached=fresh and appliance.skipped, appliance=appliance)
+
+
+__all__ = ["RUN_FORMATS", "RunResult", "run"]
