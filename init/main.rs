@@ -513,15 +513,22 @@ fn enter_appliance(init: &Init, args: &[&str]) -> ! {
         .iter()
         .find_map(|a| a.strip_prefix("supermin.run="))
         .map(run_command_text);
-    let inputs = Path::new(RUN_DIR).join("in");
-    if inputs.is_dir() {
-        if let Err(e) = copy_tree(&inputs, Path::new("/root")) {
-            die("copying the run's input files into the appliance", e);
-        }
-    }
+    let inputs = fs::File::open(Path::new(RUN_DIR).join("in")).ok();
     if let Err(e) = std::os::unix::fs::chroot("/root").and_then(|()| std::env::set_current_dir("/"))
     {
         die("chroot /root", e);
+    }
+    if let Some(inputs) = inputs {
+        // Copied inside the appliance, so that its own symlinks (an
+        // absolute /var/run -> /run) lead where they lead there; read
+        // through the descriptor opened outside.
+        use std::os::fd::AsRawFd;
+        let _ = fs::create_dir_all("/proc");
+        let _ = sys_mount("proc", "/proc", "proc", 0, "");
+        let from = format!("/proc/self/fd/{}", inputs.as_raw_fd());
+        if let Err(e) = copy_tree(Path::new(&from), Path::new("/")) {
+            die("copying the run's input files into the appliance", e);
+        }
     }
     if let Some(command) = command {
         run_command(init, &command);

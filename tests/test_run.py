@@ -68,6 +68,15 @@ def test_ext2_runs_too_and_inputs_land_in_its_root(cache, tmp_path):
         supermin.run(SMALL, "true", files={"../etc/x": tmp_path / "note"}, accel="tcg")
 
 
+def test_inputs_follow_the_appliances_own_symlinks(cache, tmp_path):
+    """/var/run is an absolute symlink to /run in Debian's base-files: an
+    input under it lands in the appliance's /run, not outside it."""
+    (tmp_path / "pid").write_text("42\n")
+    r = supermin.run(SMALL, "readlink /var/run; cat /run/x.pid", files={"/var/run/x.pid": tmp_path / "pid"},
+                     accel="tcg", timeout=BOOT_TIMEOUT)
+    assert r.stdout.split() == ["/run", "42"], r.stdout
+
+
 def test_an_edited_appliance_is_rebuilt(cache, prepared, tmp_path):
     import shutil
 
@@ -90,6 +99,7 @@ def test_a_cache_others_can_change_is_not_used(tmp_path, monkeypatch):
     a = supermin.run(SMALL, "echo a", accel="tcg", timeout=BOOT_TIMEOUT)
     b = supermin.run(SMALL, "echo b", accel="tcg", timeout=BOOT_TIMEOUT)
     assert (a.stdout, b.stdout) == ("a\n", "b\n") and not a.cached and not b.cached
+    assert a.appliance is None, "built in a scratch directory, gone"
     assert not (shared / "supermin" / "appliances").exists()
 
 
@@ -99,3 +109,7 @@ def test_the_command_line_prints_the_output_and_exits_with_the_status(cache):
     assert r.returncode == 5 and r.stdout == "via-cli\n", r.stdout + r.stderr
     (home,) = [p for p in (cache / "appliances").iterdir() if p.is_dir()]
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for extra in (["-o", "x"], ["--root", "/srv"], ["--if-newer"]):
+        r = subprocess.run([sys.executable, "-m", "supermin", "--run", "true", *extra, *SMALL],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "--run does not take " + extra[0] in r.stderr, r.stderr

@@ -11,6 +11,7 @@ console between two marker lines, as with :meth:`BuildResult.boot`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from ._api import BuildResult, PathLike, _split_inputs, build, prepare
-from ._boot import BootError, boot_for_status, cache_dir
+from ._boot import BootError, boot_for_status, cache_dir, default_memory
 from ._supermin import Appliance, Backend, SuperminError, __version__, _private_dir, _run_initrd, _scratch_dir
 
 #: The formats ``run()`` boots.
@@ -38,8 +39,9 @@ class RunResult:
     duration: float
     #: The appliance came from the cache: nothing was prepared or built.
     cached: bool
-    #: The appliance that ran (in the cache).
-    appliance: BuildResult
+    #: The appliance that ran, in the cache (None when the cache could not
+    #: be used and it was built in a scratch directory, removed since).
+    appliance: Optional[BuildResult]
 
 
 def _cache_key(names: Sequence[str], inputs: Sequence[str], format: str, modules: object) -> str:
@@ -67,7 +69,8 @@ def run(
     The appliance is built into ``$XDG_CACHE_HOME/supermin/appliances``
     (default ``~/.cache/supermin``) and reused while its inputs and the
     package database are unchanged.  ``files`` maps paths in the appliance
-    to host files copied there before the command runs (any size).  A
+    to host files copied there before the command runs (regular files, up
+    to 4 GiB each; the guest gets memory for them).  A
     failing command is a result with its ``returncode``; with ``check`` it
     raises :class:`BootError`, as do a timeout and an appliance that does
     not boot (with the console's tail).  ``format``: ``"initramfs"`` (no
@@ -83,37 +86,49 @@ def run(
         raise SuperminError("run() needs package names or a supermin appliance")
     guest_files = [(guest, os.fspath(host)) for guest, host in (files or {}).items()]
     scratch = _scratch_dir()
+    lock_fd = -1
     try:
         home = cache_dir() / "appliances" / _cache_key(names, inputs, format, modules)
-        if _private_dir(home) is not None:
+        private = _private_dir(home) is None
+        if not private:
             # Someone else could change it: build afresh, privately.
             home = Path(scratch.path) / "appliance"
             home.mkdir()
-        lock = home.parent / f"{home.name}.lock"
+        # Exclusive while deciding and (re)building; shared while booting,
+        # so that no other run replaces the files this one boots.
+        lock_fd = os.open(home.parent / f"{home.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         fresh = True
         if names:
             prepared = home / "supermin.d"
             backend = Backend.detect()
             fresh = prepared.is_dir() and prepared.stat().st_mtime >= backend.database_mtime
             if not fresh:
-                prepare(names, prepared, use_installed=True, backend=backend, lock=lock, verbose=verbose)
+                prepare(names, prepared, use_installed=True, backend=backend, verbose=verbose)
             inputs = [os.fspath(prepared)]
-        appliance = build(inputs, home / "out", format=format, if_newer=True, lock=lock, modules=modules,
-                          verbose=verbose)
+        appliance = build(inputs, home / "out", format=format, if_newer=True, modules=modules, verbose=verbose)
+        fcntl.flock(lock_fd, fcntl.LOCK_SH)
         assert appliance.kernel is not None and appliance.initrd is not None
         initrd = Path(scratch.path) / "initrd"
         _run_initrd(appliance.initrd, initrd, command, guest_files)
+        # The appliance's own need, plus the inputs twice (in the initrd's
+        # archive and copied into the tree).
+        inputs_size = sum(os.stat(host).st_size for _, host in guest_files)
+        memory = int(default_memory(appliance.initrd, appliance.root).rstrip("M")) + (2 * inputs_size >> 20)
         output, returncode, console = boot_for_status(
-            appliance.kernel, initrd, appliance.root, command, timeout=timeout, accel=accel, from_initrd=True
+            appliance.kernel, initrd, appliance.root, command, timeout=timeout, accel=accel, from_initrd=True,
+            memory=f"{memory}M",
         )
     finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
         scratch.close()
     assert returncode is not None
     if check and returncode != 0:
         raise BootError(f"the command exited with status {returncode}: {output.strip()[-500:]}", console,
                         returncode)
     return RunResult(stdout=output, returncode=returncode, duration=time.monotonic() - started,
-                     cached=fresh and appliance.skipped, appliance=appliance)
+                     cached=fresh and appliance.skipped, appliance=appliance if private else None)
 
 
 __all__ = ["RUN_FORMATS", "RunResult", "run"]

@@ -205,11 +205,22 @@ def _run_command(args: argparse.Namespace) -> int:
 
     if not args.args:
         raise _Fail("run: no packages or supermin appliances specified")
+    # What --run does not take: refused, not silently ignored.
+    given = [flag for flag, value in (
+        ("-o", args.output), ("--root", args.root != "/"), ("--size", args.size), ("--lock", args.lock),
+        ("--if-newer", args.if_newer), ("--use-installed", args.use_installed), ("--uuid-seed", args.uuid_seed),
+        ("--compression", args.compression), ("--copy-kernel", args.copy_kernel), ("--host-cpu", args.host_cpu),
+        ("--include-packagelist", args.include_packagelist), ("--packager-config", args.packager_config),
+        ("--always-download", args.always_download), ("--ignore-missing", args.ignore_missing),
+    ) if value]
+    if given:
+        raise _Fail(f"--run does not take {', '.join(given)} (it builds into its own cache)")
     if args.format is not None and args.format not in _FORMAT_NAMES:
         raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(FORMATS)}")
     fmt = _FORMAT_NAMES[args.format] if args.format else "initramfs"
     modules = _modules(args.modules)
-    items = [os.path.abspath(a) if os.sep in a else a for a in args.args]
+    # Appliance directories (`sd`, `./sd`) by path; anything else is a name.
+    items = [os.path.abspath(a) if os.sep in a or os.path.isdir(a) else a for a in args.args]
     result = run_in_vm(items, args.run, format=fmt, modules=modules, verbose=args.verbose)
     sys.stdout.write(result.stdout if result.stdout.endswith("\n") or not result.stdout else result.stdout + "\n")
     sys.stdout.flush()

@@ -27,9 +27,30 @@ pub struct Input {
 /// Write `dest`: the initrd `base`, then (4-byte aligned, as the kernel
 /// wants the next archive) an archive with `command` and `inputs`.
 pub fn write_run_initrd(base: &Path, dest: &Path, command: &str, inputs: &[Input]) -> Result<()> {
-    for input in inputs {
-        check_guest_path(&input.guest)?;
-    }
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut inputs = inputs
+        .iter()
+        .map(|input| {
+            let guest = guest_path(&input.guest)?;
+            if let Some(other) = seen
+                .iter()
+                .find(|s| s.starts_with(&guest) || guest.starts_with(s))
+            {
+                return Err(Error::Usage(format!(
+                    "{} and {}: one input file would hide the other",
+                    other.display(),
+                    guest.display()
+                )));
+            }
+            seen.push(guest.clone());
+            Ok(Input {
+                guest,
+                host: input.host.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Parents before children, one entry per directory.
+    inputs.sort_by(|a, b| a.guest.cmp(&b.guest));
     let copied = fs::copy(base, dest).at("copying", base)?;
     let file = fs::OpenOptions::new()
         .append(true)
@@ -71,8 +92,8 @@ pub fn write_run_initrd(base: &Path, dest: &Path, command: &str, inputs: &[Input
             command.as_bytes(),
         )
         .at("writing", dest)?;
-    for input in inputs {
-        let relative = input.guest.strip_prefix("/").unwrap_or(&input.guest);
+    for input in &inputs {
+        let relative = &input.guest;
         let name = Path::new("supermin-run/in").join(relative);
         // Its parents, as directories of the appliance's usual mode.
         let mut parent = PathBuf::from("supermin-run/in");
@@ -85,7 +106,15 @@ pub fn write_run_initrd(base: &Path, dest: &Path, command: &str, inputs: &[Input
             )
             .at("writing", dest)?;
         }
-        let file = fs::File::open(&input.host).at("opening", &input.host)?;
+        // Not blocking on a FIFO, not a terminal's controlling open.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&input.host)
+                .at("opening", &input.host)?
+        };
         let meta = file.metadata().at("reading", &input.host)?;
         if !meta.is_file() {
             return Err(Error::Usage(format!(
@@ -138,21 +167,34 @@ fn copy_exactly<W: Write>(file: fs::File, size: u64, to: &mut cpio::Writer<W>) -
     Ok(())
 }
 
-/// A guest path must be absolute-or-relative plain names: no `..`, not
-/// the root itself.
-fn check_guest_path(path: &Path) -> Result<()> {
-    let plain = path
-        .components()
-        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && path.components().any(|c| matches!(c, Component::Normal(_)));
-    if plain {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "{}: not a path for a file in the appliance (no '..', not '/')",
+/// A guest path as plain names relative to the appliance's root (`/a//b/`
+/// is `a/b`): no `..`, not the root itself, no NUL, and not under the
+/// mount points the command's shell gets (`/proc`, `/sys`, `/dev`).
+fn guest_path(path: &Path) -> Result<PathBuf> {
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "{}: not a path for a file in the appliance ({why})",
             path.display()
-        )))
+        ))
+    };
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(bad("a NUL byte"));
     }
+    let mut plain = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => plain.push(name),
+            _ => return Err(bad("no '..'")),
+        }
+    }
+    if plain.as_os_str().is_empty() {
+        return Err(bad("not '/'"));
+    }
+    if ["proc", "sys", "dev"].iter().any(|m| plain.starts_with(m)) {
+        return Err(bad("/proc, /sys and /dev are mounted over"));
+    }
+    Ok(plain)
 }
 
 #[cfg(test)]
@@ -185,7 +227,7 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name}");
         }
-        for bad in ["/", "../etc/x", "/a/../../b"] {
+        for bad in ["/", "../etc/x", "/a/../../b", "/proc/x", "dev"] {
             let inputs = [Input {
                 guest: PathBuf::from(bad),
                 host: dest.clone(),
@@ -193,5 +235,26 @@ mod tests {
             let e = write_run_initrd(&base, &dir.path().join("x"), "", &inputs).unwrap_err();
             assert!(e.to_string().contains("not a path"), "{bad}: {e}");
         }
+        for (a, b) in [("/a/b", "a//b/"), ("a", "/a/b")] {
+            let inputs = [a, b].map(|g| Input {
+                guest: PathBuf::from(g),
+                host: dest.clone(),
+            });
+            let e = write_run_initrd(&base, &dir.path().join("x"), "", &inputs).unwrap_err();
+            assert!(
+                e.to_string().contains("would hide the other"),
+                "{a} {b}: {e}"
+            );
+        }
+        // A FIFO is refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let inputs = [Input {
+            guest: PathBuf::from("x"),
+            host: fifo,
+        }];
+        let e = write_run_initrd(&base, &dir.path().join("x"), "", &inputs).unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
     }
 }
