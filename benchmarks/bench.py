@@ -20,6 +20,9 @@ by hand (the bzImage, `console=ttyS0 root=/dev/vda panic=1
 no_timer_check`), upstream's ext2 booted the way our `boot()` boots (to
 show what the appliance itself contributes), and ours, ext2 and
 initramfs, booted by `boot()`.  Runs alternate, after one warm-up each.
+
+run() (`--only run`): `supermin.run(bash+coreutils, "true")` cold (empty
+cache) and warm, against `boot()` alone of the same cached appliance.
 """
 
 from __future__ import annotations
@@ -208,6 +211,31 @@ def with_init(sd, tmp):
     return out
 
 
+def run_case(tmp, repeat):
+    """run() cold and warm against boot() alone (TCG), in a cache of its own."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp / "run-cache")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    import supermin
+    from supermin._boot import boot
+    t = time.perf_counter()
+    first = supermin.run(SMALL, "true", accel="tcg")
+    cold = time.perf_counter() - t
+    assert not first.cached and first.appliance is not None
+    warm, alone = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        assert supermin.run(SMALL, "true", accel="tcg").cached
+        warm.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        boot(first.appliance.kernel, first.appliance.initrd, None, "true", accel="tcg")
+        alone.append(time.perf_counter() - t)
+    w, b = statistics.median(warm), statistics.median(alone)
+    print("\n| run(bash+coreutils, \"true\"), initramfs, TCG | time |\n|---|---|")
+    print(f"| cold (prepare, build, boot) | {cold:.2f} s |")
+    print(f"| warm (cached) | {w:.2f} s ({w / b:.2f}x the boot alone) |")
+    print(f"| boot() alone of the same appliance | {b:.2f} s |", flush=True)
+
+
 def rpm_case(tmp, repeat=20):
     """Reading the 129-package Mariner rpmdb.sqlite and resolving bash,
     in-process; `rpm -qa` on the same database for scale."""
@@ -235,8 +263,9 @@ def rpm_case(tmp, repeat=20):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["many-files", "boot"],
-                    help="run one case only (many-files: the 100,000-file base image; boot: the boot times)")
+    ap.add_argument("--only", choices=["many-files", "boot", "run"],
+                    help="run one case only (many-files: the 100,000-file base image; boot: the boot times; "
+                    "run: run() cold and warm)")
     args = ap.parse_args()
     large = installed(LARGE)
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -253,6 +282,9 @@ def main():
                            check=True)
         if args.only == "boot":
             boot_case(tmp / "sd-bash+coreutils", tmp, args.repeat)
+            return
+        if args.only == "run":
+            run_case(tmp, args.repeat)
             return
         for label, names in cases:
             sd = tmp / f"sd-{label.split()[0]}"
@@ -277,6 +309,7 @@ def main():
             print(f"| root blocks in use, {label} | {o_root / 2**20:.0f} MiB | {u_root / 2**20:.0f} MiB |")
             print(f"| initrd size, {label} | {o_initrd / 2**20:.1f} MiB | {u_initrd / 2**20:.1f} MiB |")
         boot_case(tmp / "sd-bash+coreutils", tmp, args.repeat)
+        run_case(tmp, args.repeat)
         rpm_case(tmp)
 
 
