@@ -9,7 +9,9 @@
 //! any data the entry carries into it; so a file's bytes go with its first
 //! name and the other names carry none.
 
+use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 
 /// The header fields of one entry.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,11 +47,17 @@ pub const TRAILER_LEN: u64 = entry_len(b"TRAILER!!!".len(), 0);
 pub struct Writer<W: Write> {
     out: W,
     written: u64,
+    /// For [`Writer::data_from`], made on first use.
+    buffer: Vec<u8>,
 }
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
-        Writer { out, written: 0 }
+        Writer {
+            out,
+            written: 0,
+            buffer: Vec::new(),
+        }
     }
 
     /// An entry's header and name; its `header.size` bytes of data must
@@ -81,6 +89,46 @@ impl<W: Write> Writer<W> {
     /// Data of the current entry.
     pub fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write(bytes)
+    }
+
+    /// Exactly `size` bytes of `file` from `offset` as the current entry's
+    /// data, as its header declared them: zeros for what a file that shrank
+    /// since it was listed lacks, nothing of what it gained.  `between` runs
+    /// before each megabyte (a cancel check).
+    pub fn data_from(
+        &mut self,
+        file: &fs::File,
+        offset: u64,
+        size: u64,
+        mut between: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(1 << 20, 0);
+        let mut done = 0u64;
+        let result = loop {
+            if done == size {
+                break Ok(());
+            }
+            if let Err(e) = between() {
+                break Err(e);
+            }
+            let want = buffer.len().min((size - done) as usize);
+            let got = match file.read_at(&mut buffer[..want], offset + done) {
+                Ok(0) => {
+                    buffer[..want].fill(0);
+                    want
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            };
+            if let Err(e) = self.write(&buffer[..got]) {
+                break Err(e);
+            }
+            done += got as u64;
+        };
+        self.buffer = buffer;
+        result
     }
 
     /// After an entry's data: pad to 4 bytes.
@@ -151,5 +199,21 @@ mod tests {
         assert_eq!(&bytes[second..second + 6], b"070701");
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn file_data_is_exactly_the_declared_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"abcdef").unwrap();
+        let file = fs::File::open(&path).unwrap();
+        let mut w = Writer::new(Vec::new());
+        w.data_from(&file, 2, 3, || Ok(())).unwrap(); // "cde": a part
+        w.data_from(&file, 4, 5, || Ok(())).unwrap(); // "ef" then zeros: it shrank
+        let (bytes, _) = w.finish().unwrap();
+        assert_eq!(&bytes[..8], b"cdeef\0\0\0");
+        let mut w = Writer::new(Vec::new());
+        let stop = w.data_from(&file, 0, 6, || Err(io::Error::other("stop")));
+        assert_eq!(stop.unwrap_err().to_string(), "stop");
     }
 }

@@ -9,7 +9,7 @@
 //! the guest: any size, any appliance, no modules.
 
 use std::fs;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -137,33 +137,15 @@ pub fn write_run_initrd(base: &Path, dest: &Path, command: &str, inputs: &[Input
         archive
             .header(&header, name.as_os_str().as_bytes())
             .at("writing", dest)?;
-        copy_exactly(file, u64::from(size), &mut archive).at("copying", &input.host)?;
+        archive
+            .data_from(&file, 0, u64::from(size), || Ok(()))
+            .at("copying", &input.host)?;
         archive.end_data().at("writing", dest)?;
     }
     archive.finish().at("writing", dest)?;
     out.into_inner()
         .map_err(|e| e.into_error())
         .at("writing", dest)?;
-    Ok(())
-}
-
-/// `size` bytes of `file` (zeros if it shrank meanwhile).
-fn copy_exactly<W: Write>(file: fs::File, size: u64, to: &mut cpio::Writer<W>) -> io::Result<()> {
-    let mut left = size;
-    let mut reader = file.take(size);
-    let mut buffer = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = match reader.read(&mut buffer)? {
-            0 => {
-                let n = buffer.len().min(left as usize);
-                buffer[..n].fill(0);
-                n
-            }
-            n => n,
-        };
-        to.data(&buffer[..n])?;
-        left -= n as u64;
-    }
     Ok(())
 }
 

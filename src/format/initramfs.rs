@@ -18,7 +18,6 @@
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{Context, Format, Written};
@@ -111,18 +110,20 @@ impl Format for Initramfs {
             .place(Path::new("/initrd"), Parents::Existing)
             .and_then(|p| p.create_file())
             .at("creating", &path)?;
-        // Known before a byte is written: zstd records it in its frame
-        // header, where boot() reads how much memory the guest needs.
-        let length = archive_len(&tree)?;
-        let sink = Sink::new(compression, file, length).at("writing", &path)?;
+        // The length is known before a byte is written: zstd records it in
+        // its frame header, where boot() reads how much memory the guest
+        // needs.
+        let layout = layout(&tree)?;
+        let sink = Sink::new(compression, file, layout.length).at("writing", &path)?;
         let mut archive = cpio::Writer::new(sink);
         let generated = options.epoch.unwrap_or(0).min(u32::MAX as u64) as u32;
         write_frame(&mut archive, generated).at("writing", &path)?;
-        let unpacked = write_tree(&tree, &mut archive, &path, cx)?;
+        let unpacked = write_tree(&tree, &layout.names, &mut archive, &path, cx)?;
         let (sink, written) = archive.finish().at("writing", &path)?;
-        if written != length {
+        if written != layout.length {
             return Err(Error::Internal(format!(
-                "initramfs: wrote {written} bytes of archive, computed {length}"
+                "initramfs: wrote {written} bytes of archive, laid out {}",
+                layout.length
             )));
         }
         let file = sink.finish().at("writing", &path)?;
@@ -256,82 +257,100 @@ impl Write for Sink {
     }
 }
 
-/// Inode numbers of the frame's entries; the tree's follow.
-const FRAME_INODES: u32 = 6;
-
-/// What surrounds the tree: the mini init, the marker, `/dev/console` and
-/// the mount points the mini init uses.
-fn write_frame(archive: &mut cpio::Writer<Sink>, mtime: u32) -> io::Result<()> {
-    let entry = |ino: u32, mode: u32| cpio::Header {
-        ino,
-        mode,
-        nlink: 1,
-        mtime,
-        ..cpio::Header::default()
-    };
-    let dir = |ino: u32| cpio::Header {
-        nlink: 2,
-        ..entry(ino, libc::S_IFDIR | 0o755)
-    };
-    archive.entry(dir(1), b"dev", &[])?;
-    archive.entry(
-        cpio::Header {
-            rdev_major: 5,
-            rdev_minor: 1,
-            ..entry(2, libc::S_IFCHR | 0o600)
-        },
-        b"dev/console",
-        &[],
-    )?;
-    archive.entry(entry(3, libc::S_IFREG | 0o755), b"init", MINI_INIT)?;
-    archive.entry(dir(4), b"proc", &[])?;
-    archive.entry(entry(5, libc::S_IFREG | 0o644), MARKER, &[])?;
-    archive.entry(dir(FRAME_INODES), b"sys", &[])
+/// An entry of the archive around the tree.
+struct FrameEntry {
+    name: &'static [u8],
+    mode: u32,
+    rdev: (u32, u32),
+    data: &'static [u8],
 }
 
-/// The uncompressed archive's size: what [`write_frame`], [`write_tree`]
-/// and the trailer write (checked when they have).
-fn archive_len(tree: &Tree) -> Result<u64> {
-    let frame: u64 = [
-        (b"dev".len(), 0),
-        (b"dev/console".len(), 0),
-        (b"init".len(), MINI_INIT.len() as u64),
-        (b"proc".len(), 0),
-        (MARKER.len(), 0),
-        (b"sys".len(), 0),
-    ]
-    .iter()
-    .map(|&(name, data)| cpio::entry_len(name, data))
-    .sum();
-    let mut total = frame + cpio::entry_len(TREE.len(), 0) + cpio::TRAILER_LEN;
+const fn frame_entry(name: &'static [u8], mode: u32) -> FrameEntry {
+    FrameEntry {
+        name,
+        mode,
+        rdev: (0, 0),
+        data: b"",
+    }
+}
+
+/// What surrounds the tree, in archive order: the mount points the mini
+/// init uses, `/dev/console` (5:1), the mini init and its marker.
+const FRAME: [FrameEntry; 6] = [
+    frame_entry(b"dev", libc::S_IFDIR | 0o755),
+    FrameEntry {
+        rdev: (5, 1),
+        ..frame_entry(b"dev/console", libc::S_IFCHR | 0o600)
+    },
+    FrameEntry {
+        data: MINI_INIT,
+        ..frame_entry(b"init", libc::S_IFREG | 0o755)
+    },
+    frame_entry(b"proc", libc::S_IFDIR | 0o755),
+    frame_entry(MARKER, libc::S_IFREG | 0o644),
+    frame_entry(b"sys", libc::S_IFDIR | 0o755),
+];
+
+/// Inode numbers of the frame's entries (1, 2, ...); the tree's follow.
+const FRAME_INODES: u32 = FRAME.len() as u32;
+
+fn write_frame(archive: &mut cpio::Writer<Sink>, mtime: u32) -> io::Result<()> {
+    for (i, entry) in FRAME.iter().enumerate() {
+        let dir = entry.mode & libc::S_IFMT == libc::S_IFDIR;
+        let header = cpio::Header {
+            ino: i as u32 + 1,
+            mode: entry.mode,
+            nlink: if dir { 2 } else { 1 },
+            mtime,
+            rdev_major: entry.rdev.0,
+            rdev_minor: entry.rdev.1,
+            ..cpio::Header::default()
+        };
+        archive.entry(header, entry.name, entry.data)?;
+    }
+    Ok(())
+}
+
+/// The archive, known before a byte of it is written.
+struct Layout {
+    /// Its exact length: the frame, the tree and the trailer.
+    length: u64,
+    /// The names of each node of the tree: the kernel links an entry to an
+    /// earlier one with the same inode only when nlink says it has more.
+    names: Vec<u32>,
+}
+
+fn layout(tree: &Tree) -> Result<Layout> {
+    let mut length: u64 = FRAME
+        .iter()
+        .map(|e| cpio::entry_len(e.name.len(), e.data.len() as u64))
+        .sum::<u64>()
+        + cpio::entry_len(TREE.len(), 0)
+        + cpio::TRAILER_LEN;
+    let mut names = vec![0u32; tree.len()];
+    names[0] = 1;
     tree.walk(|visit| {
-        let name = TREE.len() + visit.path.as_os_str().len();
+        names[visit.index] += 1;
+        // A file's bytes go with its first name only (see write_tree).
         let data = match &visit.node.kind {
             Kind::File(data) if visit.first => data.len(),
             Kind::Symlink(target) => target.len() as u64,
             _ => 0,
         };
-        total += cpio::entry_len(name, data);
+        length += cpio::entry_len(TREE.len() + visit.path.as_os_str().len(), data);
         Ok(())
     })?;
-    Ok(total)
+    Ok(Layout { length, names })
 }
 
 /// The tree under `/root`: returns the bytes of file data written.
 fn write_tree(
     tree: &Tree,
+    names: &[u32],
     archive: &mut cpio::Writer<Sink>,
     path: &Path,
     cx: &Context<'_>,
 ) -> Result<u64> {
-    // Every name of a node is counted first: the kernel links an entry to
-    // an earlier one with the same inode only when nlink says it has more.
-    let mut names = vec![0u32; tree.len()];
-    names[0] = 1;
-    tree.walk(|visit| {
-        names[visit.index] += 1;
-        Ok(())
-    })?;
     let root = tree.node(0);
     let ino = |index: usize| FRAME_INODES + 1 + index as u32;
     let header = |index: usize, node: &Node| cpio::Header {
@@ -347,7 +366,6 @@ fn write_tree(
         .entry(header(0, root), TREE, &[])
         .at("writing", path)?;
     let mut data_bytes = 0u64;
-    let mut buffer = vec![0u8; 1 << 20];
     tree.walk(|visit| {
         cx.reporter.check()?;
         let mut name = TREE.to_vec();
@@ -387,7 +405,7 @@ fn write_tree(
                 }
                 h.size = size as u32;
                 archive.header(&h, &name).at("writing", path)?;
-                copy_data(tree, data, archive, &mut buffer, path, cx)?;
+                copy_data(tree, data, archive, path, cx)?;
                 archive.end_data().at("writing", path)?;
                 data_bytes += size;
                 Ok(())
@@ -415,32 +433,16 @@ fn copy_data(
     tree: &Tree,
     data: &Data,
     archive: &mut cpio::Writer<Sink>,
-    buffer: &mut [u8],
     path: &Path,
     cx: &Context<'_>,
 ) -> Result<()> {
     let source = || tree.describe(data, cx.sources);
     match tree.open(data, cx.sources).at("reading", source())? {
         Contents::Bytes(bytes) => archive.data(bytes).at("writing", path),
-        Contents::File { file, offset, size } => {
-            let mut done = 0u64;
-            while done < size {
-                cx.reporter.check()?;
-                let want = buffer.len().min((size - done) as usize);
-                let got = match file.read_at(&mut buffer[..want], offset + done) {
-                    Ok(0) => {
-                        // Shorter than listed: zeros for the rest.
-                        buffer[..want].fill(0);
-                        want
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io("reading", source(), e)),
-                };
-                archive.data(&buffer[..got]).at("writing", path)?;
-                done += got as u64;
-            }
-            Ok(())
-        }
+        Contents::File { file, offset, size } => archive
+            .data_from(&file, offset, size, || {
+                cx.reporter.check().map_err(io::Error::other)
+            })
+            .map_err(|e| cx.reporter.cancelled_or(Error::io("copying", source(), e))),
     }
 }
