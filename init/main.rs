@@ -236,7 +236,7 @@ fn wait_for(
     init: &Init,
     what: &str,
     probe: impl Fn() -> Option<(u32, u32)>,
-    mut rest: Option<Box<dyn FnMut() + '_>>,
+    mut rest: Option<&dyn Fn()>,
 ) -> (u32, u32) {
     let mut start = Instant::now();
     let mut delay = Duration::from_millis(1);
@@ -248,7 +248,7 @@ fn wait_for(
         }
         if rest.is_some() && start.elapsed() >= ROOT_FAST_WAIT {
             init.say(&format!("{what} not found yet: loading the other modules"));
-            if let Some(mut load) = rest.take() {
+            if let Some(load) = rest.take() {
                 load();
             }
             start = Instant::now();
@@ -456,19 +456,17 @@ fn main() {
             }
         }
     };
-    let rest = || -> Option<Box<dyn FnMut() + '_>> {
-        (!rest_loaded.get()).then(|| Box::new(load_rest) as Box<dyn FnMut()>)
-    };
+    let rest = (!rest_loaded.get()).then_some(&load_rest as &dyn Fn());
     let mut options = "";
     let (major, minor) = if let Some(name) = root.strip_prefix("/dev/") {
         if name.starts_with("pmem") {
             options = "dax";
         }
         let dev_file = Path::new("/sys/block").join(name).join("dev");
-        wait_for(&init, root, || read_dev_file(&dev_file), rest())
+        wait_for(&init, root, || read_dev_file(&dev_file), rest)
     } else if let Some(text) = root.strip_prefix("UUID=") {
         let uuid = parse_uuid(text);
-        wait_for(&init, root, || find_by_uuid(&uuid), rest())
+        wait_for(&init, root, || find_by_uuid(&uuid), rest)
     } else {
         die(
             "kernel command line",

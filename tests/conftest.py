@@ -133,6 +133,12 @@ BOOT_TIMEOUT = 240
 MARKER = "SUPERMIN-TEST-MARKER"
 
 
+def cpio_names(initrd: Path) -> "list[str]":
+    """The member names of an uncompressed cpio archive, by GNU cpio."""
+    r = subprocess.run(["cpio", "-it", "--quiet"], input=initrd.read_bytes(), capture_output=True, check=True)
+    return r.stdout.decode().splitlines()
+
+
 def add_tarball(appliance: Path, name: str, members: dict) -> None:
     """Add a gzip'd tarball `name` to `appliance`: path -> (data, mode, uid, gid)."""
     buf = io.BytesIO()

@@ -23,7 +23,7 @@ import supermin
 import supermin._boot
 from supermin._boot import filesystem_uuid
 
-from conftest import BOOT_TIMEOUT, MARKER, SMALL, add_tarball, run_as_nobody, run_cli, tree
+from conftest import BOOT_TIMEOUT, MARKER, SMALL, add_tarball, cpio_names, run_as_nobody, run_cli, tree
 
 @pytest.fixture(scope="session")
 def ext2_app(marker_appliance, tmp_path_factory) -> supermin.BuildResult:
@@ -46,11 +46,6 @@ def inode_owner(image: Path, path: str) -> "tuple[int, int]":
 def e2fsck_clean(image: Path) -> None:
     r = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def cpio_names(initrd: Path) -> "list[str]":
-    r = subprocess.run(["cpio", "-it", "--quiet"], input=initrd.read_bytes(), capture_output=True, check=True)
-    return r.stdout.decode().split()
 
 
 # -- booting ---------------------------------------------------------------

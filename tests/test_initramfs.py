@@ -20,7 +20,7 @@ import supermin
 
 from supermin._boot import default_memory, unpacked_size
 
-from conftest import BOOT_TIMEOUT, MARKER, run_cli
+from conftest import BOOT_TIMEOUT, MARKER, cpio_names, run_cli
 
 FRAME = {"dev", "dev/console", "init", "proc", "supermin-initramfs", "sys", "root"}
 
@@ -59,9 +59,7 @@ def headers(archive: bytes) -> "list[dict]":
 def listing(initrd: Path) -> "list[str]":
     head = initrd.read_bytes()[:4]
     assert head == b"0707", "an uncompressed newc archive"
-    r = subprocess.run(["cpio", "-t", "--quiet"], stdin=open(initrd, "rb"), capture_output=True, text=True,
-                       check=True)
-    return r.stdout.splitlines()
+    return cpio_names(initrd)
 
 
 @pytest.fixture(scope="module")
@@ -253,5 +251,5 @@ def test_the_guest_gets_memory_for_what_the_initramfs_unpacks_to(prepared, tmp_p
     r = supermin.build([app], tmp_path / "app", format="initramfs", compression="zstd")
     assert r.initrd.stat().st_size < 100 << 20
     assert unpacked_size(r.initrd) > 700 << 20
-    assert int(default_memory(r.initrd, None).rstrip("M")) > 2 * 700
+    assert default_memory(r.initrd, None) > 2 * 700
     assert r.boot("stat -c %s /srv/zeros", timeout=BOOT_TIMEOUT).strip() == str(700 << 20)

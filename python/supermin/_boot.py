@@ -168,45 +168,46 @@ def direct_kernel(kernel: Path) -> Path:
     return Path(vmlinux)
 
 
-def unpacked_size(initrd: Path) -> Optional[int]:
-    """The size of the archive inside an initramfs: from zstd's frame
-    header (our writer records it), gzip's trailer (modulo 4 GiB), or the
-    file's own size when it is not compressed; None when unknown."""
+def _initrd_sizes(initrd: Path) -> "tuple[int, Optional[int]]":
+    """The initrd's size, and that of the archive inside it (see
+    :func:`unpacked_size`)."""
     fd = _open_regular(initrd)
     with os.fdopen(fd, "rb") as f:
         head = f.read(18)
         size = os.fstat(f.fileno()).st_size
         if head.startswith(b"070701"):
-            return size
+            return size, size
         if head.startswith(b"\x1f\x8b") and size >= 18:
             f.seek(size - 4)
-            return int.from_bytes(f.read(4), "little")
+            return size, int.from_bytes(f.read(4), "little")
     if head.startswith(b"\x28\xb5\x2f\xfd") and len(head) >= 6:
         descriptor = head[4]
         size_flag, single_segment, dict_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
         at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
         width = (1 if single_segment else 0, 2, 4, 8)[size_flag]
         if width == 0 or at + width > len(head):
-            return None
+            return size, None
         value = int.from_bytes(head[at:at + width], "little")
-        return value + 256 if width == 2 else value
-    return None
+        return size, value + 256 if width == 2 else value
+    return size, None
 
 
-def default_memory(initrd: Path, root: Optional[Path]) -> str:
-    """512M for an appliance on a disk.  An initramfs is unpacked into the
-    kernel's rootfs, a tmpfs that may fill only half of the memory, while
-    the compressed archive is still held: twice the archive, plus the
-    compressed file, plus 256M to run in (at least 512M)."""
+def unpacked_size(initrd: Path) -> Optional[int]:
+    """The size of the archive inside an initramfs: from zstd's frame
+    header (our writer records it), gzip's trailer (modulo 4 GiB), or the
+    file's own size when it is not compressed; None when unknown."""
+    return _initrd_sizes(initrd)[1]
+
+
+def default_memory(initrd: Path, root: Optional[Path]) -> int:
+    """MiB of guest memory: 512 for an appliance on a disk.  An initramfs
+    is unpacked into the kernel's rootfs, a tmpfs that may fill only half
+    of the memory, while the compressed archive is still held: twice the
+    archive, plus the compressed file, plus 256 to run in (at least 512)."""
     if root is not None:
-        return "512M"
-    fd = _open_regular(initrd)
-    try:
-        compressed = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-    unpacked = unpacked_size(initrd) or 8 * compressed
-    return f"{max(512, 256 + ((compressed + 2 * unpacked) >> 20))}M"
+        return 512
+    compressed, unpacked = _initrd_sizes(initrd)
+    return max(512, 256 + ((compressed + 2 * (unpacked or 8 * compressed)) >> 20))
 
 
 def qemu_command(
@@ -234,7 +235,7 @@ def qemu_command(
     cmd = [
         qemu,
         "-accel", accel,
-        "-m", memory or default_memory(initrd, root),
+        "-m", memory or f"{default_memory(initrd, root)}M",
         "-display", "none",
         "-nodefaults",
         "-no-user-config",

@@ -11,9 +11,6 @@ console between two marker lines, as with :meth:`BuildResult.boot`.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -45,6 +42,11 @@ class RunResult:
 
 
 def _cache_key(names: Sequence[str], inputs: Sequence[str], format: str, modules: object) -> str:
+    # Imported here: `import supermin` (and so every command line) must not
+    # pay for hashlib's OpenSSL, about 40 ms.
+    import hashlib
+    import json
+
     material = {"names": sorted(names), "inputs": [os.path.abspath(i) for i in inputs], "format": format,
                 "modules": modules, "supermin": __version__}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
@@ -76,6 +78,8 @@ def run(
     not boot (with the console's tail).  ``format``: ``"initramfs"`` (no
     disk) or ``"ext2"``.
     """
+    import fcntl
+
     started = time.monotonic()
     if format not in RUN_FORMATS:
         raise SuperminError(f"run() boots {' or '.join(RUN_FORMATS)}, not {format[:64]!r}")
@@ -114,7 +118,7 @@ def run(
         # The appliance's own need, plus the inputs twice (in the initrd's
         # archive and copied into the tree).
         inputs_size = sum(os.stat(host).st_size for _, host in guest_files)
-        memory = int(default_memory(appliance.initrd, appliance.root).rstrip("M")) + (2 * inputs_size >> 20)
+        memory = default_memory(appliance.initrd, appliance.root) + (2 * inputs_size >> 20)
         output, returncode, console = boot_for_status(
             appliance.kernel, initrd, appliance.root, command, timeout=timeout, accel=accel, from_initrd=True,
             memory=f"{memory}M",

@@ -144,8 +144,7 @@ def run(argv: List[str]) -> int:
         raise _Fail("cannot use --prepare and --format options together")
     if args.mode == "build" and args.format is None:
         raise _Fail("when using --build, you must specify an output --format")
-    if args.format is not None and args.format not in _FORMAT_NAMES:
-        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(FORMATS)}")
+    fmt = None if args.format is None else _format_name(args.format)
     if not args.output:
         raise _Fail("output directory (-o option) must be supplied")
     output = args.output.rstrip("/") or "/"
@@ -166,8 +165,8 @@ def run(argv: List[str]) -> int:
     else:
         if not args.args:
             raise _Fail("build: no input supermin appliance specified")
-        fmt = _FORMAT_NAMES[args.format]
         inputs = [os.path.abspath(a) for a in args.args]
+        assert fmt is not None  # --build requires -f, checked above
         result = build(
             inputs,
             output,
@@ -186,6 +185,13 @@ def run(argv: List[str]) -> int:
         if result.skipped:
             print("supermin: if-newer: output does not need rebuilding", file=sys.stderr)
     return 0
+
+
+def _format_name(name: str) -> str:
+    """The format ``-f NAME`` names (an alias gives its format)."""
+    if name not in _FORMAT_NAMES:
+        raise _Fail(f"unknown --format option ({name[:64]}): use {', '.join(FORMATS)}")
+    return _FORMAT_NAMES[name]
 
 
 def _modules(text: Optional[str]) -> "str | List[str] | None":
@@ -215,9 +221,7 @@ def _run_command(args: argparse.Namespace) -> int:
     ) if value]
     if given:
         raise _Fail(f"--run does not take {', '.join(given)} (it builds into its own cache)")
-    if args.format is not None and args.format not in _FORMAT_NAMES:
-        raise _Fail(f"unknown --format option ({args.format[:64]}): use {', '.join(FORMATS)}")
-    fmt = _FORMAT_NAMES[args.format] if args.format else "initramfs"
+    fmt = "initramfs" if args.format is None else _format_name(args.format)
     modules = _modules(args.modules)
     # Appliance directories (`sd`, `./sd`) by path; anything else is a name.
     items = [os.path.abspath(a) if os.sep in a or os.path.isdir(a) else a for a in args.args]
