@@ -1,5 +1,5 @@
 //! Builds the appliance's mini init (`init/main.rs`) as a static executable
-//! and leaves it in `OUT_DIR/init` for `src/init.rs` to embed.
+//! and leaves it in `OUT_DIR/init` for `src/boot/init.rs` to embed.
 //!
 //! It is compiled with the same `rustc` for an explicit target with
 //! `+crt-static` (glibc's static libc.a, from libc6-dev): an explicit
@@ -13,6 +13,10 @@ use std::process::Command;
 fn main() {
     let source = "init/main.rs";
     println!("cargo:rerun-if-changed={source}");
+    // Files the init includes with #[path].
+    for shared in ["src/boot/protocol.rs", "src/boot/cpio.rs"] {
+        println!("cargo:rerun-if-changed={shared}");
+    }
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("init");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = env::var("TARGET").expect("TARGET");

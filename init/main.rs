@@ -29,14 +29,27 @@
 //! between two marker lines, and powers off: this is what
 //! `BuildResult.boot()` in the Python API uses, so any appliance with a
 //! shell can be tried out without writing an init for it.
+//! `supermin.run=@` takes the command, input files, drivers, a share's
+//! mount point and the request for output files from the archive
+//! `supermin.run()` appends to the initrd (`src/boot/run.rs`); output
+//! files go back as a newc archive written onto the disk whose serial is
+//! `supermin-out`.
 //!
 //! It is compiled with plain `rustc` by the project's `build.rs` as a
 //! static executable and embedded into the library, so it uses only `std`
 //! and the few libc calls `std` does not wrap.
 
+// The names both sides agree on, and the one cpio writer.
+#[allow(dead_code)]
+#[path = "../src/boot/protocol.rs"]
+mod protocol;
+#[allow(dead_code)]
+#[path = "../src/boot/cpio.rs"]
+mod cpio;
+
 use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{exit, Command};
@@ -72,8 +85,8 @@ const EXT2_UUID_OFFSET: u64 = 0x468;
 /// How long the root disk may take to appear with only its own modules
 /// loaded before the others are loaded too.
 const ROOT_FAST_WAIT: Duration = Duration::from_secs(2);
-/// Present in an initramfs appliance, whose tree is in `/root` already.
-const INITRAMFS_MARKER: &str = "/supermin-initramfs";
+/// How long a run's output disk or share may take to appear.
+const CHANNEL_WAIT: Duration = Duration::from_secs(10);
 
 struct Init {
     quiet: bool,
@@ -293,18 +306,142 @@ fn decode_hex(hex: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// Where `supermin.run=@` finds its command (`command`) and the files to
-/// put into the appliance (`in/`, copied over its root): an archive
-/// appended to the initrd by `supermin.run()`, so neither is bound by the
-/// kernel command line's length.
-const RUN_DIR: &str = "/supermin-run";
+/// Where `supermin.run=@` finds what `supermin.run()` appended.
+fn run_dir() -> std::path::PathBuf {
+    Path::new("/").join(protocol::RUN_DIR)
+}
+
+/// What a run exchanges with the host besides its command and inputs.
+#[derive(Default)]
+struct Channels {
+    outputs: bool,
+    share: Option<String>,
+}
+
+impl Channels {
+    /// As the run directory asks, read before the chroot.
+    fn requested() -> Channels {
+        let dir = run_dir();
+        Channels {
+            outputs: dir.join("outputs").exists(),
+            share: fs::read_to_string(dir.join("share")).ok(),
+        }
+    }
+}
+
+/// Load the drivers a run brought (`modules/`, in name order).
+fn load_run_modules(init: &Init) {
+    let Ok(entries) = fs::read_dir(run_dir().join("modules")) else {
+        return;
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        load_module(init, &path.to_string_lossy());
+    }
+}
+
+/// Retry `attempt` until it succeeds or [`CHANNEL_WAIT`] passes: a device
+/// appears a little after its driver is loaded.
+fn retry<T>(mut attempt: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let start = Instant::now();
+    loop {
+        match attempt() {
+            Err(_) if start.elapsed() < CHANNEL_WAIT => sleep(Duration::from_millis(20)),
+            other => return other,
+        }
+    }
+}
+
+/// Mount the host's share at `at` (a path in the appliance).
+fn mount_share(at: &str) -> io::Result<()> {
+    let at = format!("/{at}");
+    fs::create_dir_all(&at)?;
+    retry(|| {
+        sys_mount(
+            protocol::SHARE_TAG,
+            &at,
+            "9p",
+            0,
+            "trans=virtio,version=9p2000.L,msize=524288",
+        )
+    })
+}
+
+/// The output disk, found by its serial number in /sys/block.
+fn output_disk() -> io::Result<fs::File> {
+    let name = retry(|| {
+        fs::read_dir("/sys/block")?
+            .flatten()
+            .find(|e| {
+                fs::read_to_string(e.path().join("serial"))
+                    .is_ok_and(|s| s.trim() == protocol::OUTPUT_DISK_SERIAL)
+            })
+            .map(|e| e.file_name())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no output disk"))
+    })?;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(Path::new("/dev").join(name))
+}
+
+/// Write [`protocol::GUEST_OUTPUT_DIR`] as a newc archive onto the output
+/// disk: directories, regular files and symlinks, names relative to it.
+fn send_outputs() -> io::Result<u64> {
+    let disk = output_disk()?;
+    let mut archive = cpio::Writer::new(io::BufWriter::with_capacity(1 << 20, &disk));
+    let top = Path::new(protocol::GUEST_OUTPUT_DIR);
+    let mut ino = 0;
+    let mut pending = vec![top.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        // Popped from the end: reversed, so the archive is in name order.
+        for path in entries.iter().rev() {
+            if fs::symlink_metadata(path)?.is_dir() {
+                pending.push(path.clone());
+            }
+        }
+        for path in entries {
+            use std::os::unix::ffi::OsStrExt;
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::symlink_metadata(&path)?;
+            let name = path.strip_prefix(top).expect("under /out");
+            let name = name.as_os_str().as_bytes();
+            ino += 1;
+            let header = cpio::Header {
+                ino,
+                mode: meta.mode(),
+                nlink: 1,
+                ..cpio::Header::default()
+            };
+            if meta.is_dir() {
+                archive.entry(header, name, &[])?;
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path)?;
+                archive.entry(header, name, target.as_os_str().as_bytes())?;
+            } else if meta.is_file() {
+                let size = u32::try_from(meta.len()).map_err(|_| {
+                    io::Error::other(format!("{}: over 4 GiB", path.display()))
+                })?;
+                archive.header(&cpio::Header { size, ..header }, name)?;
+                archive.data_from(&fs::File::open(&path)?, 0, meta.len(), || Ok(()))?;
+                archive.end_data()?;
+            }
+        }
+    }
+    let (out, length) = archive.finish()?;
+    out.into_inner().map_err(|e| e.into_error())?.flush()?;
+    disk.sync_all()?;
+    Ok(length)
+}
 
 /// The command `supermin.run=VALUE` names: hex-encoded, or `@` for
-/// [`RUN_DIR`]`/command`.
+/// the run directory's `command`.
 fn run_command_text(value: &str) -> String {
     if value == "@" {
-        let path = format!("{RUN_DIR}/command");
-        return fs::read_to_string(&path).unwrap_or_else(|e| die(&path, e));
+        let path = run_dir().join("command");
+        return fs::read_to_string(&path).unwrap_or_else(|e| die(&path.to_string_lossy(), e));
     }
     decode_hex(value).unwrap_or_else(|| die("supermin.run", "not a hex-encoded command"))
 }
@@ -336,13 +473,23 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Run a `supermin.run=` command in the appliance, then power off.
-fn run_command(init: &Init, command: &str) -> ! {
+fn run_command(init: &Init, command: &str, channels: &Channels) -> ! {
     let _ = fs::create_dir_all("/proc");
     let _ = fs::create_dir_all("/sys");
     let _ = fs::create_dir_all("/dev");
     let _ = sys_mount("proc", "/proc", "proc", 0, "");
     let _ = sys_mount("sysfs", "/sys", "sysfs", 0, "");
     let _ = sys_mount("devtmpfs", "/dev", "devtmpfs", 0, "");
+    if let Some(at) = &channels.share {
+        if let Err(e) = mount_share(at) {
+            die(&format!("mounting the share on /{at}"), e);
+        }
+    }
+    if channels.outputs {
+        if let Err(e) = fs::create_dir_all(protocol::GUEST_OUTPUT_DIR) {
+            die(protocol::GUEST_OUTPUT_DIR, e);
+        }
+    }
     init.say(&format!(
         "running {command:?} after {:?}",
         init.started.elapsed()
@@ -379,6 +526,12 @@ fn run_command(init: &Init, command: &str) -> ! {
             127
         }
     };
+    if channels.outputs {
+        match send_outputs() {
+            Ok(bytes) => init.say(&format!("output files sent ({bytes} bytes)")),
+            Err(e) => eprintln!("supermin: sending {}: {e}", protocol::GUEST_OUTPUT_DIR),
+        }
+    }
     println!("\n{RUN_END} {code}");
     // SAFETY: plain syscalls; reboot only returns on failure.
     unsafe {
@@ -413,7 +566,7 @@ fn main() {
         ));
     }
 
-    if Path::new(INITRAMFS_MARKER).exists() {
+    if Path::new("/").join(protocol::INITRAMFS_MARKER).exists() {
         init.say("the appliance is this initramfs: no root disk to find");
         enter_appliance(&init, &args);
     }
@@ -511,7 +664,11 @@ fn enter_appliance(init: &Init, args: &[&str]) -> ! {
         .iter()
         .find_map(|a| a.strip_prefix("supermin.run="))
         .map(run_command_text);
-    let inputs = fs::File::open(Path::new(RUN_DIR).join("in")).ok();
+    let inputs = fs::File::open(run_dir().join("in")).ok();
+    let channels = Channels::requested();
+    if command.is_some() {
+        load_run_modules(init);
+    }
     if let Err(e) = std::os::unix::fs::chroot("/root").and_then(|()| std::env::set_current_dir("/"))
     {
         die("chroot /root", e);
@@ -529,7 +686,7 @@ fn enter_appliance(init: &Init, args: &[&str]) -> ! {
         }
     }
     if let Some(command) = command {
-        run_command(init, &command);
+        run_command(init, &command, &channels);
     }
     init.say(&format!(
         "starting the appliance's /init after {:?}",

@@ -1,6 +1,7 @@
 """`supermin.run()` and `supermin --run`: from package names to a
 command's output in a real qemu, with the appliance cached; the command
-and input files travel in an archive appended to the initrd."""
+and input files travel in an archive appended to the initrd, output files
+come back on a disk of their own, a host directory is shared over 9p."""
 
 from __future__ import annotations
 
@@ -109,7 +110,48 @@ def test_the_command_line_prints_the_output_and_exits_with_the_status(cache):
     assert r.returncode == 5 and r.stdout == "via-cli\n", r.stdout + r.stderr
     (home,) = [p for p in (cache / "appliances").iterdir() if p.is_dir()]
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
-    for extra in (["-o", "x"], ["--root", "/srv"], ["--if-newer"]):
+    for extra in (["--size", "1G"], ["--root", "/srv"], ["--if-newer"]):
         r = subprocess.run([sys.executable, "-m", "supermin", "--run", "true", *extra, *SMALL],
                            capture_output=True, text=True)
         assert r.returncode == 1 and "--run does not take " + extra[0] in r.stderr, r.stderr
+
+
+def test_output_files_come_back_and_a_shared_directory_is_read_and_written(cache, tmp_path):
+    """A 6 MB file made in the guest's /out arrives intact, without its
+    set-uid bit; a symlink comes back as a symlink; a host directory is
+    mounted over 9p, read and written (ext2, whose root stays /dev/vda
+    with two more virtio devices)."""
+    out, share = tmp_path / "out", tmp_path / "share"
+    share.mkdir()
+    (share / "from-host").write_text("hello from the host\n")
+    command = ("head -c 6M /dev/urandom > /out/blob; sha256sum /out/blob | cut -c1-64 > /out/blob.sum; "
+               "chmod 4755 /out/blob; mkdir /out/sub; ln -s /etc/passwd /out/sub/pw; "
+               "cat /srv/in/from-host; echo from-guest > /srv/in/reply")
+    r = supermin.run(SMALL, command, outputs=out, share=(share, "/srv/in"), format="ext2", accel="tcg",
+                     timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0 and r.stdout == "hello from the host\n", r.stdout
+    assert set(r.output_files) == {"blob", "blob.sum", "sub", "sub/pw"}
+    blob = (out / "blob").read_bytes()
+    assert len(blob) == 6 << 20 and hashlib.sha256(blob).hexdigest() == (out / "blob.sum").read_text().strip()
+    assert stat.S_IMODE((out / "blob").stat().st_mode) == 0o755, "no set-uid bit on the host"
+    assert os.readlink(out / "sub" / "pw") == "/etc/passwd"
+    assert (share / "reply").read_text() == "from-guest\n"
+
+
+def test_the_command_line_sends_outputs_to_o_and_shares(cache, tmp_path):
+    """`--run ... -o DIR` (initramfs: the drivers come with the run, the
+    cached appliance has none) and `--share DIR` at /share; a command that
+    removes /out is an error with the console, not silence."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "n").write_text("7\n")
+    r = subprocess.run([sys.executable, "-m", "supermin", "--run", "cp /share/n /out/n; echo $(( $(cat /out/n) * 6 ))",
+                        "-o", str(tmp_path / "o"), "--share", str(tmp_path / "s"), *SMALL],
+                       capture_output=True, text=True, timeout=BOOT_TIMEOUT + 60)
+    assert r.returncode == 0 and r.stdout == "42\n", r.stdout + r.stderr
+    assert (tmp_path / "o" / "n").read_text() == "7\n"
+    with pytest.raises(supermin.BootError, match="sent no output files") as e:
+        supermin.run(SMALL, "rm -r /out", outputs=tmp_path / "o2", accel="tcg", timeout=BOOT_TIMEOUT)
+    assert "supermin: sending /out" in e.value.console
+    r = subprocess.run([sys.executable, "-m", "supermin", "--build", "-f", "chroot", "--share", "x", "-o", "y", "z"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "--share goes with --run" in r.stderr

@@ -17,7 +17,7 @@ import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ._supermin import SuperminError, _private_dir, _pvh_kernel
 
@@ -220,10 +220,12 @@ def qemu_command(
     memory: Optional[str] = None,
     snapshot: bool = True,
     direct: bool = True,
+    devices: Sequence[str] = (),
 ) -> List[str]:
     """The qemu command line for an appliance: ``root`` is the ext2 image,
     or None for an initramfs.  ``direct``: load the kernel's ``vmlinux``
-    through its PVH entry when it has one (see :func:`direct_kernel`)."""
+    through its PVH entry when it has one (see :func:`direct_kernel`).
+    ``devices``: more qemu arguments (a run's output disk and share)."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise BootError("qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)")
@@ -251,7 +253,7 @@ def qemu_command(
         cmd += ["-drive", f"file={drive},format=raw,if=virtio" + (",snapshot=on" if snapshot else "")]
     if accel == "kvm":
         cmd += ["-cpu", "host"]
-    return cmd
+    return cmd + list(devices)
 
 
 def command_line(
@@ -314,11 +316,12 @@ def boot_for_status(
     append: str = "",
     memory: Optional[str] = None,
     from_initrd: bool = False,
+    devices: Sequence[str] = (),
 ) -> "tuple[str, Optional[int], str]":
     """:func:`boot`'s work: the command's output, its exit status and the
     whole console (without a command: the console, None, the console)."""
     cmdline = command_line(root_device if root is not None else None, command, append, from_initrd=from_initrd)
-    argv = qemu_command(kernel, initrd, root, append=cmdline, accel=accel, memory=memory)
+    argv = qemu_command(kernel, initrd, root, append=cmdline, accel=accel, memory=memory, devices=devices)
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout)

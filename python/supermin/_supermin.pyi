@@ -28,6 +28,7 @@ __all__ = [
     "_pvh_kernel",
     "_private_dir",
     "_run_initrd",
+    "_read_outputs",
     "_set_messages",
     "_scratch_dir",
     "_Scratch",
@@ -223,7 +224,18 @@ def _build(
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
 def _pvh_kernel(kernel: _Path, cache: _Path) -> Tuple[Optional[Path], Optional[str]]: ...
 def _private_dir(dir: _Path) -> Optional[str]: ...
-def _run_initrd(base: _Path, dest: _Path, command: str, files: Sequence[Tuple[_Path, _Path]]) -> None: ...
+def _run_initrd(
+    base: _Path,
+    dest: _Path,
+    command: str,
+    files: Sequence[Tuple[_Path, _Path]],
+    kernel: _Path,
+    *,
+    outputs: bool = False,
+    share: Optional[_Path] = None,
+    modules: Optional[_Path] = None,
+) -> None: ...
+def _read_outputs(disk: _Path, dest: _Path) -> List[Path]: ...
 def _set_messages(sink: Optional[Callable[[bool, str], None]]) -> None: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...
 

@@ -67,7 +67,7 @@ def _parser() -> _Parser:
         metavar="COMMAND",
         help="Run COMMAND in a VM booted from an appliance of PACKAGE... (or supermin appliances), "
         "built into ~/.cache/supermin and reused; print its output and exit with its status "
-        "(-f initramfs, the default, or ext2)",
+        "(-f initramfs, the default, or ext2; with -o DIR, what COMMAND leaves in /out is copied to DIR)",
     )
     formats = "; ".join(
         f"{name} ({', '.join(aliases)}): {summary}" if aliases else f"{name}: {summary}"
@@ -117,6 +117,11 @@ def _parser() -> _Parser:
         metavar="STRING",
         help="Derive the ext2 filesystem UUID from STRING (with SOURCE_DATE_EPOCH: reproducible images)",
     )
+    p.add_argument(
+        "--share",
+        metavar="DIR[:GUEST]",
+        help="With --run: mount the host directory DIR read-write in the VM at GUEST (default /share)",
+    )
     p.add_argument("args", nargs="*", metavar="PACKAGE|INPUT")
     return p
 
@@ -138,6 +143,8 @@ def run(argv: List[str]) -> int:
         return _run_command(args)
     if args.mode is None:
         raise _Fail("you must use --prepare or --build to select the mode")
+    if args.share is not None:
+        raise _Fail("--share goes with --run")
     size = None if args.size is None else parse_size(args.size)
     modules = _modules(args.modules)
     if args.mode == "prepare" and args.format is not None:
@@ -213,7 +220,7 @@ def _run_command(args: argparse.Namespace) -> int:
         raise _Fail("run: no packages or supermin appliances specified")
     # What --run does not take: refused, not silently ignored.
     given = [flag for flag, value in (
-        ("-o", args.output), ("--root", args.root != "/"), ("--size", args.size), ("--lock", args.lock),
+        ("--root", args.root != "/"), ("--size", args.size), ("--lock", args.lock),
         ("--if-newer", args.if_newer), ("--use-installed", args.use_installed), ("--uuid-seed", args.uuid_seed),
         ("--compression", args.compression), ("--copy-kernel", args.copy_kernel), ("--host-cpu", args.host_cpu),
         ("--include-packagelist", args.include_packagelist), ("--packager-config", args.packager_config),
@@ -225,7 +232,12 @@ def _run_command(args: argparse.Namespace) -> int:
     modules = _modules(args.modules)
     # Appliance directories (`sd`, `./sd`) by path; anything else is a name.
     items = [os.path.abspath(a) if os.sep in a or os.path.isdir(a) else a for a in args.args]
-    result = run_in_vm(items, args.run, format=fmt, modules=modules, verbose=args.verbose)
+    share = None
+    if args.share is not None:
+        directory, colon, guest = args.share.partition(":")
+        share = (directory, guest) if colon else directory
+    result = run_in_vm(items, args.run, format=fmt, modules=modules, verbose=args.verbose, outputs=args.output,
+                       share=share)
     sys.stdout.write(result.stdout if result.stdout.endswith("\n") or not result.stdout else result.stdout + "\n")
     sys.stdout.flush()
     return result.returncode

@@ -8,6 +8,7 @@ pub mod init;
 pub mod initrd;
 pub mod kernel;
 mod modules;
+pub mod protocol;
 pub mod pvh;
 pub mod run;
 

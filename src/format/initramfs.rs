@@ -67,7 +67,7 @@ pub struct Options {
 }
 
 /// The marker the mini init looks for (`init/main.rs`).
-const MARKER: &[u8] = b"supermin-initramfs";
+const MARKER: &[u8] = crate::boot::protocol::INITRAMFS_MARKER.as_bytes();
 /// Where the tree goes inside the archive.
 const TREE: &[u8] = b"root";
 /// The kernel's limit on a name in the archive (`PATH_MAX`, with its NUL).

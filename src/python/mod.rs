@@ -849,22 +849,46 @@ fn _pvh_kernel(
 }
 
 /// `dest`: the initrd `base` with the command and input files
-/// (`(guest path, host path)`) appended for `supermin.run=@`.
+/// (`(guest path, host path)`) appended for `supermin.run=@`, and the
+/// drivers of the output disk (`outputs`) and of a 9p share mounted at
+/// `share`, from the module directory of `kernel` (or `modules`).
 #[pyfunction]
+#[pyo3(signature = (base, dest, command, files, kernel, *, outputs=false, share=None, modules=None))]
+#[allow(clippy::too_many_arguments)]
 fn _run_initrd(
     py: Python<'_>,
     base: PathBuf,
     dest: PathBuf,
     command: String,
     files: Vec<(PathBuf, PathBuf)>,
+    kernel: PathBuf,
+    outputs: bool,
+    share: Option<PathBuf>,
+    modules: Option<PathBuf>,
 ) -> PyResult<()> {
-    let inputs: Vec<crate::boot::run::Input> = files
+    use crate::boot::run;
+    let inputs: Vec<run::Input> = files
         .into_iter()
-        .map(|(guest, host)| crate::boot::run::Input { guest, host })
+        .map(|(guest, host)| run::Input { guest, host })
         .collect();
     run(py, || {
-        crate::boot::run::write_run_initrd(&base, &dest, &command, &inputs)
+        let mut channels = run::Channels {
+            outputs,
+            share,
+            modules: None,
+        };
+        if channels.outputs || channels.share.is_some() {
+            channels.modules = Some(run::modules_directory(&kernel, modules.as_deref())?);
+        }
+        run::write_run_initrd(&base, &dest, &command, &inputs, &channels)
     })
+}
+
+/// The files the appliance wrote back on the output `disk`, into `dest`
+/// (relative paths of what was written, in archive order).
+#[pyfunction]
+fn _read_outputs(py: Python<'_>, disk: PathBuf, dest: PathBuf) -> PyResult<Vec<PathBuf>> {
+    run(py, || crate::boot::run::read_outputs(&disk, &dest))
 }
 
 /// Make `dir` (0700) if no one but root and this user can change it or
@@ -927,6 +951,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_pvh_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(_private_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_run_initrd, m)?)?;
+    m.add_function(wrap_pyfunction!(_read_outputs, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
