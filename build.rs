@@ -64,4 +64,15 @@ fn main() {
         "building the mini init ({source}) for {target} failed; a static glibc \
          (libc6-dev's libc.a) is needed"
     );
+    // Its identity, for the --if-newer stamp: an appliance made with
+    // another init is rebuilt even when the version number is the same.
+    // Computed here so that a no-op build does not hash 1 MB each time.
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(&out).expect("the mini init just built");
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    println!(
+        "cargo:rustc-env=SUPERMIN_INIT_DIGEST={:016x}",
+        hasher.finish()
+    );
 }

@@ -35,11 +35,14 @@ mod package;
 mod pattern;
 mod prepare;
 mod process;
+pub mod stamp;
 
 #[cfg(feature = "python")]
 mod python;
 
 use std::path::{Path, PathBuf};
+
+use error::IoContext;
 
 pub use appliance::{load as load_appliance, Appliance, BaseImage, Compression};
 pub use assemble::{paths as appliance_paths, Skipped};
@@ -62,6 +65,11 @@ pub struct BuildOptions {
     pub lock: Option<PathBuf>,
     /// What the formats are asked for (epoch, kernel, ext2 image).
     pub formats: format::Options,
+    /// The package database's files as they were before the backend read
+    /// them ([`backend::database_state`]); `None`: taken when the build
+    /// starts (a change between the backend's read and then is missed by
+    /// the stamp until the next change).
+    pub database: Option<stamp::DatabaseState>,
 }
 
 impl Default for BuildOptions {
@@ -73,6 +81,7 @@ impl Default for BuildOptions {
             if_newer: false,
             lock: None,
             formats: format::Options::default(),
+            database: None,
         }
     }
 }
@@ -98,6 +107,9 @@ pub struct BuildOutcome {
     pub output: PathBuf,
     /// `--if-newer` found the output up to date; nothing was written.
     pub skipped: bool,
+    /// Why `--if-newer` rebuilt ("output missing", "libc6 2.36-9 → 2.36-10",
+    /// "options changed"...); empty without `--if-newer` or when skipped.
+    pub rebuilt_because: Vec<String>,
     pub packages: Vec<Package>,
     /// Host paths planned.
     pub paths: usize,
@@ -157,18 +169,24 @@ pub fn build(
     output::check_location(output, inputs)?;
     let format = options.format;
     format.check(&options.formats)?;
-    if options.if_newer
-        && output::is_up_to_date(output, format.outputs(), inputs, backend.database_mtime()?)
-    {
-        // (The command line says upstream's line; a caller sees `skipped`.)
-        reporter.info(1, || {
-            format!("if-newer: {} is up to date", output.display())
-        });
-        return Ok(BuildOutcome {
-            output: output.to_path_buf(),
-            skipped: true,
-            ..Default::default()
-        });
+    let database = match &options.database {
+        Some(state) => state.clone(),
+        None => backend::database_state(backend.root().path(), Some(backend.name()))?,
+    };
+    let mut current = current_state(inputs, options, backend.root().path(), database, reporter)?;
+    let mut rebuilt_because = Vec::new();
+    if options.if_newer {
+        match if_newer(output, options, &mut current, Some(backend), reporter)? {
+            Verdict::UpToDate => {
+                return Ok(BuildOutcome {
+                    output: output.to_path_buf(),
+                    skipped: true,
+                    ..Default::default()
+                })
+            }
+            Verdict::Build(reasons) => rebuilt_because = reasons,
+            Verdict::ReadDatabase => unreachable!("the database was given"),
+        }
     }
     let appliance = appliance::load(inputs)?;
     let plan = assemble::plan(backend, &appliance, options.ignore_missing, reporter)?;
@@ -214,12 +232,28 @@ pub fn build(
         )
     });
     let written = format.write(assembled.tree, &out, &context)?;
+    if let Some(booted) = &written.boot {
+        current.set_kernel(Some(
+            stamp::KernelIdentity::of(&booted.kernel).map_err(|e| e.to_string()),
+        ));
+    }
+    let stamped = stamp::Stamp::new(&current, &assembled.packages)
+        .and_then(|s| s.store(&out, format))
+        .at("writing the stamp in", out.path())?;
+    if !stamped {
+        reporter.info(1, || {
+            "build: no stamp (a path that cannot be written in one, or no user \
+             attributes here): --if-newer will compare times"
+                .to_string()
+        });
+    }
     // The last moment a cancel is heard: after the swap the work is done.
     reporter.check()?;
     let output = staging.commit()?;
     Ok(BuildOutcome {
         output,
         skipped: false,
+        rebuilt_because,
         paths: assembled.paths,
         packages: assembled.packages,
         stats: Stats {
@@ -231,4 +265,130 @@ pub fn build(
         },
         boot: written.boot,
     })
+}
+
+/// What `--if-newer` decided.
+enum Verdict {
+    UpToDate,
+    Build(Vec<String>),
+    /// Only reading the package database can tell.
+    ReadDatabase,
+}
+
+/// The build's options as one line for the stamp: any change rebuilds.
+fn options_text(options: &BuildOptions, root: &Path) -> String {
+    format!(
+        "format={} root={} packagelist={} ignore-missing={} {:?}",
+        options.format.name(),
+        root.display(),
+        options.include_packagelist,
+        options.ignore_missing,
+        options.formats
+    )
+}
+
+/// What a build would be made from now, before it reads anything.
+fn current_state(
+    inputs: &[PathBuf],
+    options: &BuildOptions,
+    root: &Path,
+    database: stamp::DatabaseState,
+    reporter: &Reporter,
+) -> Result<stamp::Current> {
+    // The kernel a bootable format would pick: only asked when it matters.
+    let kernel = (options.if_newer && options.format.outputs().contains(&"kernel")).then(|| {
+        boot::find_kernel(&options.formats.boot, reporter)
+            .map_err(|e| e.to_string())
+            .and_then(|k| stamp::KernelIdentity::of(&k).map_err(|e| e.to_string()))
+    });
+    stamp::Current::new(options_text(options, root), inputs, kernel, Some(database)).map_err(|e| {
+        Error::BadInput {
+            path: inputs.first().cloned().unwrap_or_default(),
+            message: format!("cannot read the inputs: {e}"),
+        }
+    })
+}
+
+/// `--if-newer`: is `output` what a build would make now?  The stamp
+/// decides (see [`stamp`]); an output without one, upstream's rule.
+/// Without `backend` a changed database gives [`Verdict::ReadDatabase`].
+fn if_newer(
+    output: &Path,
+    options: &BuildOptions,
+    current: &mut stamp::Current,
+    backend: Option<&dyn Backend>,
+    reporter: &Reporter,
+) -> Result<Verdict> {
+    let format = options.format;
+    let verdict = match stamp::decide(output, format, current, backend) {
+        stamp::Decision::UpToDate { refresh } => {
+            if let Some(stamp) = refresh {
+                // Best effort: an output this user cannot write is still
+                // up to date; the next check reads the database again.
+                let stored = outdir::OutDir::open(output).and_then(|out| stamp.store(&out, format));
+                reporter.info(2, || format!("if-newer: stamp refreshed: {stored:?}"));
+            }
+            Verdict::UpToDate
+        }
+        stamp::Decision::Rebuild(reasons) => Verdict::Build(reasons),
+        stamp::Decision::ReadDatabase => Verdict::ReadDatabase,
+        stamp::Decision::NoStamp => {
+            let newest = match (backend, current.database_newest()) {
+                (_, Some(t)) => t,
+                (Some(b), None) => b.database_mtime()?,
+                (None, None) => return Ok(Verdict::ReadDatabase),
+            };
+            if output::is_up_to_date(output, format.outputs(), &current.input_roots, newest) {
+                Verdict::UpToDate
+            } else {
+                Verdict::Build(vec![
+                    "no stamp, and an input or the package database is newer than the output"
+                        .into(),
+                ])
+            }
+        }
+    };
+    match &verdict {
+        // (The command line says upstream's line; a caller sees `skipped`.)
+        Verdict::UpToDate => reporter.info(1, || {
+            format!("if-newer: {} is up to date", output.display())
+        }),
+        // Said once, by the build that follows (with the database read).
+        Verdict::Build(reasons) if backend.is_some() => reporter.info(1, || {
+            format!(
+                "if-newer: rebuilding {}: {}",
+                output.display(),
+                reasons.join("; ")
+            )
+        }),
+        _ => {}
+    }
+    Ok(verdict)
+}
+
+/// `--if-newer` before the package database is opened: `true` if the
+/// output is up to date by its stamp and the database's files alone (or
+/// by upstream's rule when it has no stamp).  `false` means "open the
+/// database and call [`build`]", which decides again and says why.
+pub fn is_up_to_date(
+    inputs: &[PathBuf],
+    output: &Path,
+    options: &BuildOptions,
+    root: &Path,
+    reporter: &Reporter,
+) -> Result<bool> {
+    let _lock = options
+        .lock
+        .as_deref()
+        .map(|l| output::Lock::acquire(l, reporter))
+        .transpose()?;
+    let database = match &options.database {
+        Some(state) => state.clone(),
+        None => backend::database_state(root, None)?,
+    };
+    let mut current = current_state(inputs, options, root, database, reporter)?;
+    Ok(matches!(
+        if_newer(output, options, &mut current, None, reporter)?,
+        Verdict::UpToDate
+    ))
 }

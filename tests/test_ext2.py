@@ -238,12 +238,18 @@ def test_if_newer_checks_kernel_initrd_and_root(marker_appliance, tmp_path):
     second = run_cli(*args, "-v")
     assert "if-newer: output does not need rebuilding" in second.stderr
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before
-    os.utime(marker_appliance / "init.tar.gz")  # an input changed
+    os.utime(marker_appliance / "init.tar.gz")  # touched: the same bytes
     try:
-        run_cli(*args)
+        third = run_cli(*args, "-v")
     finally:
         os.utime(marker_appliance / "init.tar.gz", (1_600_000_000, 1_600_000_000))
+    assert "if-newer: output does not need rebuilding" in third.stderr, "compared by content"
+    (out / "initrd").unlink()
+    fourth = run_cli(*args, "-v")
+    assert f"if-newer: rebuilding {out}: output missing" in fourth.stderr, fourth.stderr
     assert (out / "root").stat().st_mtime_ns > before["root"]
+    fifth = run_cli(*[a if a != "400M" else "500M" for a in args], "-v")
+    assert f"if-newer: rebuilding {out}: options changed" in fifth.stderr, fifth.stderr
 
 
 def test_verbose_says_which_kernel_and_why(marker_appliance, tmp_path):

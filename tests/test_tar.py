@@ -25,7 +25,7 @@ def test_the_archive_holds_what_the_chroot_holds(prepared, built, tmp_path):
     out = tmp_path / "app"
     result = supermin.build([prepared], out, format="tar")
     archive = out / "root.tar"
-    assert sorted(os.listdir(out)) == ["root.tar"] and result.root == archive
+    assert sorted(os.listdir(out)) == [".supermin-stamp", "root.tar"] and result.root == archive
     assert supermin.BuildResult.from_output(out).format == "tar"
     members = _members(archive)
     names = [m.name.rstrip("/") for m in members]

@@ -11,7 +11,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._boot import BootError
 from ._boot import boot as _boot
@@ -167,6 +167,10 @@ def _check_backend(root: PathLike, backend: "Optional[Backend]") -> None:
         raise SuperminError("give root or backend, not both: the backend has its root")
 
 
+#: The --if-newer stamp a build leaves in an output of named files.
+_STAMP = ".supermin-stamp"
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What :func:`build` produced."""
@@ -175,6 +179,11 @@ class BuildResult:
     format: str
     #: ``if_newer=True`` found the output up to date and did nothing.
     skipped: bool = False
+    #: Why ``if_newer=True`` rebuilt: ``("output missing",)``,
+    #: ``("libc6 2.36-9+deb12u7 → 2.36-9+deb12u9",)``, ``("options
+    #: changed",)``, ``("/path/sd/hostfiles changed",)``, ``("kernel A →
+    #: B",)``...; empty when skipped or built without ``if_newer``.
+    rebuilt_because: Tuple[str, ...] = ()
     #: The full dependency closure that was built.
     packages: List[Package] = field(default_factory=list)
     paths: int = 0
@@ -206,7 +215,7 @@ class BuildResult:
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
             return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
                        uuid=filesystem_uuid(out / "root"))
-        names = sorted(p.name for p in out.iterdir())
+        names = sorted(p.name for p in out.iterdir() if p.name != _STAMP)
         if names == ["initrd", "kernel"]:
             return cls(output=out, format="initramfs", kernel=out / "kernel", initrd=out / "initrd")
         if names == ["root.tar"]:
@@ -374,6 +383,7 @@ def build(
             output=out,
             format=result.format,
             skipped=result.skipped,
+            rebuilt_because=tuple(result.rebuilt_because),
             packages=list(result.packages),
             paths=result.paths,
             files_copied=result.files_copied,

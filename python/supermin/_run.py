@@ -60,7 +60,8 @@ class RunResult:
     returncode: int
     #: Seconds the whole call took (build or cache check, and the boot).
     duration: float
-    #: The appliance came from the cache: nothing was prepared or built.
+    #: The appliance came from the cache: nothing was built (its stamp
+    #: still held; see ``BuildResult.rebuilt_because`` otherwise).
     cached: bool
     #: The appliance that ran, in the cache (None when the cache could not
     #: be used and it was built in a scratch directory, removed since).
@@ -148,7 +149,7 @@ def run(
         # so that no other run replaces the files this one boots.
         lock_fd = os.open(home.parent / f"{home.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        fresh = True
+        fresh = True  # the prepared appliance (names) is current
         if names:
             prepared = home / "supermin.d"
             backend = Backend.detect()
@@ -200,7 +201,7 @@ def run(
         raise BootError(f"the command exited with status {returncode}: {output.strip()[-500:]}", console,
                         returncode)
     return RunResult(stdout=output, returncode=returncode, duration=time.monotonic() - started,
-                     cached=fresh and appliance.skipped, appliance=appliance if private else None,
+                     cached=appliance.skipped, appliance=appliance if private else None,
                      output_files=tuple(str(p) for p in written))
 
 

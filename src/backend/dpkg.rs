@@ -36,6 +36,7 @@ pub const DRIVER: Driver = Driver {
         extension: ".deb",
         read: deb::read_package_file,
     }),
+    database: |_| vec![Path::new(ADMIN_DIR).join("status")],
 };
 
 /// dpkg's admin directory, inside the root.

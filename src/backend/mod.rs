@@ -273,6 +273,9 @@ pub struct Driver {
     pub open: fn(RootFs, &ScratchBase) -> Result<Box<dyn Backend>>,
     /// The package files this package manager installs, if any.
     pub package_files: Option<PackageFiles>,
+    /// The files of its database (paths inside the root): their sizes and
+    /// times tell `--if-newer` whether anything changed, without opening it.
+    pub database: fn(&RootFs) -> Vec<PathBuf>,
 }
 
 /// Reads a package file: its package and the files it would install.
@@ -316,6 +319,18 @@ pub fn detect(root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
             ),
         )),
     }
+}
+
+/// The state of the database files of `root`'s package manager (`kind`,
+/// or the one detected), read without opening the database.
+pub fn database_state(root: &Path, kind: Option<&str>) -> Result<crate::stamp::DatabaseState> {
+    let rootfs = open_root(root, "package database")?;
+    let driver = match kind {
+        Some(kind) => DRIVERS.iter().find(|d| d.kind == kind),
+        None => DRIVERS.iter().find(|d| (d.detect)(&rootfs)),
+    };
+    let files = driver.map(|d| (d.database)(&rootfs)).unwrap_or_default();
+    Ok(crate::stamp::DatabaseState::of(&rootfs, &files))
 }
 
 /// The backend of a named kind (`dpkg`, ...) reading `root`.

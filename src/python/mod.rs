@@ -687,12 +687,13 @@ fn _build(
     supermin_modules: Option<PathBuf>,
 ) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
-    let options = BuildOptions {
+    let mut options = BuildOptions {
         format,
         include_packagelist,
         ignore_missing,
         if_newer,
         lock,
+        database: None,
         formats: crate::format::Options {
             epoch: source_date_epoch,
             boot: crate::boot::Options {
@@ -717,19 +718,42 @@ fn _build(
     };
     let given = backend.map(|b| b.inner.clone());
     let (backend, outcome) = run_with(py, verbose, progress, |reporter| {
+        if given.is_none() {
+            // Taken before the database is read; with --if-newer, an
+            // output whose stamp still holds needs no database at all.
+            options.database = Some(backend::database_state(&root, None)?);
+            if options.if_newer
+                && crate::is_up_to_date(&inputs, &output, &options, &root, reporter)?
+            {
+                return Ok((
+                    None,
+                    crate::BuildOutcome {
+                        output: output.clone(),
+                        skipped: true,
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
         let backend = backend_for(given, &root)?;
         let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, reporter)?;
-        Ok((backend, outcome))
+        Ok((Some(backend), outcome))
     })?;
     let boot = outcome.boot;
     Ok(PyBuilt {
         output: crate::output::absolute(&outcome.output).map_err(to_py)?,
         format: format.name(),
         skipped: outcome.skipped,
+        rebuilt_because: outcome.rebuilt_because,
         packages: outcome
             .packages
             .into_iter()
-            .map(|p| Py::new(py, PyPackage::installed(p, backend.clone())))
+            .map(|p| {
+                let backend = backend
+                    .clone()
+                    .expect("a build that ran opened its backend");
+                Py::new(py, PyPackage::installed(p, backend))
+            })
             .collect::<PyResult<_>>()?,
         paths: outcome.paths,
         files_copied: outcome.stats.files,
@@ -790,6 +814,7 @@ struct PyBuilt {
     output: PathBuf,
     format: &'static str,
     skipped: bool,
+    rebuilt_because: Vec<String>,
     packages: Vec<Py<PyPackage>>,
     paths: usize,
     files_copied: u64,

@@ -72,6 +72,7 @@ pub const FEDORA: Driver = Driver {
     detect: detect_fedora,
     open,
     package_files: Some(PACKAGE_FILES),
+    database: database_files,
 };
 
 /// `.rpm` files: the lead's magic number.
@@ -87,6 +88,7 @@ pub const SUSE: Driver = Driver {
     detect: detect_suse,
     open,
     package_files: Some(PACKAGE_FILES),
+    database: database_files,
 };
 
 fn detect_with(root: &RootFs, family: &[&str]) -> bool {
@@ -136,6 +138,23 @@ pub fn database_path(root: &RootFs) -> Option<Database> {
         }
     }
     None
+}
+
+/// The files of the database [`database_path`] finds (an SQLite
+/// database's write-ahead log too).
+fn database_files(root: &RootFs) -> Vec<PathBuf> {
+    match database_path(root) {
+        Some(Database::Sqlite(path)) => {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            vec![path, PathBuf::from(wal)]
+        }
+        Some(Database::Legacy { dbpath }) => ["Packages", "Packages.db"]
+            .iter()
+            .map(|name| dbpath.join(name))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 fn backend_error(message: impl Into<String>) -> Error {
