@@ -77,6 +77,8 @@ const RUN_END: &str = "supermin-run: end, exit status";
 const RB_POWER_OFF: c_int = 0x4321fedc;
 
 const MS_NOATIME: c_ulong = 1024;
+const O_NOFOLLOW: i32 = 0o400000;
+const O_NONBLOCK: i32 = 0o4000;
 const S_IFBLK: u32 = 0o060000;
 /// How long to wait for the root disk before giving up.
 const ROOT_WAIT: Duration = Duration::from_secs(300);
@@ -386,10 +388,23 @@ fn output_disk() -> io::Result<fs::File> {
 }
 
 /// Write [`protocol::GUEST_OUTPUT_DIR`] as a newc archive onto the output
-/// disk: directories, regular files and symlinks, names relative to it.
+/// disk: directories (each before what it holds), regular files and
+/// symlinks, names relative to it.  If that fails midway the archive's
+/// first header is zeroed: the host then reports no outputs (and this
+/// console's tail says why), never a partial archive.
 fn send_outputs() -> io::Result<u64> {
     let disk = output_disk()?;
-    let mut archive = cpio::Writer::new(io::BufWriter::with_capacity(1 << 20, &disk));
+    let sent = write_outputs(&disk);
+    if sent.is_err() {
+        use std::os::unix::fs::FileExt;
+        let _ = disk.write_all_at(&[0u8; 110], 0);
+        let _ = disk.sync_all();
+    }
+    sent
+}
+
+fn write_outputs(disk: &fs::File) -> io::Result<u64> {
+    let mut archive = cpio::Writer::new(io::BufWriter::with_capacity(1 << 20, disk));
     let top = Path::new(protocol::GUEST_OUTPUT_DIR);
     let mut ino = 0;
     let mut pending = vec![top.to_path_buf()];
@@ -424,8 +439,19 @@ fn send_outputs() -> io::Result<u64> {
                 let size = u32::try_from(meta.len()).map_err(|_| {
                     io::Error::other(format!("{}: over 4 GiB", path.display()))
                 })?;
+                // Opened without following a symlink or blocking on a
+                // FIFO that replaced it since, and checked again.
+                use std::os::unix::fs::OpenOptionsExt;
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(O_NOFOLLOW | O_NONBLOCK)
+                    .open(&path)?;
+                let now = file.metadata()?;
+                if !now.is_file() || now.ino() != meta.ino() {
+                    return Err(io::Error::other(format!("{}: changed while sent", path.display())));
+                }
                 archive.header(&cpio::Header { size, ..header }, name)?;
-                archive.data_from(&fs::File::open(&path)?, 0, meta.len(), || Ok(()))?;
+                archive.data_from(&file, 0, meta.len(), || Ok(()))?;
                 archive.end_data()?;
             }
         }

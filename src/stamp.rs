@@ -617,7 +617,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("packages");
         fs::write(&input, "bash\n").unwrap();
-        let current = Current::new("ext2 x".into(), std::slice::from_ref(&input), None, None).unwrap();
+        let current =
+            Current::new("ext2 x".into(), std::slice::from_ref(&input), None, None).unwrap();
         let stamp = Stamp::new(&current, &[]).unwrap();
         let text = stamp.text().unwrap();
         assert_eq!(Stamp::parse(&text).unwrap(), stamp);

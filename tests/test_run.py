@@ -118,24 +118,36 @@ def test_the_command_line_prints_the_output_and_exits_with_the_status(cache):
 
 def test_output_files_come_back_and_a_shared_directory_is_read_and_written(cache, tmp_path):
     """A 6 MB file made in the guest's /out arrives intact, without its
-    set-uid bit; a symlink comes back as a symlink; a host directory is
-    mounted over 9p, read and written (ext2, whose root stays /dev/vda
-    with two more virtio devices)."""
+    set-uid bit; a symlink inside comes back, one leading out does not; a
+    host directory is mounted over 9p, read and written, and what the
+    guest makes there is a plain 0600 file (ext2, whose root stays
+    /dev/vda with two more virtio devices).  The next run replaces the
+    outputs whole; a directory of the user's is refused before booting."""
     out, share = tmp_path / "out", tmp_path / "share"
     share.mkdir()
     (share / "from-host").write_text("hello from the host\n")
     command = ("head -c 6M /dev/urandom > /out/blob; sha256sum /out/blob | cut -c1-64 > /out/blob.sum; "
-               "chmod 4755 /out/blob; mkdir /out/sub; ln -s /etc/passwd /out/sub/pw; "
-               "cat /srv/in/from-host; echo from-guest > /srv/in/reply")
-    r = supermin.run(SMALL, command, outputs=out, share=(share, "/srv/in"), format="ext2", accel="tcg",
-                     timeout=BOOT_TIMEOUT)
+               "chmod 4755 /out/blob; mkdir /out/sub; ln -s /etc/passwd /out/sub/pw; ln -s ../blob /out/sub/b; "
+               "cat /srv/in/from-host; echo from-guest > /srv/in/reply; chmod 4777 /srv/in/reply")
+    with pytest.warns(supermin.SuperminWarning, match="sub/pw -> /etc/passwd leads out of the outputs"):
+        r = supermin.run(SMALL, command, outputs=out, share=(share, "/srv/in"), format="ext2", accel="tcg",
+                         timeout=BOOT_TIMEOUT)
     assert r.returncode == 0 and r.stdout == "hello from the host\n", r.stdout
-    assert set(r.output_files) == {"blob", "blob.sum", "sub", "sub/pw"}
+    assert set(r.output_files) == {"blob", "blob.sum", "sub", "sub/b"}
     blob = (out / "blob").read_bytes()
     assert len(blob) == 6 << 20 and hashlib.sha256(blob).hexdigest() == (out / "blob.sum").read_text().strip()
     assert stat.S_IMODE((out / "blob").stat().st_mode) == 0o755, "no set-uid bit on the host"
-    assert os.readlink(out / "sub" / "pw") == "/etc/passwd"
+    assert os.readlink(out / "sub" / "b") == "../blob" and not os.path.lexists(out / "sub" / "pw")
     assert (share / "reply").read_text() == "from-guest\n"
+    assert stat.S_IMODE((share / "reply").stat().st_mode) == 0o600, "no set-uid file made on the host"
+    again = supermin.run(SMALL, "echo 2 > /out/only", outputs=out, accel="tcg", timeout=BOOT_TIMEOUT)
+    assert again.output_files == ("only",) and sorted(os.listdir(out)) == [".supermin-outputs", "only"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes").write_text("keep")
+    with pytest.raises(supermin.OutputError, match="did not write"):
+        supermin.run(SMALL, "true", outputs=mine, accel="tcg", timeout=BOOT_TIMEOUT)
+    assert (mine / "notes").read_text() == "keep"
 
 
 def test_the_command_line_sends_outputs_to_o_and_shares(cache, tmp_path):

@@ -29,6 +29,7 @@ from ._supermin import (
     Backend,
     SuperminError,
     __version__,
+    _check_outputs_dir,
     _private_dir,
     _read_outputs,
     _run_initrd,
@@ -105,13 +106,14 @@ def run(
     package database are unchanged.  ``files`` maps paths in the appliance
     to host files copied there before the command runs (regular files, up
     to 4 GiB each; the guest gets memory for them).  With ``outputs`` (a
-    host directory, made if missing), what the command leaves in the
-    guest's ``/out`` (files, directories, symlinks) is written there,
-    replacing files of the same name, without set-id bits, never through
-    a symlink out of it; :attr:`RunResult.output_files` lists it.
-    ``share`` (a host directory, or ``(directory, guest path)``) is
-    mounted read-write over 9p at ``/share`` (or the guest path): the
-    guest acts on it with qemu's rights, that is the caller's.  A
+    host directory that is missing, empty, or was written by an earlier
+    run), what the command leaves in the guest's ``/out`` replaces it
+    whole once it has all arrived: directories, files (0644, or 0755 if
+    executable), and symlinks that stay inside;
+    :attr:`RunResult.output_files` lists them.  ``share`` (a host
+    directory, or ``(directory, guest path)``) is mounted read-write over
+    9p at ``/share`` (or the guest path); what the guest creates there is
+    a plain file of the caller's, mode 0600.  A
     failing command is a result with its ``returncode``; with ``check`` it
     raises :class:`BootError`, as do a timeout and an appliance that does
     not boot (with the console's tail).  ``format``: ``"initramfs"`` (no
@@ -135,7 +137,7 @@ def run(
     if share is not None and not os.path.isdir(share_dir):
         raise SuperminError(f"share: {share_dir} is not a directory")
     if outputs is not None:
-        os.makedirs(outputs, exist_ok=True)
+        _check_outputs_dir(outputs)
     scratch = _scratch_dir()
     lock_fd = -1
     try:
@@ -170,10 +172,16 @@ def run(
                 f.truncate(OUTPUT_DISK_SIZE)
             # In the last PCI slots: the guest names virtio disks in slot
             # order, and an ext2 root must stay /dev/vda.
-            devices += ["-drive", f"file={_qemu_path(str(disk))},format=raw,if=none,id=outputs",
+            # A full host disk is an I/O error in the guest, not a paused VM.
+            devices += ["-drive", f"file={_qemu_path(str(disk))},format=raw,if=none,id=outputs,"
+                        "werror=report,rerror=report",
                         "-device", "virtio-blk-pci,drive=outputs,serial=supermin-out,addr=0x1f"]
         if share is not None:
-            devices += ["-fsdev", f"local,id=share,path={_qemu_path(os.path.abspath(share_dir))},security_model=none",
+            # mapped-xattr: what the guest creates is a plain file of the
+            # caller's, mode 0600 (its owner and mode live in attributes):
+            # never a set-id file or a device node on the host.
+            devices += ["-fsdev", f"local,id=share,path={_qemu_path(os.path.abspath(share_dir))},"
+                        "security_model=mapped-xattr",
                         "-device", "virtio-9p-pci,fsdev=share,mount_tag=supermin-share,addr=0x1e"]
         # The appliance's own need, plus the inputs twice (in the initrd's
         # archive and copied into the tree).

@@ -26,6 +26,7 @@ pub use super::protocol::{GUEST_OUTPUT_DIR, OUTPUT_DISK_SERIAL, SHARE_TAG};
 use super::{cpio, initrd, kernel};
 use crate::error::{Error, IoContext, Result};
 use crate::outdir::{OutDir, Parents};
+use crate::report::Reporter;
 
 /// The drivers of the output disk and of a 9p share (with dependencies).
 const OUTPUT_DISK_MODULES: &[&str] = &["virtio_pci.ko*", "virtio_blk.ko*"];
@@ -240,28 +241,83 @@ fn channel_modules(channels: &Channels) -> Result<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
-/// The largest name an output entry may have.
+/// The largest name (or symlink target) an output entry may have.
 const MAX_OUTPUT_NAME: usize = 4096;
+/// The most entries an output archive may hold: each costs the host an
+/// inode and a block, whatever the few bytes it takes on the disk.
+pub const MAX_OUTPUT_ENTRIES: usize = 100_000;
+/// Marks a directory `read_outputs` made, which a later run may replace.
+pub const OUTPUTS_MARKER: &str = ".supermin-outputs";
 
-/// Read the archive the guest wrote to the output `disk` into `dest` (an
-/// existing directory): directories, regular files (permission bits
-/// without set-id: the guest's owners are not kept) and symlinks, created
-/// by descriptor inside `dest` (a symlink, already there or made by an
-/// earlier entry, leads inside it, never out).  Files already there of the
-/// same name are replaced.  Returns the entries written, as relative paths.
-/// A disk the guest did not write (all zeros) is an error that says so.
-pub fn read_outputs(disk: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+/// May `dest` receive a run's outputs?  It must be missing, an empty
+/// directory, or one a run made (it is replaced whole).  Checked before
+/// the guest boots, and again by [`read_outputs`].
+pub fn check_outputs_dir(dest: &Path) -> Result<()> {
+    match fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("reading", dest, e)),
+        Ok(meta) if !meta.is_dir() => Err(Error::output(
+            dest,
+            "is not a directory (a symlink is not followed): name a new or empty directory for the outputs",
+        )),
+        Ok(_) => {
+            let mut names = fs::read_dir(dest).at("reading", dest)?;
+            let ours = fs::symlink_metadata(dest.join(OUTPUTS_MARKER)).is_ok_and(|m| m.is_file());
+            if ours || names.next().is_none() {
+                Ok(())
+            } else {
+                Err(Error::output(
+                    dest,
+                    "holds files a run did not write; name a new or empty directory for the outputs \
+                     (it is replaced whole)",
+                ))
+            }
+        }
+    }
+}
+
+/// Read the archive the guest wrote to the output `disk` into a fresh
+/// directory that then replaces `dest` ([`check_outputs_dir`]), so that a
+/// bad or cut archive, a full disk or Ctrl-C leaves `dest` as it was.
+/// Kept: directories (0755), regular files (0644, or 0755 if the guest
+/// made them executable: the guest's owners and other bits are not kept),
+/// and symlinks whose target stays inside (relative, never above `dest`);
+/// the rest is left out with a warning.  Every parent must come before its
+/// children as a directory (the mini init writes them so), never through
+/// a symlink.  Returns the entries written, as relative paths.
+pub fn read_outputs(disk: &Path, dest: &Path, reporter: &Reporter) -> Result<Vec<PathBuf>> {
+    check_outputs_dir(dest)?;
+    let staging = crate::output::Staging::new(dest, &[])?;
+    let out = staging.outdir()?;
+    let written = read_archive(disk, dest, &out, reporter)?;
+    let marker = out
+        .place(&Path::new("/").join(OUTPUTS_MARKER), Parents::Existing)
+        .and_then(|p| p.create_file())
+        .at("writing", staging.path())?;
+    drop(marker);
+    reporter.check()?;
+    staging.commit()?;
+    Ok(written)
+}
+
+/// [`read_outputs`]' reading and writing, into `out`.
+fn read_archive(
+    disk: &Path,
+    dest: &Path,
+    out: &OutDir,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>> {
     use std::io::Read;
     let file = fs::File::open(disk).at("opening", disk)?;
     let disk_len = file.metadata().at("reading", disk)?.len();
     let mut input = std::io::BufReader::with_capacity(1 << 20, file);
-    let out = OutDir::open(dest).at("opening", dest)?;
     let bad = |why: String| Error::Output {
         path: dest.to_path_buf(),
         message: format!("the appliance's archive of its {GUEST_OUTPUT_DIR} {why}"),
     };
     let mut offset = 0u64;
     let mut written = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let read_exact =
         |input: &mut std::io::BufReader<fs::File>, buf: &mut [u8], offset: &mut u64| {
             input
@@ -270,7 +326,9 @@ pub fn read_outputs(disk: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
             *offset += buf.len() as u64;
             Ok::<(), Error>(())
         };
+    let mut buffer = vec![0u8; 1 << 20];
     loop {
+        reporter.check()?;
         let mut header = [0u8; 110];
         read_exact(&mut input, &mut header, &mut offset)?;
         if &header[..6] != b"070701" {
@@ -283,6 +341,7 @@ pub fn read_outputs(disk: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         let field = |i: usize| {
             std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i])
                 .ok()
+                .filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|t| u32::from_str_radix(t, 16).ok())
                 .ok_or_else(|| bad(format!("has a bad header at byte {}", offset - 110)))
         };
@@ -304,35 +363,71 @@ pub fn read_outputs(disk: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         }
         let shown = String::from_utf8_lossy(&name).into_owned();
         let relative = relative_path(Path::new(std::ffi::OsStr::from_bytes(&name)))
-            .map_err(|_| bad(format!("names {shown:?}, not a path inside the output")))?;
+            .ok()
+            .filter(|r| r.as_os_str() != OUTPUTS_MARKER)
+            .ok_or_else(|| bad(format!("names {shown:?}, not a path inside the output")))?;
+        if !seen.insert(relative.clone()) {
+            return Err(bad(format!("names {shown:?} twice")));
+        }
+        if seen.len() > MAX_OUTPUT_ENTRIES {
+            return Err(bad(format!("has more than {MAX_OUTPUT_ENTRIES} entries")));
+        }
         let at = dest.join(&relative);
         let mut data = (&mut input).take(size);
-        let kind = mode & libc::S_IFMT;
-        // Devices and FIFOs do not come back, nor a symlink with a long target.
-        let kept = matches!(kind, libc::S_IFDIR | libc::S_IFREG)
-            || (kind == libc::S_IFLNK && size <= MAX_OUTPUT_NAME as u64);
-        if kept {
-            let place = out
-                .place(&Path::new("/").join(&relative), Parents::InRoot)
-                .at("writing", &at)?;
-            match kind {
-                libc::S_IFDIR => {
-                    place.make_dir().at("creating", &at)?;
-                    place.chmod(mode & 0o777).at("writing", &at)?;
+        let place = || {
+            out.place(&Path::new("/").join(&relative), Parents::Existing)
+                .map_err(|e| {
+                    bad(format!(
+                        "puts {shown:?} where its parent is not a directory it sent before: {e}"
+                    ))
+                })
+        };
+        let kept = match mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                let place = place()?;
+                place.make_dir().at("creating", &at)?;
+                place.chmod(0o755).at("writing", &at)?;
+                true
+            }
+            libc::S_IFREG => {
+                let place = place()?;
+                let mut file = place.create_file().at("creating", &at)?;
+                loop {
+                    reporter.check()?;
+                    let got = data.read(&mut buffer).at("reading", disk)?;
+                    if got == 0 {
+                        break;
+                    }
+                    std::io::Write::write_all(&mut file, &buffer[..got]).at("writing", &at)?;
                 }
-                libc::S_IFREG => {
-                    let (mut file, _) = place.create_file_replacing().at("creating", &at)?;
-                    std::io::copy(&mut data, &mut file).at("writing", &at)?;
-                    place.chmod(mode & 0o777).at("writing", &at)?;
-                }
-                _ => {
-                    let mut target = Vec::new();
-                    data.read_to_end(&mut target).at("reading", disk)?;
-                    let target = std::ffi::OsStr::from_bytes(&target);
-                    place.symlink(Path::new(target)).at("creating", &at)?;
+                let executable = mode & 0o111 != 0;
+                place
+                    .chmod(if executable { 0o755 } else { 0o644 })
+                    .at("writing", &at)?;
+                true
+            }
+            libc::S_IFLNK if size <= MAX_OUTPUT_NAME as u64 => {
+                let mut target = Vec::new();
+                data.read_to_end(&mut target).at("reading", disk)?;
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+                if stays_inside(&relative, &target) {
+                    place()?.symlink(&target).at("creating", &at)?;
+                    true
+                } else {
+                    reporter.warn(format!(
+                        "run: {shown} -> {} leads out of the outputs; left out",
+                        target.display()
+                    ));
+                    false
                 }
             }
-        }
+            _ => {
+                reporter.warn(format!(
+                    "run: {shown} is not a file, directory or symlink; left out"
+                ));
+                false
+            }
+        };
         std::io::copy(&mut data, &mut std::io::sink()).at("reading", disk)?;
         if data.limit() != 0 {
             return Err(bad(format!("ends early in {shown:?}")));
@@ -345,6 +440,27 @@ pub fn read_outputs(disk: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(written)
+}
+
+/// Does a symlink at `link` (relative to the outputs) to `target` lead to
+/// a place inside them, read as the path says (relative, and its `..`
+/// never above the top)?
+fn stays_inside(link: &Path, target: &Path) -> bool {
+    if target.as_os_str().is_empty() || target.is_absolute() {
+        return false;
+    }
+    let mut depth = link.components().count() as i64 - 1;
+    for part in target.components() {
+        match part {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// A path as plain names relative to a root (`/a//b/` is `a/b`): no
@@ -467,15 +583,9 @@ mod tests {
     }
 
     #[test]
-    fn outputs_land_inside_the_directory_without_set_id_bits() {
+    fn outputs_replace_the_directory_whole_with_safe_modes_and_links() {
         let dir = tempfile::tempdir().unwrap();
-        let (disk, dest, outside) = (
-            dir.path().join("disk"),
-            dir.path().join("out"),
-            dir.path().join("outside"),
-        );
-        fs::create_dir_all(&dest).unwrap();
-        fs::create_dir_all(&outside).unwrap();
+        let (disk, dest) = (dir.path().join("disk"), dir.path().join("out"));
         let archive = |entries: &[(&[u8], u32, &[u8])]| {
             let mut w = cpio::Writer::new(Vec::new());
             for (n, (name, mode, data)) in entries.iter().enumerate() {
@@ -491,43 +601,64 @@ mod tests {
             bytes.resize(bytes.len() + 4096, 0); // the rest of the disk
             fs::write(&disk, bytes).unwrap();
         };
-        let escape = outside.to_str().unwrap().as_bytes();
+        let reporter = Reporter::new(0);
+        let read = || read_outputs(&disk, &dest, &reporter);
+        let (dir_, file, link) = (libc::S_IFDIR, libc::S_IFREG, libc::S_IFLNK);
         archive(&[
-            (b"d", libc::S_IFDIR | 0o750, b""),
-            (b"d/run", libc::S_IFREG | 0o4755, b"#!/bin/sh\n"),
-            (b"link", libc::S_IFLNK | 0o777, escape),
+            (b"d", dir_ | 0o777, b""),
+            (b"d/run", file | 0o4777, b"#!/bin/sh\n"),
+            (b"d/data", file | 0o666, b"x"),
+            (b"d/up", link | 0o777, b"../d/data"),
+            (b"abs", link | 0o777, b"/etc/shadow"),
+            (b"out", link | 0o777, b"d/../../x"),
+            (b"dev", dir_ | 0o755, b""),
             (b"dev/null", libc::S_IFCHR | 0o666, b""),
         ]);
-        fs::write(dest.join("d/run"), b"old").ok();
-        let written = read_outputs(&disk, &dest).unwrap();
-        assert_eq!(written, ["d", "d/run", "link"].map(PathBuf::from));
+        let written = read().unwrap();
+        assert_eq!(
+            written,
+            ["d", "d/run", "d/data", "d/up", "dev"].map(PathBuf::from)
+        );
+        let mode = |p: &str| fs::symlink_metadata(dest.join(p)).unwrap().mode() & 0o7777;
         assert_eq!(fs::read(dest.join("d/run")).unwrap(), b"#!/bin/sh\n");
         assert_eq!(
-            fs::metadata(dest.join("d/run")).unwrap().mode() & 0o7777,
-            0o755
+            (mode("d"), mode("d/run"), mode("d/data")),
+            (0o755, 0o755, 0o644)
         );
-        assert_eq!(fs::metadata(dest.join("d")).unwrap().mode() & 0o7777, 0o750);
-        assert_eq!(fs::read_link(dest.join("link")).unwrap(), outside);
-        assert!(!dest.join("dev").exists());
-        // A later archive writing through that symlink does not get out.
-        archive(&[(b"link/planted", libc::S_IFREG | 0o644, b"x")]);
-        let e = read_outputs(&disk, &dest).unwrap_err();
-        assert!(e.to_string().contains("link/planted"), "{e}");
-        assert!(fs::read_dir(&outside).unwrap().next().is_none());
+        assert_eq!(
+            fs::read_link(dest.join("d/up")).unwrap(),
+            Path::new("../d/data")
+        );
+        assert!(!dest.join("abs").exists() && fs::symlink_metadata(dest.join("out")).is_err());
+        assert!(dest.join(OUTPUTS_MARKER).is_file());
 
-        archive(&[(b"../escape", libc::S_IFREG | 0o644, b"x")]);
-        let e = read_outputs(&disk, &dest).unwrap_err();
-        assert!(
-            e.to_string().contains("not a path inside the output"),
-            "{e}"
-        );
+        // What the next run may not do leaves the last outputs as they were.
+        let keep = |why: &str| {
+            let e = read().unwrap_err();
+            assert!(e.to_string().contains(why), "{why}: {e}");
+            assert_eq!(fs::read(dest.join("d/data")).unwrap(), b"x", "{why}");
+        };
+        archive(&[(b"d/new", file | 0o644, b"y")]); // no parent sent first
+        keep("where its parent is not a directory it sent before");
+        archive(&[(b"l", link | 0o777, b"d"), (b"l/x", file | 0o644, b"y")]);
+        keep("where its parent is not a directory it sent before");
+        archive(&[(b"../escape", file | 0o644, b"x")]);
+        keep("not a path inside the output");
+        archive(&[(b"a", file | 0o644, b"x"), (b"a", file | 0o644, b"x")]);
+        keep("twice");
         fs::write(&disk, vec![0u8; 4096]).unwrap();
-        let e = read_outputs(&disk, &dest).unwrap_err();
-        assert!(e.to_string().contains("is missing"), "{e}");
-        archive(&[(b"big", libc::S_IFREG | 0o644, &[7u8; 100])]);
+        keep("is missing");
+        archive(&[(b"big", file | 0o644, &[7u8; 100])]);
         let bytes = fs::read(&disk).unwrap();
         fs::write(&disk, &bytes[..150]).unwrap(); // cut inside the data
-        let e = read_outputs(&disk, &dest).unwrap_err();
-        assert!(e.to_string().contains("ends early"), "{e}");
+        keep("ends early");
+        // A directory a run did not make is not replaced.
+        fs::remove_dir_all(&dest).unwrap();
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("mine"), b"user's").unwrap();
+        archive(&[(b"a", file | 0o644, b"x")]);
+        let e = read().unwrap_err();
+        assert!(e.to_string().contains("did not write"), "{e}");
+        assert_eq!(fs::read(dest.join("mine")).unwrap(), b"user's");
     }
 }

@@ -913,7 +913,15 @@ fn _run_initrd(
 /// (relative paths of what was written, in archive order).
 #[pyfunction]
 fn _read_outputs(py: Python<'_>, disk: PathBuf, dest: PathBuf) -> PyResult<Vec<PathBuf>> {
-    run(py, || crate::boot::run::read_outputs(&disk, &dest))
+    run_with(py, 0, None, |reporter| {
+        crate::boot::run::read_outputs(&disk, &dest, reporter)
+    })
+}
+
+/// Refuse, before a run boots, an outputs directory it may not replace.
+#[pyfunction]
+fn _check_outputs_dir(dest: PathBuf) -> PyResult<()> {
+    crate::boot::run::check_outputs_dir(&dest).map_err(to_py)
 }
 
 /// Make `dir` (0700) if no one but root and this user can change it or
@@ -977,6 +985,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_private_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_run_initrd, m)?)?;
     m.add_function(wrap_pyfunction!(_read_outputs, m)?)?;
+    m.add_function(wrap_pyfunction!(_check_outputs_dir, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
