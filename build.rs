@@ -1,23 +1,75 @@
-//! Builds the appliance's mini init (`init/main.rs`) as a static executable
-//! and leaves it in `OUT_DIR/init` for `src/boot/init.rs` to embed.
+//! Builds two small static executables with plain `rustc`:
 //!
-//! It is compiled with the same `rustc` for an explicit target with
+//! - the appliance's mini init (`init/main.rs`), left in `OUT_DIR/init`
+//!   for `src/boot/init.rs` to embed;
+//! - the native `supermin` launcher (`launcher/main.rs`), left in
+//!   `target/supermin-launcher`, where the symlink
+//!   `wheel-data/scripts/supermin` leads: the wheel's `scripts` data
+//!   (`[tool.maturin] data` in pyproject.toml), so that `pip install`
+//!   puts it on PATH as the `supermin` command.  (maturin wants that
+//!   directory to exist before it builds; a symlink keeps the binary out
+//!   of git.)
+//!
+//! Each is compiled with the same `rustc` for an explicit target with
 //! `+crt-static` (glibc's static libc.a, from libc6-dev): an explicit
-//! `--target` is what makes rustc honour `+crt-static` for glibc. It needs
-//! only `std`, so no nested cargo, lock file or network is involved.
+//! `--target` is what makes rustc honour `+crt-static` for glibc. They
+//! need only `std`, so no nested cargo, lock file or network is involved.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let source = "init/main.rs";
-    println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-changed=init/main.rs");
+    println!("cargo:rerun-if-changed=launcher/main.rs");
     // Files the init includes with #[path].
     for shared in ["src/boot/protocol.rs", "src/boot/cpio.rs"] {
         println!("cargo:rerun-if-changed={shared}");
     }
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("init");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let version = env::var("CARGO_PKG_VERSION").expect("version");
+
+    let init = out_dir.join("init");
+    compile(
+        "init/main.rs",
+        "supermin_init",
+        &init,
+        &[("SUPERMIN_VERSION", &version)],
+    );
+    // Its identity, for the --if-newer stamp: an appliance made with
+    // another init is rebuilt even when the version number is the same.
+    // Computed here so that a no-op build does not hash 1 MB each time.
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(&init).expect("the mini init just built");
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    let digest = format!("{:016x}", hasher.finish());
+    println!("cargo:rustc-env=SUPERMIN_INIT_DIGEST={digest}");
+
+    // The launcher knows which stamps are this build's (version and init).
+    let launcher = out_dir.join("supermin");
+    compile(
+        "launcher/main.rs",
+        "supermin_launcher",
+        &launcher,
+        &[
+            ("SUPERMIN_VERSION", &version),
+            ("SUPERMIN_INIT_DIGEST", &digest),
+        ],
+    );
+    // `wheel-data/scripts/supermin` (in git) is a symlink to this file.
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let dest = manifest.join("target/supermin-launcher");
+    std::fs::create_dir_all(manifest.join("target")).expect("creating target/");
+    // Replaced by rename: a running launcher keeps its old file.
+    let staged = manifest.join("target/.supermin-launcher.new");
+    std::fs::copy(&launcher, &staged).expect("copying the launcher");
+    std::fs::rename(&staged, &dest).expect("installing the launcher");
+}
+
+/// `rustc` `source` into the static executable `out`, with `env` set for
+/// its `env!()`s.
+fn compile(source: &str, crate_name: &str, out: &Path, env: &[(&str, &str)]) {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let target = env::var("TARGET").expect("TARGET");
     let status = Command::new(&rustc)
@@ -25,7 +77,7 @@ fn main() {
             "--edition",
             "2021",
             "--crate-name",
-            "supermin_init",
+            crate_name,
             "--crate-type",
             "bin",
         ])
@@ -48,31 +100,17 @@ fn main() {
         ])
         .args(["-D", "warnings"])
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .arg(source)
-        .env(
-            "SUPERMIN_VERSION",
-            env::var("CARGO_PKG_VERSION").expect("version"),
-        )
+        .envs(env.iter().copied())
         // A wrapper such as RUSTC_WRAPPER or a workspace RUSTFLAGS must not
-        // leak the host's dynamic settings into this one binary.
+        // leak the host's dynamic settings into these binaries.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {rustc:?} to build the mini init: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {rustc:?} to build {source}: {e}"));
     assert!(
         status.success(),
-        "building the mini init ({source}) for {target} failed; a static glibc \
+        "building {source} for {target} failed; a static glibc \
          (libc6-dev's libc.a) is needed"
-    );
-    // Its identity, for the --if-newer stamp: an appliance made with
-    // another init is rebuilt even when the version number is the same.
-    // Computed here so that a no-op build does not hash 1 MB each time.
-    use std::hash::{Hash, Hasher};
-    let bytes = std::fs::read(&out).expect("the mini init just built");
-    let mut hasher = std::hash::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    println!(
-        "cargo:rustc-env=SUPERMIN_INIT_DIGEST={:016x}",
-        hasher.finish()
     );
 }

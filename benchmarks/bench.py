@@ -25,6 +25,12 @@ run() (`--only run`): `supermin.run(bash+coreutils, "true")` cold (empty
 cache) and warm, against `boot()` alone of the same cached appliance; and
 the two ways back for 8 MB of output: run()'s output disk (`outputs=`)
 against the serial console (base64 on stdout), as time beyond the boot.
+
+The --if-newer no-op (`--only noop`): `supermin --build -f ext2 --if-newer`
+of an up-to-date output, upstream's (without --copy-kernel) against ours
+through the installed `supermin` command (the native launcher), through
+the Python command line (`python -m supermin`), and `build(if_newer=True)`
+in-process after import; median of 21 each.
 """
 
 from __future__ import annotations
@@ -251,6 +257,44 @@ def run_case(tmp, repeat):
     print(f"| 8 MB out as base64 over the serial console, beyond the warm run | {c:.2f} s |", flush=True)
 
 
+def noop_case(tmp, repeat=21):
+    """The libguestfs hot path with nothing to do, side by side."""
+    sd = tmp / "sd-bash+coreutils"
+    launcher = Path(sys.executable).parent / "supermin"
+    ours = [str(launcher), "--build", "-f", "ext2", "--modules", "boot", "--if-newer", str(sd), "-o", str(tmp / "n-ours")]
+    python_cli = [sys.executable, "-m", "supermin", *ours[1:]]
+    upstream = UPSTREAM + ["--build", "-f", "ext2", "--if-newer", str(sd), "-o", str(tmp / "n-up")]
+    for cmd in (ours, upstream):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def median_ms(cmd):
+        root = Path(cmd[-1]) / "root"
+        before = root.stat().st_mtime_ns
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            times.append(time.perf_counter() - t)
+            assert r.returncode == 0, r.stderr
+        assert root.stat().st_mtime_ns == before, f"{cmd[0]} rebuilt"
+        return statistics.median(times) * 1000
+    up = median_ms(upstream)
+    native, py = median_ms(ours), median_ms(python_cli)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    import supermin
+    inproc = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        assert supermin.build([sd], tmp / "n-ours", format="ext2", modules=[], if_newer=True).skipped
+        inproc.append(time.perf_counter() - t)
+    print("\n| `--build -f ext2 --if-newer`, nothing to do | time | vs upstream |\n|---|---|---|")
+    print(f"| upstream | {up:.1f} ms | 1.00x |")
+    print(f"| ours, `supermin` (native launcher) | {native:.1f} ms | {native / up:.2f}x |")
+    print(f"| ours, `python -m supermin` | {py:.1f} ms | {py / up:.2f}x |")
+    print(f"| ours, `build(if_newer=True)` in Python after import | {statistics.median(inproc) * 1000:.2f} ms | |",
+          flush=True)
+
+
 def rpm_case(tmp, repeat=20):
     """Reading the 129-package Mariner rpmdb.sqlite and resolving bash,
     in-process; `rpm -qa` on the same database for scale."""
@@ -278,7 +322,7 @@ def rpm_case(tmp, repeat=20):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["many-files", "boot", "run"],
+    ap.add_argument("--only", choices=["many-files", "boot", "run", "noop"],
                     help="run one case only (many-files: the 100,000-file base image; boot: the boot times; "
                     "run: run() cold and warm)")
     args = ap.parse_args()
@@ -300,6 +344,9 @@ def main():
             return
         if args.only == "run":
             run_case(tmp, args.repeat)
+            return
+        if args.only == "noop":
+            noop_case(tmp)
             return
         for label, names in cases:
             sd = tmp / f"sd-{label.split()[0]}"

@@ -70,6 +70,9 @@ pub struct BuildOptions {
     /// starts (a change between the backend's read and then is missed by
     /// the stamp until the next change).
     pub database: Option<stamp::DatabaseState>,
+    /// The command line that asked for this build (the CLI gives it): the
+    /// stamp then holds a quick record for the native launcher.
+    pub invocation: Option<stamp::Invocation>,
 }
 
 impl Default for BuildOptions {
@@ -82,6 +85,7 @@ impl Default for BuildOptions {
             lock: None,
             formats: format::Options::default(),
             database: None,
+            invocation: None,
         }
     }
 }
@@ -237,7 +241,7 @@ pub fn build(
             stamp::KernelIdentity::of(&booted.kernel).map_err(|e| e.to_string()),
         ));
     }
-    let stamped = stamp::Stamp::new(&current, &assembled.packages)
+    let stamped = stamp::Stamp::new(&current, &assembled.packages, format)
         .and_then(|s| s.store(&out, format))
         .at("writing the stamp in", out.path())?;
     if !stamped {
@@ -301,12 +305,15 @@ fn current_state(
             .map_err(|e| e.to_string())
             .and_then(|k| stamp::KernelIdentity::of(&k).map_err(|e| e.to_string()))
     });
-    stamp::Current::new(options_text(options, root), inputs, kernel, Some(database)).map_err(|e| {
-        Error::BadInput {
-            path: inputs.first().cloned().unwrap_or_default(),
-            message: format!("cannot read the inputs: {e}"),
-        }
-    })
+    let mut current =
+        stamp::Current::new(options_text(options, root), inputs, kernel, Some(database)).map_err(
+            |e| Error::BadInput {
+                path: inputs.first().cloned().unwrap_or_default(),
+                message: format!("cannot read the inputs: {e}"),
+            },
+        )?;
+    current.set_invocation(options.invocation.clone());
+    Ok(current)
 }
 
 /// `--if-newer`: is `output` what a build would make now?  The stamp

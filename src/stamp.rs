@@ -149,9 +149,27 @@ pub struct Current {
     pub(crate) input_roots: Vec<PathBuf>,
     options: String,
     inputs: Vec<InputFile>,
+    /// The directories of the inputs (a file added there changes them).
+    input_dirs: Vec<(PathBuf, FileState)>,
     kernel: Option<Result<KernelIdentity, String>>,
     database: Option<DatabaseState>,
+    /// The command line that asked for the build, for the quick record.
+    invocation: Option<Invocation>,
 }
+
+/// A command line as the native launcher (`launcher/main.rs`) will see it
+/// again: its arguments, working directory and the environment variables
+/// the command line reads (`None`: unset).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Invocation {
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, Option<String>)>,
+}
+
+/// Where kernels are looked for: a kernel installed or removed changes
+/// one of these directories (the quick record notes their state).
+const KERNEL_PLACES: &[&str] = &["/boot", "/lib/modules", "/usr/lib/modules"];
 
 impl Current {
     /// `options`: the build's options as text (any change rebuilds);
@@ -163,21 +181,28 @@ impl Current {
         kernel: Option<Result<KernelIdentity, String>>,
         database: Option<DatabaseState>,
     ) -> io::Result<Current> {
-        let mut files = Vec::new();
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
         for input in inputs {
-            list_input_files(input, &mut files)?;
+            list_input_files(input, &mut files, &mut dirs)?;
         }
         Ok(Current {
             input_roots: inputs.to_vec(),
             options,
             inputs: files,
+            input_dirs: dirs,
             kernel,
             database,
+            invocation: None,
         })
     }
 }
 
 impl Current {
+    /// The command line that asked (see [`Invocation`]).
+    pub fn set_invocation(&mut self, invocation: Option<Invocation>) {
+        self.invocation = invocation;
+    }
+
     /// The kernel the build used (for the stamp it writes).
     pub fn set_kernel(&mut self, kernel: Option<Result<KernelIdentity, String>>) {
         self.kernel = kernel;
@@ -193,7 +218,11 @@ impl Current {
 /// following symlinks as a build reads them, each directory once:
 /// symlinks that fan out (`d0/{x,y} -> d1`, `d1/{x,y} -> d2`...) would
 /// otherwise make the walk exponential (the build then refuses them).
-fn list_input_files(input: &Path, out: &mut Vec<InputFile>) -> io::Result<()> {
+fn list_input_files(
+    input: &Path,
+    out: &mut Vec<InputFile>,
+    dirs: &mut Vec<(PathBuf, FileState)>,
+) -> io::Result<()> {
     let mut seen = std::collections::HashSet::new();
     let walk = walkdir::WalkDir::new(input)
         .follow_links(true)
@@ -205,6 +234,9 @@ fn list_input_files(input: &Path, out: &mut Vec<InputFile>) -> io::Result<()> {
     for entry in walk {
         let entry = entry.map_err(io::Error::other)?;
         let meta = entry.metadata().map_err(io::Error::other)?;
+        if meta.is_dir() {
+            dirs.push((entry.path().to_path_buf(), FileState::of(&meta)));
+        }
         if meta.is_file() {
             if out.len() >= MAX_INPUT_FILES {
                 return Err(io::Error::other(format!(
@@ -250,12 +282,66 @@ pub struct Stamp {
     database: Option<DatabaseState>,
     /// name, version, architecture
     packages: Vec<(String, String, String)>,
+    /// What the native launcher checks, without this library, to find a
+    /// `--build --if-newer` command line with nothing to do.
+    quick: Option<Quick>,
+}
+
+/// The quick record: the same command line, working directory and
+/// environment, the same running kernel, the outputs present, and every
+/// file and directory the decision read unchanged (size, time, inode)
+/// mean the same decision.  Anything else goes to the full check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Quick {
+    invocation: Invocation,
+    /// `/proc/sys/kernel/osrelease`: the running kernel can be chosen.
+    release: String,
+    files: Vec<(PathBuf, FileState)>,
+    outputs: Vec<String>,
+}
+
+impl Quick {
+    /// The quick record of `current` for an output of `format`; `None`
+    /// without a command line to record.
+    fn of(current: &Current, format: &dyn Format) -> Option<Quick> {
+        let invocation = current.invocation.clone()?;
+        let state = |p: &Path| {
+            fs::metadata(p)
+                .ok()
+                .map(|m| (p.to_path_buf(), FileState::of(&m)))
+        };
+        let mut files: Vec<(PathBuf, FileState)> = current
+            .inputs
+            .iter()
+            .map(|i| (i.path.clone(), i.state.clone()))
+            .chain(current.input_dirs.iter().cloned())
+            .collect();
+        if let Some(db) = &current.database {
+            files.extend(db.files.iter().cloned());
+        }
+        if let Some(Ok(kernel)) = &current.kernel {
+            files.push((kernel.path.clone(), kernel.state.clone()));
+            files.extend(KERNEL_PLACES.iter().filter_map(|p| state(Path::new(p))));
+            for dir in KERNEL_PLACES.iter().skip(1) {
+                files.extend(state(&Path::new(dir).join(&kernel.version)));
+            }
+        }
+        Some(Quick {
+            invocation,
+            release: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            files,
+            outputs: format.outputs().iter().map(|s| s.to_string()).collect(),
+        })
+    }
 }
 
 impl Stamp {
     /// The stamp of a build made from `current` with the closure
     /// `packages`: input digests are computed now.
-    pub fn new(current: &Current, packages: &[Package]) -> io::Result<Stamp> {
+    pub fn new(current: &Current, packages: &[Package], format: &dyn Format) -> io::Result<Stamp> {
         let inputs = current
             .inputs
             .iter()
@@ -281,6 +367,7 @@ impl Stamp {
                 .iter()
                 .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
                 .collect(),
+            quick: Quick::of(current, format),
         })
     }
 
@@ -307,6 +394,22 @@ impl Stamp {
         for (n, v, a) in &self.packages {
             fields.push(format!("package\t{n}\t{v}\t{a}"));
         }
+        if let Some(quick) = &self.quick {
+            let inv = &quick.invocation;
+            fields.extend(inv.args.iter().map(|a| format!("quick-arg\t{a}")));
+            fields.push(format!("quick-cwd\t{}", path(&inv.cwd)));
+            for (name, value) in &inv.env {
+                fields.push(match value {
+                    Some(v) => format!("quick-env\t{name}\t{v}"),
+                    None => format!("quick-unset\t{name}"),
+                });
+            }
+            fields.push(format!("quick-release\t{}", quick.release));
+            for (p, s) in &quick.files {
+                fields.push(format!("quick-file\t{}\t{}", path(p), s.text()));
+            }
+            fields.extend(quick.outputs.iter().map(|o| format!("quick-output\t{o}")));
+        }
         fields.push("end".into());
         // A path that is not UTF-8 would not read back as itself.
         let lossless = self
@@ -314,13 +417,21 @@ impl Stamp {
             .iter()
             .map(|i| &i.0)
             .chain(self.kernel.iter().map(|k| &k.1))
+            .chain(
+                self.quick
+                    .iter()
+                    .flat_map(|q| q.files.iter().map(|f| &f.0).chain([&q.invocation.cwd])),
+            )
             .all(|p| std::str::from_utf8(p.as_os_str().as_bytes()).is_ok());
         let mut text = String::new();
         for line in &fields {
             let _ = writeln!(text, "{line}");
         }
         let expected_tabs = |line: &str| match line.split('\t').next() {
-            Some("made-by" | "options") => 1,
+            Some("made-by" | "options" | "quick-arg" | "quick-cwd" | "quick-unset") => 1,
+            Some("quick-release" | "quick-output") => 1,
+            Some("quick-env") => 2,
+            Some("quick-file") => 4,
             Some("database") => 4,
             Some("input") => 5,
             Some("kernel") => 5,
@@ -371,6 +482,22 @@ impl Stamp {
                     stamp
                         .packages
                         .push((n.to_string(), v.to_string(), a.to_string()))
+                }
+                [kind, rest @ ..] if kind.starts_with("quick-") => {
+                    let quick = stamp.quick.get_or_insert_with(Quick::default);
+                    let inv = &mut quick.invocation;
+                    match (*kind, rest) {
+                        ("quick-arg", [a]) => inv.args.push(a.to_string()),
+                        ("quick-cwd", [p]) => inv.cwd = PathBuf::from(p),
+                        ("quick-env", [n, v]) => inv.env.push((n.to_string(), Some(v.to_string()))),
+                        ("quick-unset", [n]) => inv.env.push((n.to_string(), None)),
+                        ("quick-release", [r]) => quick.release = r.to_string(),
+                        ("quick-file", [p, s @ ..]) if s.len() == 3 => {
+                            quick.files.push((PathBuf::from(p), state(s)?))
+                        }
+                        ("quick-output", [o]) => quick.outputs.push(o.to_string()),
+                        _ => return Err(format!("bad line {:?}", crate::error::capped(line))),
+                    }
                 }
                 ["end"] => ended = true,
                 _ => return Err(format!("bad line {:?}", crate::error::capped(line))),
@@ -551,9 +678,17 @@ pub fn decide(
     if !reasons.is_empty() {
         return Decision::Rebuild(reasons);
     }
-    let refresh = (!database_same && current.database.is_some()).then(|| {
+    // A new database state, or a command line the quick record does not
+    // know yet (another spelling of the same build): record it.
+    let quick = current
+        .invocation
+        .as_ref()
+        .map(|_| Quick::of(current, format));
+    let quick_stale = quick.is_some() && stamp.quick != quick.clone().flatten();
+    let refresh = ((!database_same && current.database.is_some()) || quick_stale).then(|| {
         Box::new(Stamp {
             database: current.database.clone(),
+            quick: quick.flatten(),
             ..stamp
         })
     });
@@ -619,7 +754,7 @@ mod tests {
         fs::write(&input, "bash\n").unwrap();
         let current =
             Current::new("ext2 x".into(), std::slice::from_ref(&input), None, None).unwrap();
-        let stamp = Stamp::new(&current, &[]).unwrap();
+        let stamp = Stamp::new(&current, &[], &crate::format::tar::Tar).unwrap();
         let text = stamp.text().unwrap();
         assert_eq!(Stamp::parse(&text).unwrap(), stamp);
         assert!(text.contains(&sha256_of(&input).unwrap()));
@@ -629,6 +764,9 @@ mod tests {
         assert!(Stamp::parse(&text.replace("made-by", "made-by\tx")).is_err());
         // A field with a newline or tab is not stamped at all.
         let odd = Current::new("a\tb".into(), &[input], None, None).unwrap();
-        assert!(Stamp::new(&odd, &[]).unwrap().text().is_none());
+        assert!(Stamp::new(&odd, &[], &crate::format::tar::Tar)
+            .unwrap()
+            .text()
+            .is_none());
     }
 }

@@ -84,6 +84,11 @@ def _source_date_epoch() -> Optional[int]:
         raise SuperminError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
 
 
+#: The environment variables a build reads (recorded with the command line
+#: in the --if-newer stamp's quick record, see ``supermin.cli``).
+_ENVIRONMENT = ("SOURCE_DATE_EPOCH", "SUPERMIN_KERNEL", "SUPERMIN_KERNEL_VERSION", "SUPERMIN_MODULES")
+
+
 def _kernel_overrides() -> "dict[str, Optional[str]]":
     """``SUPERMIN_KERNEL``, ``SUPERMIN_KERNEL_VERSION`` and
     ``SUPERMIN_MODULES``, read here once (empty means unset, as upstream)."""
@@ -307,6 +312,7 @@ def build(
     modules: "str | Sequence[str] | None" = None,
     uuid_seed: Optional[str] = None,
     compression: Optional[str] = None,
+    _invocation: "Optional[Tuple[List[str], str]]" = None,
 ) -> BuildResult:
     """Build a full appliance in ``output``.
 
@@ -374,6 +380,10 @@ def build(
             source_date_epoch=_source_date_epoch(),
             backend=backend,
             **_kernel_overrides(),
+            # (The command line's own args and directory: the stamp's quick
+            # record for the native launcher.)
+            invocation=None if _invocation is None else (
+                _invocation[0], _invocation[1], [(name, os.environ.get(name)) for name in _ENVIRONMENT]),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"

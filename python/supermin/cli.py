@@ -187,6 +187,7 @@ def run(argv: List[str]) -> int:
             modules=modules,
             uuid_seed=args.uuid_seed,
             compression=args.compression,
+            _invocation=(argv, os.getcwd()),
             **common,
         )
         if result.skipped:

@@ -660,7 +660,7 @@ fn _prepare(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None, invocation=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build(
     py: Python<'_>,
@@ -685,6 +685,7 @@ fn _build(
     supermin_kernel: Option<PathBuf>,
     supermin_kernel_version: Option<String>,
     supermin_modules: Option<PathBuf>,
+    invocation: Option<Invocation>,
 ) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
     let mut options = BuildOptions {
@@ -694,6 +695,7 @@ fn _build(
         if_newer,
         lock,
         database: None,
+        invocation: invocation.map(|(args, cwd, env)| crate::stamp::Invocation { args, cwd, env }),
         formats: crate::format::Options {
             epoch: source_date_epoch,
             boot: crate::boot::Options {
@@ -765,6 +767,10 @@ fn _build(
         initrd_modules: boot.map(|b| b.initrd_modules).unwrap_or_default(),
     })
 }
+
+/// `invocation=`: `(args, cwd, [(name, value or None)])`, the command line
+/// that asked for a build (see `stamp::Invocation`).
+type Invocation = (Vec<String>, PathBuf, Vec<(String, Option<String>)>);
 
 /// `modules=`: `"all"` (checked by the Python layer) or module names.
 #[derive(FromPyObject)]
