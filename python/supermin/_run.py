@@ -26,10 +26,10 @@ from ._api import BuildResult, PathLike, _split_inputs, build, prepare
 from ._boot import BootError, boot_for_status, cache_dir, default_memory
 from ._supermin import (
     Appliance,
-    Backend,
     SuperminError,
     __version__,
     _check_outputs_dir,
+    _database_mtime,
     _private_dir,
     _read_outputs,
     _run_initrd,
@@ -154,10 +154,13 @@ def run(
         fresh = True  # the prepared appliance (names) is current
         if names:
             prepared = home / "supermin.d"
-            backend = Backend.detect()
-            fresh = prepared.is_dir() and prepared.stat().st_mtime >= backend.database_mtime
+            # From the database files' times alone (nothing parsed): an
+            # unrelated install re-prepares, and the build's stamp then
+            # finds the same appliance by content.
+            changed = _database_mtime()
+            fresh = prepared.is_dir() and changed is not None and prepared.stat().st_mtime >= changed
             if not fresh:
-                prepare(names, prepared, use_installed=True, backend=backend, verbose=verbose)
+                prepare(names, prepared, use_installed=True, verbose=verbose)
             inputs = [os.fspath(prepared)]
         appliance = build(inputs, home / "out", format=format, if_newer=True, modules=modules, verbose=verbose)
         fcntl.flock(lock_fd, fcntl.LOCK_SH)

@@ -959,6 +959,19 @@ fn _formats() -> Vec<(
         .collect()
 }
 
+/// When the package database of `root` last changed (seconds since the
+/// epoch), from its files' times alone: nothing is parsed.
+#[pyfunction]
+#[pyo3(signature = (root = PathBuf::from("/")), text_signature = "(root='/')")]
+fn _database_mtime(root: PathBuf) -> PyResult<Option<f64>> {
+    let state = backend::database_state(&root, None).map_err(to_py)?;
+    Ok(state.newest().map(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }))
+}
+
 /// `(driver, detected)` pairs for `--list-drivers`.
 #[pyfunction]
 #[pyo3(signature = (root = PathBuf::from("/")), text_signature = "(root='/')")]
@@ -992,6 +1005,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_run_initrd, m)?)?;
     m.add_function(wrap_pyfunction!(_read_outputs, m)?)?;
     m.add_function(wrap_pyfunction!(_check_outputs_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(_database_mtime, m)?)?;
     m.add_function(wrap_pyfunction!(_set_messages, m)?)?;
     m.add_function(wrap_pyfunction!(_scratch_dir, m)?)?;
     m.add_class::<PyScratch>()?;
