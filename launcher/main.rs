@@ -40,7 +40,23 @@ const MADE_BY: &str = concat!(
 );
 /// The largest stamp read.
 const MAX_STAMP: u64 = 8 << 20;
+/// The stamp's lines the full check reads (`src/stamp.rs`); any other
+/// line means a stamp this program does not understand.
+const KNOWN: &[&str] = &[
+    "made-by",
+    "options",
+    "database",
+    "database-missing",
+    "input",
+    "kernel",
+    "kernel-modules",
+    "kernel-modules-missing",
+    "package",
+];
 
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
 const O_NOFOLLOW: i32 = 0o400000;
 const O_NONBLOCK: i32 = 0o4000;
 const F_SETLK: c_int = 6;
@@ -77,6 +93,17 @@ fn nothing_to_do(args: &[OsString]) -> Option<Option<fs::File>> {
         return None;
     }
     let args: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
+    // Only the spellings read below: `-oOUT`, `--lock=L`, `-vo OUT`, `--`
+    // go to Python, and so does -v (the full command says more).
+    let plain = |a: &&str| {
+        *a != "--"
+            && !a.starts_with("--lock=")
+            && !(a.starts_with('-') && !a.starts_with("--") && a.len() > 2)
+            && !matches!(*a, "-v" | "--verbose")
+    };
+    if !args.iter().all(plain) {
+        return None;
+    }
     let value_of = |flag: &str| {
         args.iter()
             .rposition(|a| *a == flag)
@@ -89,14 +116,21 @@ fn nothing_to_do(args: &[OsString]) -> Option<Option<fs::File>> {
         None => None,
     };
     let output = Path::new(value_of("-o")?);
+    // A real directory, as the build would accept it.
+    if !fs::symlink_metadata(output).ok()?.is_dir() {
+        return None;
+    }
     let stamp = read_stamp(&output.join(STAMP))?;
-    let mut lines = stamp.lines();
-    if lines.next() != Some(HEADER) || stamp.lines().last() != Some("end") {
+    // Lines end at '\n' only, as the library writes and reads them.
+    let body = stamp.strip_suffix("end\n")?;
+    let mut lines = body.split_terminator('\n');
+    if lines.next() != Some(HEADER) || stamp.contains('\r') {
         return None;
     }
     let mut recorded_args = Vec::new();
     let mut recorded_cwd = None;
     let mut made_by = None;
+    let mut outputs = 0;
     for line in lines {
         let fields: Vec<&str> = line.split('\t').collect();
         match fields.as_slice() {
@@ -129,11 +163,23 @@ fn nothing_to_do(args: &[OsString]) -> Option<Option<fs::File>> {
                     return None;
                 }
             }
+            ["quick-absent", path] => {
+                if fs::symlink_metadata(path).is_ok() {
+                    return None;
+                }
+            }
             ["quick-output", name] => {
                 fs::symlink_metadata(output.join(name)).ok()?;
+                outputs += 1;
             }
-            _ => {}
+            // The library's own lines, not read here.
+            [kind, ..] if KNOWN.contains(kind) => {}
+            _ => return None,
         }
+    }
+    // A stamp with no outputs to check (a chroot's) is not answered here.
+    if outputs == 0 {
+        return None;
     }
     let cwd = std::env::current_dir().ok()?;
     let same = made_by == Some(MADE_BY)

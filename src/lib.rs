@@ -192,6 +192,9 @@ pub fn build(
             Verdict::ReadDatabase => unreachable!("the database was given"),
         }
     }
+    // Before the build reads them: an input edited during the build then
+    // no longer matches the stamp.
+    current.digest_inputs();
     let appliance = appliance::load(inputs)?;
     let plan = assemble::plan(backend, &appliance, options.ignore_missing, reporter)?;
     let staging = output::Staging::new(output, inputs)?;
@@ -237,17 +240,18 @@ pub fn build(
     });
     let written = format.write(assembled.tree, &out, &context)?;
     if let Some(booted) = &written.boot {
-        current.set_kernel(Some(
-            stamp::KernelIdentity::of(&booted.kernel).map_err(|e| e.to_string()),
-        ));
+        current.confirm_kernel(&booted.kernel);
     }
-    let stamped = stamp::Stamp::new(&current, &assembled.packages, format)
-        .and_then(|s| s.store(&out, format))
-        .at("writing the stamp in", out.path())?;
+    let stamped = match stamp::Stamp::new(&current, &assembled.packages, format) {
+        Some(stamp) => open_dir(&staging.path())
+            .and_then(|dir| stamp.store(&dir, format))
+            .at("writing the stamp in", staging.path())?,
+        None => false,
+    };
     if !stamped {
         reporter.info(1, || {
-            "build: no stamp (a path that cannot be written in one, or no user \
-             attributes here): --if-newer will compare times"
+            "build: no stamp (an input or the kernel changed during the build, a \
+             path that cannot be written in one, or no user attributes here)"
                 .to_string()
         });
     }
@@ -282,9 +286,9 @@ enum Verdict {
 /// The build's options as one line for the stamp: any change rebuilds.
 fn options_text(options: &BuildOptions, root: &Path) -> String {
     format!(
-        "format={} root={} packagelist={} ignore-missing={} {:?}",
+        "format={} root={:?} packagelist={} ignore-missing={} {:?}",
         options.format.name(),
-        root.display(),
+        root,
         options.include_packagelist,
         options.ignore_missing,
         options.formats
@@ -299,9 +303,11 @@ fn current_state(
     database: stamp::DatabaseState,
     reporter: &Reporter,
 ) -> Result<stamp::Current> {
-    // The kernel a bootable format would pick: only asked when it matters.
-    let kernel = (options.if_newer && options.format.outputs().contains(&"kernel")).then(|| {
-        boot::find_kernel(&options.formats.boot, reporter)
+    // The kernel a bootable format would pick, before the build picks it
+    // (quietly: the build says which when it does).
+    let quiet = reporter.quiet();
+    let kernel = options.format.outputs().contains(&"kernel").then(|| {
+        boot::find_kernel(&options.formats.boot, &quiet)
             .map_err(|e| e.to_string())
             .and_then(|k| stamp::KernelIdentity::of(&k).map_err(|e| e.to_string()))
     });
@@ -327,12 +333,29 @@ fn if_newer(
     reporter: &Reporter,
 ) -> Result<Verdict> {
     let format = options.format;
-    let verdict = match stamp::decide(output, format, current, backend) {
+    let inputs = current.input_roots.clone();
+    // The closure a build would take now, resolved again (quietly) when the
+    // database changed: a package added to it (a new provider, one that
+    // --ignore-missing left out) rebuilds as surely as a new version.
+    let closure = |backend: &dyn Backend| {
+        let quiet = reporter.quiet();
+        appliance::load(&inputs)
+            .and_then(|a| assemble::closure(backend, &a, options.ignore_missing, &quiet))
+            .map_err(|e| e.to_string())
+    };
+    let mut resolve = backend.map(|b| move || closure(b));
+    let decision = stamp::decide(
+        output,
+        format,
+        current,
+        resolve.as_mut().map(|r| r as stamp::Closure<'_>),
+    );
+    let verdict = match decision {
         stamp::Decision::UpToDate { refresh } => {
-            if let Some(stamp) = refresh {
-                // Best effort: an output this user cannot write is still
-                // up to date; the next check reads the database again.
-                let stored = outdir::OutDir::open(output).and_then(|out| stamp.store(&out, format));
+            if let Some((stamp, dir)) = refresh {
+                // Best effort, into the directory the stamp was read from:
+                // an output this user cannot write is still up to date.
+                let stored = stamp.store(&dir, format);
                 reporter.info(2, || format!("if-newer: stamp refreshed: {stored:?}"));
             }
             Verdict::UpToDate
@@ -398,4 +421,14 @@ pub fn is_up_to_date(
         if_newer(output, options, &mut current, None, reporter)?,
         Verdict::UpToDate
     ))
+}
+
+/// A directory this build made (its staging output), opened for the stamp.
+fn open_dir(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }

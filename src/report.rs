@@ -77,6 +77,12 @@ impl Reporter {
         self
     }
 
+    /// A reporter that says nothing but hears the same cancel (for work
+    /// done twice, such as `--if-newer` resolving the closure again).
+    pub fn quiet(&self) -> Reporter {
+        Reporter::new(0).with_cancel(self.cancel.clone())
+    }
+
     /// `Err(Error::Cancelled)` once the caller has cancelled: long loops
     /// call this for every item, so that a build stops within a second.
     pub fn check(&self) -> Result<()> {

@@ -51,13 +51,28 @@ def test_a_no_op_is_answered_without_python_and_anything_else_goes_to_it(prepare
         assert r.returncode == 127 and "cannot run /nonexistent" in r.stderr, (change, r.stderr)
     r = launch(*args, cwd=tmp_path / "out", env=NO_PYTHON)  # -o out is elsewhere
     assert r.returncode == 127, r.stderr
+    # Spellings the launcher does not read itself go to Python.
+    for spelled in (["--lock=" + str(lock)], ["--", str(sd)]):
+        r = launch(*args, *spelled, cwd=tmp_path, env=NO_PYTHON)
+        assert r.returncode == 127, (spelled, r.stderr)
+    r = launch(*args[:-2], "-oout", cwd=tmp_path, env=NO_PYTHON)
+    assert r.returncode == 127, r.stderr
+    # OUT replaced by a symlink to it: the build would refuse it; so the
+    # launcher does not answer.
+    (tmp_path / "out").rename(tmp_path / "real")
+    (tmp_path / "out").symlink_to("real")
+    assert launch(*args, cwd=tmp_path, env=NO_PYTHON).returncode == 127
+    (tmp_path / "out").unlink()
+    (tmp_path / "real").rename(tmp_path / "out")
     # A touched input: Python decides (same bytes: nothing to build) and
     # records the new state; then it is quick again.
     os.utime(sd / "packages")
     assert launch(*args, cwd=tmp_path, env=NO_PYTHON).returncode == 127
     r = launch(*args, "-v", cwd=tmp_path)
     assert r.returncode == 0 and "does not need rebuilding" in r.stderr, r.stderr
-    assert launch(*args, "-v", cwd=tmp_path, env=NO_PYTHON).returncode == 0
+    assert launch(*args, "-v", cwd=tmp_path, env=NO_PYTHON).returncode == 127, "-v: the full command"
+    assert launch(*args, cwd=tmp_path).returncode == 0
+    assert launch(*args, cwd=tmp_path, env=NO_PYTHON).returncode == 0
     # A lock no one holds is taken and the answer is quick.
     assert launch(*args, "--lock", str(lock), cwd=tmp_path).returncode == 0
     assert launch(*args, "--lock", str(lock), cwd=tmp_path, env=NO_PYTHON).returncode == 0

@@ -149,8 +149,11 @@ def test_a_changed_kernel_rebuilds_and_says_so(sd, root, tmp_path, monkeypatch):
     version = host_kernel.name.removeprefix("vmlinuz-")
     kernel = tmp_path / "vmlinuz"
     shutil.copy(host_kernel, kernel)
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "modules.dep").write_text("")
     monkeypatch.setenv("SUPERMIN_KERNEL", str(kernel))
-    monkeypatch.setenv("SUPERMIN_MODULES", f"/lib/modules/{version}")
+    monkeypatch.setenv("SUPERMIN_MODULES", str(modules))
     out = tmp_path / "ram"
     args = dict(format="initramfs", root=root, if_newer=True, compression="none")
     supermin.build([sd], out, **args)
@@ -158,3 +161,37 @@ def test_a_changed_kernel_rebuilds_and_says_so(sd, root, tmp_path, monkeypatch):
     os.utime(kernel, (1_700_000_000, 1_700_000_000))
     r = supermin.build([sd], out, **args)
     assert r.rebuilt_because == (f"kernel {version} changed ({kernel})",), r.rebuilt_because
+    # A module installed for the same kernel (depmod rewrites modules.dep).
+    (modules / "modules.dep").write_text("kernel/extra/new.ko:\n")
+    r = supermin.build([sd], out, **args)
+    assert r.rebuilt_because == (f"kernel {version}'s modules changed",), r.rebuilt_because
+
+
+def test_a_package_added_to_the_closure_rebuilds(root, sd, tmp_path):
+    """A name --ignore-missing left out, installed later, is a change of
+    the closure (as a new provider of a dependency would be), though no
+    package of the old closure changed."""
+    with open(sd / "packages", "a") as f:
+        f.write("late-tool\n")
+    out = tmp_path / "out"
+    with pytest.warns(supermin.SuperminWarning, match="late-tool"):
+        supermin.build([sd], out, format="tar", root=root, if_newer=True, ignore_missing=True)
+    with open(root / "var/lib/dpkg/status", "a") as f:
+        f.write("\nPackage: late-tool\nStatus: install ok installed\nPriority: optional\n"
+                "Architecture: all\nVersion: 2.0\nDescription: installed after the build\n")
+    (root / "var/lib/dpkg/info/late-tool.list").write_text("/.\n")
+    try:
+        r = supermin.build([sd], out, format="tar", root=root, if_newer=True, ignore_missing=True)
+    finally:
+        (root / "var/lib/dpkg/info/late-tool.list").unlink()
+    assert r.rebuilt_because == ("late-tool 2.0 (all) added",), r.rebuilt_because
+
+
+def test_a_command_line_that_is_not_text_still_builds(root, sd, tmp_path):
+    """An argument with bytes that are not UTF-8 is not recorded for the
+    launcher, and the build goes on."""
+    odd = tmp_path / os.fsdecode(b"sd-\xff")
+    shutil.copytree(sd, odd)
+    r = run_cli("--build", "-f", "tar", "--root", str(root), "--if-newer", str(odd), "-o", str(tmp_path / "o"),
+                check=False)
+    assert r.returncode == 0, r.stderr

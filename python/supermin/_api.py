@@ -89,6 +89,22 @@ def _source_date_epoch() -> Optional[int]:
 _ENVIRONMENT = ("SOURCE_DATE_EPOCH", "SUPERMIN_KERNEL", "SUPERMIN_KERNEL_VERSION", "SUPERMIN_MODULES")
 
 
+def _recorded(invocation: "Optional[tuple]") -> "Optional[tuple]":
+    """A command line's ``(args, cwd, [(name, value)])`` with the build's
+    own environment added, for the stamp's quick record; None if any of it
+    is not text that UTF-8 can carry (undecodable bytes on a command line)."""
+    if invocation is None:
+        return None
+    args, cwd, env = invocation
+    env = [*env, *((name, os.environ.get(name)) for name in _ENVIRONMENT)]
+    try:
+        for text in [*args, cwd, *(v for _, v in env if v is not None)]:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return (args, cwd, env)
+
+
 def _kernel_overrides() -> "dict[str, Optional[str]]":
     """``SUPERMIN_KERNEL``, ``SUPERMIN_KERNEL_VERSION`` and
     ``SUPERMIN_MODULES``, read here once (empty means unset, as upstream)."""
@@ -312,7 +328,7 @@ def build(
     modules: "str | Sequence[str] | None" = None,
     uuid_seed: Optional[str] = None,
     compression: Optional[str] = None,
-    _invocation: "Optional[Tuple[List[str], str]]" = None,
+    _invocation: "Optional[tuple]" = None,
 ) -> BuildResult:
     """Build a full appliance in ``output``.
 
@@ -382,8 +398,7 @@ def build(
             **_kernel_overrides(),
             # (The command line's own args and directory: the stamp's quick
             # record for the native launcher.)
-            invocation=None if _invocation is None else (
-                _invocation[0], _invocation[1], [(name, os.environ.get(name)) for name in _ENVIRONMENT]),
+            invocation=_recorded(_invocation),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"

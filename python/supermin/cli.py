@@ -126,6 +126,22 @@ def _parser() -> _Parser:
     return p
 
 
+#: What else decides what the Python the native launcher starts imports:
+#: recorded with the command line (see ``_invocation``).  (SUPERMIN_PYTHON,
+#: the user's choice of that Python, is not: it is theirs to keep in step.)
+_LAUNCH_ENVIRONMENT = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE")
+
+
+def _invocation(argv: List[str]) -> "Optional[tuple]":
+    """This command line, for the stamp's quick record (the native
+    launcher answers the same one with nothing to do by itself)."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    return (argv, cwd, [(name, os.environ.get(name)) for name in _LAUNCH_ENVIRONMENT])
+
+
 def run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -187,7 +203,7 @@ def run(argv: List[str]) -> int:
             modules=modules,
             uuid_seed=args.uuid_seed,
             compression=args.compression,
-            _invocation=(argv, os.getcwd()),
+            _invocation=_invocation(argv),
             **common,
         )
         if result.skipped:

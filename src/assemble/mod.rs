@@ -21,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub use plan::{plan, FileSet};
+pub use plan::{closure, plan, FileSet};
 
 use crate::appliance::BaseImage;
 use crate::error::{Error, IoContext, Result};

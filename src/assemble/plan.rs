@@ -47,6 +47,24 @@ impl FileSet {
     }
 }
 
+/// The packages a build of `appliance` takes: those it names that are
+/// installed (the others are an error, or a warning with
+/// `ignore_missing`) and their dependencies.
+pub fn closure(
+    backend: &dyn Backend,
+    appliance: &Appliance,
+    ignore_missing: bool,
+    reporter: &Reporter,
+) -> Result<Vec<crate::package::Package>> {
+    let roots = backend.packages_named_or_warn(&appliance.packages, ignore_missing, reporter)?;
+    reporter.info(1, || format!("build: {} packages named", roots.len()));
+    let packages = backend.resolve(&roots, reporter)?;
+    reporter.info(1, || {
+        format!("build: {} packages, including dependencies", packages.len())
+    });
+    Ok(packages)
+}
+
 /// Resolve the appliance's packages, list their files, drop config files
 /// and excluded paths, add hostfiles, drop paths missing on the host, and
 /// lay the result out as a tree.
@@ -57,12 +75,7 @@ pub fn plan(
     reporter: &Reporter,
 ) -> Result<FileSet> {
     let root = backend.root();
-    let roots = backend.packages_named_or_warn(&appliance.packages, ignore_missing, reporter)?;
-    reporter.info(1, || format!("build: {} packages named", roots.len()));
-    let packages = backend.resolve(&roots, reporter)?;
-    reporter.info(1, || {
-        format!("build: {} packages, including dependencies", packages.len())
-    });
+    let packages = closure(backend, appliance, ignore_missing, reporter)?;
     for p in &packages {
         reporter.info(2, || format!("  - {}", p.full_name));
     }
