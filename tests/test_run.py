@@ -38,11 +38,11 @@ def test_cold_then_warm_with_a_long_command_and_a_large_input(cache, tmp_path):
     command = f"echo {long_word} | wc -c; sha256sum /tmp/in/big.bin; stat -c %a /tmp; exit 7"
     cold = supermin.run(SMALL, command, files={"/tmp/in/big.bin": tmp_path / "big.bin"}, accel="tcg",
                         timeout=BOOT_TIMEOUT)
-    assert not cold.cached and cold.returncode == 7
+    assert not cold.cached and cold.returncode == 7 and cold.rebuilt_because == ("output missing",)
     assert cold.stdout.split() == ["6001", hashlib.sha256(data).hexdigest(), "/tmp/in/big.bin", "1777"], cold.stdout
     assert cold.appliance.format == "initramfs" and cache in cold.appliance.output.parents
     warm = supermin.run(SMALL, "echo warm", accel="tcg", timeout=BOOT_TIMEOUT)
-    assert warm.cached and warm.stdout == "warm\n" and warm.returncode == 0
+    assert warm.cached and warm.stdout == "warm\n" and warm.returncode == 0 and warm.rebuilt_because == ()
     assert warm.appliance.output == cold.appliance.output
     assert warm.duration > 0
 

@@ -70,6 +70,9 @@ class RunResult:
     #: What the command left in the guest's ``/out``, written into the
     #: ``outputs`` directory: paths relative to it, in archive order.
     output_files: Tuple[str, ...] = ()
+    #: Why the cached appliance was (re)built (see
+    #: :attr:`BuildResult.rebuilt_because`); empty when it was reused.
+    rebuilt_because: Tuple[str, ...] = ()
 
 
 def _cache_key(names: Sequence[str], inputs: Sequence[str], format: str, modules: object) -> str:
@@ -213,7 +216,7 @@ def run(
                         returncode)
     return RunResult(stdout=output, returncode=returncode, duration=time.monotonic() - started,
                      cached=appliance.skipped, appliance=appliance if private else None,
-                     output_files=tuple(str(p) for p in written))
+                     output_files=tuple(str(p) for p in written), rebuilt_because=appliance.rebuilt_because)
 
 
 __all__ = ["RUN_FORMATS", "SHARE_AT", "RunResult", "run"]
