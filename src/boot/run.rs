@@ -530,34 +530,28 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name}");
         }
-        for bad in ["/", "../etc/x", "/a/../../b", "/proc/x", "dev"] {
-            let inputs = [Input {
-                guest: PathBuf::from(bad),
-                host: dest.clone(),
-            }];
-            let e = write_run_initrd(
+        let refused = |inputs: &[Input]| {
+            write_run_initrd(
                 &base,
                 &dir.path().join("x"),
                 "",
-                &inputs,
+                inputs,
                 &Channels::default(),
             )
-            .unwrap_err();
+            .unwrap_err()
+        };
+        for bad in ["/", "../etc/x", "/a/../../b", "/proc/x", "dev"] {
+            let e = refused(&[Input {
+                guest: PathBuf::from(bad),
+                host: dest.clone(),
+            }]);
             assert!(e.to_string().contains("not a path"), "{bad}: {e}");
         }
         for (a, b) in [("/a/b", "a//b/"), ("a", "/a/b")] {
-            let inputs = [a, b].map(|g| Input {
+            let e = refused(&[a, b].map(|g| Input {
                 guest: PathBuf::from(g),
                 host: dest.clone(),
-            });
-            let e = write_run_initrd(
-                &base,
-                &dir.path().join("x"),
-                "",
-                &inputs,
-                &Channels::default(),
-            )
-            .unwrap_err();
+            }));
             assert!(
                 e.to_string().contains("would hide the other"),
                 "{a} {b}: {e}"
@@ -567,18 +561,10 @@ mod tests {
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let inputs = [Input {
+        let e = refused(&[Input {
             guest: PathBuf::from("x"),
             host: fifo,
-        }];
-        let e = write_run_initrd(
-            &base,
-            &dir.path().join("x"),
-            "",
-            &inputs,
-            &Channels::default(),
-        )
-        .unwrap_err();
+        }]);
         assert!(e.to_string().contains("regular file"), "{e}");
     }
 
