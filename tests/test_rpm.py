@@ -10,6 +10,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -509,3 +510,44 @@ def test_a_locked_database_is_still_read_and_left_alone(tmp_path):
         holder.rollback()
         holder.close()
     assert db.read_bytes() == before
+
+
+def test_a_root_without_os_release_is_detected_by_its_database(tmp_path, prepared):
+    """`rpm --root R --initdb` makes no /etc/os-release: the one database
+    there decides.  A root with two databases and no os-release is an
+    error that says to name one with --packager, which then works."""
+    root = make_root(tmp_path)
+    (root / "etc/os-release").unlink()
+    assert supermin.Backend.detect(str(root)).name == "rpm"
+    assert dict(supermin.list_drivers(str(root)))["fedora/rpm"] is True
+    r = subprocess.run([sys.executable, "-m", "supermin", "--prepare", "--use-installed", "--root", str(root),
+                        "bash", "-o", str(tmp_path / "sd")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "bash" in (tmp_path / "sd" / "packages").read_text().split()
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    shutil.copy("/var/lib/dpkg/status", root / "var/lib/dpkg/status")
+    with pytest.raises(supermin.BackendError, match="databases of dpkg and rpm .* --packager"):
+        supermin.Backend.detect(str(root))
+    for kind in ("rpm", "dpkg"):
+        r = subprocess.run([sys.executable, "-m", "supermin", "--prepare", "--use-installed", "--root", str(root),
+                            "--packager", kind, "bash", "-o", str(tmp_path / f"sd-{kind}")],
+                           capture_output=True, text=True)
+        if kind == "rpm":
+            assert r.returncode == 0, r.stderr
+        else:  # dpkg's status was copied without its file lists: dpkg read it
+            assert r.returncode == 1 and r.stderr.startswith("supermin: dpkg: cannot read the file list"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "supermin", "--prepare", "--packager", "pacmann", "bash",
+                        "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 1 and "unknown package manager 'pacmann' (known: dpkg, rpm" in r.stderr, r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(supermin.BackendError, match="no package database under .*empty"):
+        supermin.Backend.detect(str(empty))
+    with pytest.raises(supermin.SuperminError, match="packager or backend, not both"):
+        supermin.prepare(["bash"], tmp_path / "y", backend=supermin.Backend.detect(), packager="dpkg")
+
+
+def test_derivatives_are_known_by_id(tmp_path):
+    for distro in ("mageia", "openEuler", "anolis", "kylin"):
+        root = make_root(tmp_path / distro, f"ID={distro.lower()}\n")
+        assert dict(supermin.list_drivers(str(root)))["fedora/rpm"] is True, distro

@@ -145,6 +145,7 @@ def prepare(
     use_installed: bool = False,
     root: PathLike = "/",
     backend: Optional[Backend] = None,
+    packager: Optional[str] = None,
     ignore_missing: bool = False,
     packager_config: Optional[PathLike] = None,
     always_download: bool = False,
@@ -161,11 +162,12 @@ def prepare(
     ``always_download``.  Unknown
     packages raise :class:`PackageNotFoundError` unless ``ignore_missing``.
     ``backend`` (an opened :class:`Backend`, e.g. ``Backend.open("rpm",
-    root=R)``) is used instead of detecting the package manager of ``root``.
+    root=R)``) is used instead of detecting the package manager of ``root``;
+    or ``packager`` (``"dpkg"``, ``"rpm"``) names the kind to open there.
     """
     if isinstance(packages, str):
         packages = [packages]
-    _check_backend(root, backend)
+    _check_backend(root, backend, packager)
     _prepare(
         list(packages),
         os.fspath(output),
@@ -179,13 +181,16 @@ def prepare(
         verbose=verbose,
         progress=resolve_progress(progress),
         backend=backend,
+        packager=packager,
     )
     return Appliance.load(os.fspath(output))
 
 
-def _check_backend(root: PathLike, backend: "Optional[Backend]") -> None:
+def _check_backend(root: PathLike, backend: "Optional[Backend]", packager: Optional[str] = None) -> None:
     if backend is not None and os.fspath(root) != "/":
         raise SuperminError("give root or backend, not both: the backend has its root")
+    if backend is not None and packager is not None:
+        raise SuperminError("give packager or backend, not both: the backend has its kind")
 
 
 #: The --if-newer stamp a build leaves in an output of named files.
@@ -316,6 +321,7 @@ def build(
     use_installed: bool = True,
     root: PathLike = "/",
     backend: Optional[Backend] = None,
+    packager: Optional[str] = None,
     include_packagelist: bool = False,
     ignore_missing: bool = False,
     if_newer: bool = False,
@@ -356,9 +362,10 @@ def build(
     the whole image, reproducible.  The kernel is found as upstream finds
     it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).  ``backend``
     (an opened :class:`Backend`) is used instead of detecting the package
-    manager of ``root``.
+    manager of ``root``; or ``packager`` names its kind (``"dpkg"``,
+    ``"rpm"``), as ``--packager`` does.
     """
-    _check_backend(root, backend)
+    _check_backend(root, backend, packager)
     if format not in _FORMAT_NAMES:
         raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
     format = _FORMAT_NAMES[format]
@@ -399,6 +406,7 @@ def build(
             # (The command line's own args and directory: the stamp's quick
             # record for the native launcher.)
             invocation=_recorded(_invocation),
+            packager=packager,
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"
@@ -436,6 +444,7 @@ def build(
             use_installed=use_installed,
             root=root,
             backend=backend,
+            packager=packager,
             ignore_missing=ignore_missing,
             verbose=verbose,
         )

@@ -169,6 +169,7 @@ def _prepare(
     verbose: int,
     progress: _Progress,
     backend: Optional[Backend] = None,
+    packager: Optional[str] = None,
 ) -> None: ...
 @final
 class _Built:
@@ -225,6 +226,7 @@ def _build(
     supermin_kernel_version: Optional[str] = None,
     supermin_modules: Optional[str] = None,
     invocation: Optional[Tuple[List[str], str, List[Tuple[str, Optional[str]]]]] = None,
+    packager: Optional[str] = None,
 ) -> _Built: ...
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
 def _pvh_kernel(kernel: _Path, cache: _Path) -> Tuple[Optional[Path], Optional[str]]: ...

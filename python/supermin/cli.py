@@ -91,6 +91,12 @@ def _parser() -> _Parser:
     # Beyond upstream.
     p.add_argument("--root", default="/", metavar="DIR", help="Read the package database and files of another root")
     p.add_argument(
+        "--packager",
+        metavar="KIND",
+        help="The package manager whose database to read, as --list-drivers names it after the slash "
+        "(default: the one /etc/os-release names, else the only database there)",
+    )
+    p.add_argument(
         "--ignore-missing",
         action="store_true",
         help="Warn about packages that are not installed instead of failing (upstream's behaviour)",
@@ -171,7 +177,8 @@ def run(argv: List[str]) -> int:
     if not args.output:
         raise _Fail("output directory (-o option) must be supplied")
     output = args.output.rstrip("/") or "/"
-    common = dict(root=args.root, lock=args.lock, verbose=args.verbose, progress=True if args.progress else None)
+    common = dict(root=args.root, lock=args.lock, verbose=args.verbose, progress=True if args.progress else None,
+                  packager=args.packager)
 
     if args.mode == "prepare":
         if not args.args:
@@ -237,7 +244,7 @@ def _run_command(args: argparse.Namespace) -> int:
         raise _Fail("run: no packages or supermin appliances specified")
     # What --run does not take: refused, not silently ignored.
     given = [flag for flag, value in (
-        ("--root", args.root != "/"), ("--size", args.size), ("--lock", args.lock),
+        ("--root", args.root != "/"), ("--packager", args.packager), ("--size", args.size), ("--lock", args.lock),
         ("--if-newer", args.if_newer), ("--use-installed", args.use_installed), ("--uuid-seed", args.uuid_seed),
         ("--compression", args.compression), ("--copy-kernel", args.copy_kernel), ("--host-cpu", args.host_cpu),
         ("--include-packagelist", args.include_packagelist), ("--packager-config", args.packager_config),

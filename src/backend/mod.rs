@@ -305,20 +305,58 @@ fn open_root(root: &Path, what: &str) -> Result<RootFs> {
     })
 }
 
-/// The backend of the package manager that manages `root`.
-pub fn detect(root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
-    let rootfs = open_root(root, "package database")?;
-    match DRIVERS.iter().find(|d| (d.detect)(&rootfs)) {
-        Some(driver) => (driver.open)(rootfs, scratch),
-        None => Err(Error::backend(
+/// The driver of the package manager that manages `root`: the one its
+/// `/etc/os-release` (`ID`, then `ID_LIKE`) names, else the one whose
+/// database is the only one there (a root made with `rpm --root R
+/// --initdb` has no os-release).  Several databases and no os-release to
+/// choose: an error naming them.
+fn detected_driver(root: &RootFs, shown: &Path) -> Result<&'static Driver> {
+    if let Some(driver) = DRIVERS.iter().find(|d| (d.detect)(root)) {
+        return Ok(driver);
+    }
+    let is_file = |p: &PathBuf| root.metadata(p).is_ok_and(|m| m.is_file());
+    let mut found: Vec<&'static Driver> = Vec::new();
+    for driver in DRIVERS {
+        if (driver.database)(root).iter().any(is_file)
+            && !found.iter().any(|d| d.kind == driver.kind)
+        {
+            found.push(driver);
+        }
+    }
+    let mut kinds_known: Vec<&str> = DRIVERS.iter().map(|d| d.kind).collect();
+    kinds_known.dedup();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::backend(
             "detect",
             format!(
-                "could not detect the package manager of {} (supported: {}); use --root or Backend.open(kind)",
-                root.display(),
-                DRIVERS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                "no package database under {} that supermin reads ({}): is it a root file system? \
+                 (--root DIR names one)",
+                shown.display(),
+                kinds_known.join(", ")
+            ),
+        )),
+        several => Err(Error::backend(
+            "detect",
+            format!(
+                "{} has the databases of {} and no /etc/os-release that says which it uses: \
+                 name one with --packager (Python: Backend.open(kind))",
+                shown.display(),
+                several
+                    .iter()
+                    .map(|d| d.kind)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ),
         )),
     }
+}
+
+/// The backend of the package manager that manages `root`.
+pub fn detect(root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
+    let rootfs = open_root(root, "package database")?;
+    let driver = detected_driver(&rootfs, root)?;
+    (driver.open)(rootfs, scratch)
 }
 
 /// The state of the database files of `root`'s package manager (`kind`,
@@ -327,7 +365,7 @@ pub fn database_state(root: &Path, kind: Option<&str>) -> Result<crate::stamp::D
     let rootfs = open_root(root, "package database")?;
     let driver = match kind {
         Some(kind) => DRIVERS.iter().find(|d| d.kind == kind),
-        None => DRIVERS.iter().find(|d| (d.detect)(&rootfs)),
+        None => detected_driver(&rootfs, root).ok(),
     };
     let files = driver.map(|d| (d.database)(&rootfs)).unwrap_or_default();
     Ok(crate::stamp::DatabaseState::of(&rootfs, &files))
@@ -348,12 +386,14 @@ pub fn open(kind: &str, root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Ba
     }
 }
 
-/// `(driver name, detected)` for every driver, for `--list-drivers`.
+/// `(driver name, detected)` for every driver, for `--list-drivers`: the
+/// one [`detect`] would open is detected.
 pub fn list_drivers(root: &Path) -> Result<Vec<(&'static str, bool)>> {
     let rootfs = open_root(root, "package database")?;
+    let chosen = detected_driver(&rootfs, root).ok().map(|d| d.name);
     Ok(DRIVERS
         .iter()
-        .map(|d| (d.name, (d.detect)(&rootfs)))
+        .map(|d| (d.name, Some(d.name) == chosen))
         .collect())
 }
 

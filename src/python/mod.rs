@@ -618,7 +618,7 @@ impl PyAppliance {
 
 /// Low-level prepare; the public wrapper is `supermin.prepare`.
 #[pyfunction]
-#[pyo3(signature = (packages, output, *, use_installed, root, ignore_missing, packager_config, always_download, source_date_epoch, lock, verbose, progress, backend=None))]
+#[pyo3(signature = (packages, output, *, use_installed, root, ignore_missing, packager_config, always_download, source_date_epoch, lock, verbose, progress, backend=None, packager=None))]
 #[allow(clippy::too_many_arguments)]
 fn _prepare(
     py: Python<'_>,
@@ -634,6 +634,7 @@ fn _prepare(
     verbose: u8,
     progress: Option<Py<PyAny>>,
     backend: Option<PyRef<'_, PyBackend>>,
+    packager: Option<String>,
 ) -> PyResult<()> {
     let options = PrepareOptions {
         use_installed,
@@ -645,7 +646,7 @@ fn _prepare(
     };
     let given = backend.map(|b| b.inner.clone());
     run_with(py, verbose, progress, |reporter| {
-        let backend = backend_for(given, &root)?;
+        let backend = backend_for(given, &root, packager.as_deref())?;
         crate::prepare(
             backend.as_ref(),
             &packages,
@@ -660,7 +661,7 @@ fn _prepare(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None, invocation=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None, invocation=None, packager=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build(
     py: Python<'_>,
@@ -686,6 +687,7 @@ fn _build(
     supermin_kernel_version: Option<String>,
     supermin_modules: Option<PathBuf>,
     invocation: Option<Invocation>,
+    packager: Option<String>,
 ) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
     let mut options = BuildOptions {
@@ -723,7 +725,7 @@ fn _build(
         if given.is_none() {
             // Taken before the database is read; with --if-newer, an
             // output whose stamp still holds needs no database at all.
-            options.database = Some(backend::database_state(&root, None)?);
+            options.database = Some(backend::database_state(&root, packager.as_deref())?);
             if options.if_newer
                 && crate::is_up_to_date(&inputs, &output, &options, &root, reporter)?
             {
@@ -737,7 +739,7 @@ fn _build(
                 ));
             }
         }
-        let backend = backend_for(given, &root)?;
+        let backend = backend_for(given, &root, packager.as_deref())?;
         let outcome = crate::build(backend.as_ref(), &inputs, &output, &options, reporter)?;
         Ok((Some(backend), outcome))
     })?;
@@ -793,14 +795,17 @@ impl TryFrom<ModulesArg> for Modules {
     }
 }
 
-/// The opened backend a caller gave, or the one that manages `root`.
+/// The opened backend a caller gave, or the one that manages `root`: of
+/// the `packager` kind (`--packager`) when named, else detected.
 fn backend_for(
     given: Option<Arc<dyn Backend>>,
     root: &std::path::Path,
+    packager: Option<&str>,
 ) -> crate::Result<Arc<dyn Backend>> {
-    match given {
-        Some(backend) => Ok(backend),
-        None => Ok(Arc::from(backend::detect(root, &scratch_base(None)?)?)),
+    match (given, packager) {
+        (Some(backend), _) => Ok(backend),
+        (None, Some(kind)) => Ok(Arc::from(backend::open(kind, root, &scratch_base(None)?)?)),
+        (None, None) => Ok(Arc::from(backend::detect(root, &scratch_base(None)?)?)),
     }
 }
 

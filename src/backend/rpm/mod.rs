@@ -56,6 +56,13 @@ const FEDORA_LIKE: &[&str] = &[
     "eurolinux",
     "navy",
     "miraclelinux",
+    "mageia",
+    "openeuler",
+    "anolis",
+    "kylin",
+    "uos",
+    "opencloudos",
+    "tencentos",
 ];
 const SUSE_LIKE: &[&str] = &[
     "suse",
