@@ -6,7 +6,12 @@
 //! backends: breadth-first from the inputs, and for each clause
 //! - if some candidate of any alternative is already chosen, the clause is
 //!   satisfied (so `a | b` never drags in `a` when `b` is already there);
-//! - otherwise the first candidate of the first alternative that has one.
+//! - otherwise, with one candidate, that one; with several (providers of a
+//!   virtual package, installed alternatives), the one the backend prefers
+//!   (`Essential`, `Priority: required`), then the one that adds the fewest
+//!   packages, then the first in the clause's order.  So `awk` is mawk
+//!   (required, adds nothing) and not gawk (optional, adds 11), whichever
+//!   the database lists first.
 //!
 //! Inputs are processed in the order given and clauses in database order,
 //! so the result is deterministic.
@@ -25,11 +30,60 @@ pub struct Clause {
 /// A package database seen as a graph.
 pub trait Graph {
     fn clauses(&self, id: usize) -> Vec<Clause>;
+
+    /// Why package `id` is preferred when several satisfy a clause
+    /// (`"required"`), if it is.
+    fn preference(&self, _id: usize) -> Option<&'static str> {
+        None
+    }
 }
 
-/// The closure of `roots`: sorted package ids, and the clauses that no
-/// installed package satisfies (`(package id, clause text)`).
-pub fn closure(graph: &dyn Graph, roots: &[usize]) -> (Vec<usize>, Vec<(usize, String)>) {
+/// A clause several installed packages satisfied, and the one taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The package whose clause it is, and the clause as written.
+    pub from: usize,
+    pub clause: String,
+    /// `(package id, packages it would add)`, the chosen one first.
+    pub candidates: Vec<(usize, usize)>,
+}
+
+/// How many packages not in `chosen` taking `id` would add besides
+/// itself, following each clause's first candidate (a cheap, fixed
+/// estimate: good enough to rank, never used to build).
+fn added_by(graph: &dyn Graph, id: usize, chosen: &BTreeSet<usize>) -> usize {
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    let mut queue = VecDeque::from([id]);
+    while let Some(next) = queue.pop_front() {
+        if chosen.contains(&next) || !seen.insert(next) {
+            continue;
+        }
+        for clause in graph.clauses(next) {
+            let all: Vec<usize> = clause.alternatives.iter().flatten().copied().collect();
+            if all.iter().any(|c| chosen.contains(c) || seen.contains(c)) {
+                continue;
+            }
+            if let Some(&first) = all.first() {
+                queue.push_back(first);
+            }
+        }
+    }
+    seen.len().saturating_sub(1)
+}
+
+/// What [`closure`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Closure {
+    /// Package ids, sorted.
+    pub ids: Vec<usize>,
+    /// Clauses that no installed package satisfies: `(package id, text)`.
+    pub unresolved: Vec<(usize, String)>,
+    /// Clauses with several candidates, and which was taken.
+    pub choices: Vec<Choice>,
+}
+
+/// The closure of `roots`.
+pub fn closure(graph: &dyn Graph, roots: &[usize]) -> Closure {
     let mut chosen: BTreeSet<usize> = BTreeSet::new();
     let mut queue: VecDeque<usize> = VecDeque::new();
     for &r in roots {
@@ -38,6 +92,7 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> (Vec<usize>, Vec<(usize, S
         }
     }
     let mut unresolved = Vec::new();
+    let mut choices = Vec::new();
     while let Some(id) = queue.pop_front() {
         for clause in graph.clauses(id) {
             let satisfied = clause
@@ -48,16 +103,44 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> (Vec<usize>, Vec<(usize, S
             if satisfied {
                 continue;
             }
-            match clause.alternatives.iter().find_map(|alt| alt.first()) {
-                Some(&pick) => {
-                    chosen.insert(pick);
-                    queue.push_back(pick);
+            let mut candidates: Vec<usize> = Vec::new();
+            for &c in clause.alternatives.iter().flatten() {
+                if !candidates.contains(&c) {
+                    candidates.push(c);
                 }
-                None => unresolved.push((id, clause.text)),
             }
+            let pick = match candidates.as_slice() {
+                [] => {
+                    unresolved.push((id, clause.text));
+                    continue;
+                }
+                [only] => *only,
+                several => {
+                    let mut ranked: Vec<(usize, usize, usize)> = several
+                        .iter()
+                        .enumerate()
+                        .map(|(order, &c)| (c, added_by(graph, c, &chosen), order))
+                        .collect();
+                    ranked.sort_by_key(|&(c, added, order)| {
+                        (graph.preference(c).is_none(), added, order)
+                    });
+                    choices.push(Choice {
+                        from: id,
+                        clause: clause.text,
+                        candidates: ranked.iter().map(|&(c, added, _)| (c, added)).collect(),
+                    });
+                    ranked[0].0
+                }
+            };
+            chosen.insert(pick);
+            queue.push_back(pick);
         }
     }
-    (chosen.into_iter().collect(), unresolved)
+    Closure {
+        ids: chosen.into_iter().collect(),
+        unresolved,
+        choices,
+    }
 }
 
 /// The closure of the packages with ids `roots` as packages sorted by
@@ -71,8 +154,8 @@ pub fn closure_packages<'a>(
     backend: &str,
     reporter: &crate::report::Reporter,
 ) -> Vec<crate::package::Package> {
-    let (closure, unresolved) = closure(graph, roots);
-    for (id, text) in unresolved {
+    let found = closure(graph, roots);
+    for (id, text) in found.unresolved {
         reporter.info(1, || {
             format!(
                 "{backend}: {}: '{text}' is not satisfied by any installed package",
@@ -80,8 +163,34 @@ pub fn closure_packages<'a>(
             )
         });
     }
+    for choice in &found.choices {
+        reporter.info(1, || {
+            let (chosen, adds) = choice.candidates[0];
+            let others: Vec<&(usize, usize)> = choice.candidates[1..].iter().collect();
+            let why = graph
+                .preference(chosen)
+                .map(|p| format!("{p}; "))
+                .unwrap_or_default();
+            format!(
+                "{backend}: {}: '{}': {} chosen over {} ({why}adds {adds} packages against {})",
+                package(choice.from).name,
+                choice.clause,
+                package(chosen).name,
+                others
+                    .iter()
+                    .map(|(c, _)| package(*c).name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                others
+                    .iter()
+                    .map(|(_, a)| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
     let mut out: Vec<crate::package::Package> =
-        closure.into_iter().map(|i| package(i).clone()).collect();
+        found.ids.into_iter().map(|i| package(i).clone()).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
     out
 }
@@ -111,34 +220,67 @@ mod tests {
             vec![],
             vec![],
         ]);
-        assert_eq!(closure(&g, &[0]).0, vec![0, 1, 2]);
+        assert_eq!(closure(&g, &[0]).ids, vec![0, 1, 2]);
     }
 
     #[test]
     fn alternative_already_chosen_wins() {
         // 0 needs (1 | 2); 2 is an input too, so 1 must not be pulled in.
         let g = Fixed(vec![vec![clause(&[&[1], &[2]])], vec![], vec![]]);
-        assert_eq!(closure(&g, &[2, 0]).0, vec![0, 2]);
-        assert_eq!(closure(&g, &[0]).0, vec![0, 1]);
+        assert_eq!(closure(&g, &[2, 0]).ids, vec![0, 2]);
+        assert_eq!(closure(&g, &[0]).ids, vec![0, 1]);
     }
 
     #[test]
     fn first_installed_alternative_is_used() {
         let g = Fixed(vec![vec![clause(&[&[], &[2]])], vec![], vec![]]);
-        assert_eq!(closure(&g, &[0]).0, vec![0, 2]);
+        assert_eq!(closure(&g, &[0]).ids, vec![0, 2]);
     }
 
     #[test]
     fn unsatisfiable_clauses_are_reported_not_fatal() {
         let g = Fixed(vec![vec![clause(&[&[], &[]])]]);
-        let (ids, missing) = closure(&g, &[0]);
-        assert_eq!(ids, vec![0]);
-        assert_eq!(missing.len(), 1);
+        let found = closure(&g, &[0]);
+        assert_eq!(found.ids, vec![0]);
+        assert_eq!(found.unresolved.len(), 1);
     }
 
     #[test]
     fn cycles_terminate() {
         let g = Fixed(vec![vec![clause(&[&[1]])], vec![clause(&[&[0]])]]);
-        assert_eq!(closure(&g, &[1]).0, vec![0, 1]);
+        assert_eq!(closure(&g, &[1]).ids, vec![0, 1]);
+    }
+
+    struct Ranked(Vec<Vec<Clause>>, Vec<bool>);
+    impl Graph for Ranked {
+        fn clauses(&self, id: usize) -> Vec<Clause> {
+            self.0[id].clone()
+        }
+        fn preference(&self, id: usize) -> Option<&'static str> {
+            self.1[id].then_some("required")
+        }
+    }
+
+    #[test]
+    fn among_several_providers_the_preferred_then_the_smallest_is_taken() {
+        // 0 needs awk: 1 (gawk: optional, needs 3 and 4) or 2 (mawk:
+        // required, needs nothing).  gawk comes first in the clause.
+        let clauses = vec![
+            vec![clause(&[&[1, 2]])],
+            vec![clause(&[&[3]]), clause(&[&[4]])],
+            vec![],
+            vec![],
+            vec![],
+        ];
+        let g = Ranked(clauses.clone(), vec![false, false, true, false, false]);
+        let found = closure(&g, &[0]);
+        assert_eq!(found.ids, vec![0, 2]);
+        assert_eq!(found.choices[0].candidates, vec![(2, 0), (1, 2)]);
+        // With no preference, the one that adds fewer packages.
+        let g = Ranked(clauses, vec![false; 5]);
+        assert_eq!(closure(&g, &[0]).ids, vec![0, 2]);
+        // An alternative already chosen still satisfies the clause.
+        let g = Fixed(vec![vec![clause(&[&[1], &[2]])], vec![], vec![]]);
+        assert_eq!(closure(&g, &[0, 1]).ids, vec![0, 1]);
     }
 }

@@ -3,11 +3,15 @@ as the oracle."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
 import supermin
+
+from conftest import SMALL, run_cli
 
 
 def dpkg_query(*args: str) -> str:
@@ -115,3 +119,31 @@ def test_package_renders_html_for_jupyter(backend):
 
 def test_list_drivers():
     assert ("debian/dpkg", True) in supermin.list_drivers()
+
+
+def test_among_installed_providers_the_required_one_is_taken(tmp_path):
+    """With gawk installed next to mawk (as libguestfs0 brings it), `awk`
+    for base-files is mawk (Priority: required, adds nothing) even when the
+    database lists gawk (optional, needing more) first: the closure of
+    bash + coreutils stays what it is without gawk."""
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    status = Path("/var/lib/dpkg/status").read_text()
+    gawk = ("Package: gawk\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\n"
+            "Version: 1:5.2.1-2\nProvides: awk\nPre-Depends: libc6, tar, dpkg\nDescription: GNU awk\n\n")
+    (root / "var/lib/dpkg/status").write_text(gawk + status)
+    without = {p.name for p in supermin.Backend.detect().resolve(SMALL)}
+    with_gawk = {p.name for p in supermin.Backend.open("dpkg", root=str(root)).resolve(SMALL)}
+    assert "mawk" in with_gawk and "gawk" not in with_gawk
+    assert with_gawk == without
+
+
+def test_on_this_host_awk_is_mawk_though_gawk_is_installed(prepared, tmp_path):
+    """The real case (scripts/setup.sh installs gawk): bash + coreutils
+    take mawk for base-files' `awk`, and -v says why."""
+    assert "install ok installed" in dpkg_query("-W", "-f", "${Status}", "gawk")
+    names = {p.name for p in supermin.Backend.detect().resolve(SMALL)}
+    assert "mawk" in names and "gawk" not in names and "readline-common" not in names, sorted(names)
+    r = run_cli("--build", "-f", "chroot", "-v", str(prepared), "-o", str(tmp_path / "app"))
+    assert re.search(r"base-files: 'awk': mawk chosen over gawk \(required; adds 0 packages against \d+\)",
+                     r.stderr), r.stderr

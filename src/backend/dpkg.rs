@@ -149,6 +149,9 @@ struct Installed {
     package: Package,
     version: Version,
     multi_arch_foreign: bool,
+    /// `Essential: yes` or `Priority: required/important`: preferred when
+    /// several installed packages satisfy a dependency.
+    important: bool,
     clauses: Vec<Vec<Atom>>,
     /// Conffiles with the md5sum of the version the package shipped.
     conffiles: Vec<(PathBuf, String)>,
@@ -280,6 +283,8 @@ impl Dpkg {
             installed.push(Installed {
                 version: parsed_version,
                 multi_arch_foreign: field(&stanza, "Multi-Arch") == Some("foreign"),
+                important: field(&stanza, "Essential") == Some("yes")
+                    || matches!(field(&stanza, "Priority"), Some("required" | "important")),
                 clauses,
                 conffiles,
                 package,
@@ -496,6 +501,10 @@ impl Graph for Dpkg {
                 alternatives: alts.iter().map(|a| self.candidates(from, a)).collect(),
             })
             .collect()
+    }
+
+    fn preference(&self, id: usize) -> Option<&'static str> {
+        self.installed[id].important.then_some("required")
     }
 }
 
