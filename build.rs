@@ -22,8 +22,12 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=init/main.rs");
     println!("cargo:rerun-if-changed=launcher/main.rs");
-    // Files the init includes with #[path].
-    for shared in ["src/boot/protocol.rs", "src/boot/cpio.rs"] {
+    // Files the init and the launcher include with #[path].
+    for shared in [
+        "src/boot/protocol.rs",
+        "src/boot/cpio.rs",
+        "src/stamp/layout.rs",
+    ] {
         println!("cargo:rerun-if-changed={shared}");
     }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
@@ -44,7 +48,10 @@ fn main() {
     let mut hasher = std::hash::DefaultHasher::new();
     bytes.hash(&mut hasher);
     let digest = format!("{:016x}", hasher.finish());
+    // Both, for the stamp's `MADE_BY` (src/stamp/layout.rs), here and in
+    // the launcher.
     println!("cargo:rustc-env=SUPERMIN_INIT_DIGEST={digest}");
+    println!("cargo:rustc-env=SUPERMIN_VERSION={version}");
 
     // The launcher knows which stamps are this build's (version and init).
     let launcher = out_dir.join("supermin");

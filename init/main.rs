@@ -314,7 +314,6 @@ fn run_dir() -> std::path::PathBuf {
 }
 
 /// What a run exchanges with the host besides its command and inputs.
-#[derive(Default)]
 struct Channels {
     outputs: bool,
     share: Option<String>,

@@ -5,7 +5,8 @@
 //! launch, and nearly always there is nothing to do.  Starting Python and
 //! importing the package costs 70-100 ms; upstream's no-op costs about
 //! 8 ms.  So this program answers that one case itself, from the quick
-//! record of the output's `--if-newer` stamp (`src/stamp.rs`): the same
+//! record of the output's `--if-newer` stamp (`src/stamp/`; its layout,
+//! `src/stamp/layout.rs`, is included below): the same
 //! arguments, working directory and environment as the command line that
 //! wrote it, the same running kernel, the outputs present, and every file
 //! and directory the full decision read unchanged (size, time, inode).
@@ -29,30 +30,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 
-/// The stamp file in the output, and its first line.
-const STAMP: &str = ".supermin-stamp";
-const HEADER: &str = "supermin-stamp 1";
-/// The stamps this build of supermin writes (version and mini init).
-const MADE_BY: &str = concat!(
-    env!("SUPERMIN_VERSION"),
-    " init-",
-    env!("SUPERMIN_INIT_DIGEST")
-);
-/// The largest stamp read.
-const MAX_STAMP: u64 = 8 << 20;
-/// The stamp's lines the full check reads (`src/stamp.rs`); any other
-/// line means a stamp this program does not understand.
-const KNOWN: &[&str] = &[
-    "made-by",
-    "options",
-    "database",
-    "database-missing",
-    "input",
-    "kernel",
-    "kernel-modules",
-    "kernel-modules-missing",
-    "package",
-];
+// The stamp's layout, shared with the library.
+#[path = "../src/stamp/layout.rs"]
+mod layout;
+
+use layout::{field_count, FILE_NAME as STAMP, HEADER, MADE_BY, MAX_STAMP};
 
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 const O_NOFOLLOW: i32 = 0o100000;
@@ -133,6 +115,11 @@ fn nothing_to_do(args: &[OsString]) -> Option<Option<fs::File>> {
     let mut outputs = 0;
     for line in lines {
         let fields: Vec<&str> = line.split('\t').collect();
+        // A line the layout does not have, or with other fields: a stamp
+        // this program does not understand.
+        if field_count(fields[0]) != Some(fields.len()) {
+            return None;
+        }
         match fields.as_slice() {
             ["made-by", v] => made_by = Some(*v),
             ["quick-arg", a] => recorded_args.push(*a),
@@ -172,9 +159,8 @@ fn nothing_to_do(args: &[OsString]) -> Option<Option<fs::File>> {
                 fs::symlink_metadata(output.join(name)).ok()?;
                 outputs += 1;
             }
-            // The library's own lines, not read here.
-            [kind, ..] if KNOWN.contains(kind) => {}
-            _ => return None,
+            // The full check's own lines, not read here.
+            _ => {}
         }
     }
     // A stamp with no outputs to check (a chroot's) is not answered here.

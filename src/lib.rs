@@ -243,8 +243,8 @@ pub fn build(
         current.confirm_kernel(&booted.kernel);
     }
     let stamped = match stamp::Stamp::new(&current, &assembled.packages, format) {
-        Some(stamp) => open_dir(&staging.path())
-            .and_then(|dir| stamp.store(&dir, format))
+        Some(stamp) => stamp
+            .store(&staging.dir()?, format)
             .at("writing the stamp in", staging.path())?,
         None => false,
     };
@@ -421,14 +421,4 @@ pub fn is_up_to_date(
         if_newer(output, options, &mut current, None, reporter)?,
         Verdict::UpToDate
     ))
-}
-
-/// A directory this build made (its staging output), opened for the stamp.
-fn open_dir(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
 }

@@ -492,8 +492,13 @@ impl Staging {
 
     /// The staging directory, to write into by descriptor.
     pub fn outdir(&self) -> Result<crate::outdir::OutDir> {
-        let fd = self.held().dir.try_clone().at("opening", self.path())?;
-        Ok(crate::outdir::OutDir::from_fd(self.path(), fd))
+        Ok(crate::outdir::OutDir::from_fd(self.path(), self.dir()?))
+    }
+
+    /// The staging directory's own descriptor (read-only, for what is set
+    /// on the directory itself, such as the stamp's attribute).
+    pub fn dir(&self) -> Result<OwnedFd> {
+        self.held().dir.try_clone().at("opening", self.path())
     }
 
     /// The final output path.

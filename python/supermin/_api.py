@@ -28,6 +28,7 @@ from ._supermin import (
     Package,
     PackageNotFoundError,
     SuperminError,
+    _STAMP_FILE,
     __version__,
     _build,
     _formats,
@@ -193,10 +194,6 @@ def _check_backend(root: PathLike, backend: "Optional[Backend]", packager: Optio
         raise SuperminError("give packager or backend, not both: the backend has its kind")
 
 
-#: The --if-newer stamp a build leaves in an output of named files.
-_STAMP = ".supermin-stamp"
-
-
 @dataclass(frozen=True)
 class BuildResult:
     """What :func:`build` produced."""
@@ -241,7 +238,7 @@ class BuildResult:
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
             return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
                        uuid=filesystem_uuid(out / "root"))
-        names = sorted(p.name for p in out.iterdir() if p.name != _STAMP)
+        names = sorted(p.name for p in out.iterdir() if p.name != _STAMP_FILE)
         if names == ["initrd", "kernel"]:
             return cls(output=out, format="initramfs", kernel=out / "kernel", initrd=out / "initrd")
         if names == ["root.tar"]:

@@ -248,12 +248,22 @@ def qemu_command(
         "-append", append,
     ]
     if root is not None:
-        # qemu splits -drive at commas; a comma in a path is written twice.
-        drive = str(root).replace(",", ",,")
-        cmd += ["-drive", f"file={drive},format=raw,if=virtio" + (",snapshot=on" if snapshot else "")]
+        cmd += ["-drive", f"file={qemu_path(root)},format=raw,if=virtio" + (",snapshot=on" if snapshot else "")]
     if accel == "kvm":
         cmd += ["-cpu", "host"]
     return cmd + list(devices)
+
+
+def qemu_path(path: "str | os.PathLike[str]") -> str:
+    """``path`` inside a qemu option value: qemu splits those at commas, so
+    a comma in a path is written twice."""
+    return os.fspath(path).replace(",", ",,")
+
+
+def console_tail(console: str) -> str:
+    """The last lines of a console, for an error that says how a boot
+    ended."""
+    return "\n".join(console.splitlines()[-15:])
 
 
 def command_line(
@@ -334,12 +344,12 @@ def boot_for_status(
     start = console.find(RUN_BEGIN)
     end = RUN_END.search(console, start if start >= 0 else 0)
     if start < 0 or end is None:
-        tail = "\n".join(console.splitlines()[-15:])
-        raise BootError(f"the command did not run to completion; the console ended with:\n{tail}", console)
+        raise BootError(f"the command did not run to completion; the console ended with:\n{console_tail(console)}",
+                        console)
     output = console[start + len(RUN_BEGIN) + 1 : end.start()]
     if output.endswith("\n"):
         output = output[:-1]
     return output, int(end.group(1)), console
 
 
-__all__ = ["BootError", "boot", "boot_for_status", "cache_dir", "command_line", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]
+__all__ = ["BootError", "boot", "boot_for_status", "cache_dir", "command_line", "console_tail", "qemu_path", "default_memory", "direct_kernel", "filesystem_uuid", "kvm_usable", "qemu_command"]

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from ._api import BuildResult, PathLike, _split_inputs, build, prepare
-from ._boot import BootError, boot_for_status, cache_dir, default_memory
+from ._boot import BootError, boot_for_status, cache_dir, console_tail, default_memory, qemu_path
 from ._supermin import (
     Appliance,
     SuperminError,
     __version__,
+    _OUTPUT_DISK_SERIAL,
+    _SHARE_TAG,
     _check_outputs_dir,
     _database_mtime,
     _private_dir,
@@ -45,11 +47,6 @@ SHARE_AT = "/share"
 #: The apparent size of the (sparse) output disk: room for the archive of
 #: the guest's ``/out``.
 OUTPUT_DISK_SIZE = 4 << 30
-
-
-def _qemu_path(path: str) -> str:
-    # qemu splits options at commas; a comma in a path is written twice.
-    return path.replace(",", ",,")
 
 
 @dataclass(frozen=True)
@@ -179,16 +176,16 @@ def run(
             # In the last PCI slots: the guest names virtio disks in slot
             # order, and an ext2 root must stay /dev/vda.
             # A full host disk is an I/O error in the guest, not a paused VM.
-            devices += ["-drive", f"file={_qemu_path(str(disk))},format=raw,if=none,id=outputs,"
+            devices += ["-drive", f"file={qemu_path(disk)},format=raw,if=none,id=outputs,"
                         "werror=report,rerror=report",
-                        "-device", "virtio-blk-pci,drive=outputs,serial=supermin-out,addr=0x1f"]
+                        "-device", f"virtio-blk-pci,drive=outputs,serial={_OUTPUT_DISK_SERIAL},addr=0x1f"]
         if share is not None:
             # mapped-xattr: what the guest creates is a plain file of the
             # caller's, mode 0600 (its owner and mode live in attributes):
             # never a set-id file or a device node on the host.
-            devices += ["-fsdev", f"local,id=share,path={_qemu_path(os.path.abspath(share_dir))},"
+            devices += ["-fsdev", f"local,id=share,path={qemu_path(os.path.abspath(share_dir))},"
                         "security_model=mapped-xattr",
-                        "-device", "virtio-9p-pci,fsdev=share,mount_tag=supermin-share,addr=0x1e"]
+                        "-device", f"virtio-9p-pci,fsdev=share,mount_tag={_SHARE_TAG},addr=0x1e"]
         # The appliance's own need, plus the inputs twice (in the initrd's
         # archive and copied into the tree).
         inputs_size = sum(os.stat(host).st_size for _, host in guest_files)
@@ -202,9 +199,8 @@ def run(
             with open(disk, "rb") as f:
                 sent = f.read(6) == b"070701"
             if not sent:
-                tail = "\n".join(console.splitlines()[-15:])
-                raise BootError(f"the appliance sent no output files; the console ended with:\n{tail}", console,
-                                returncode)
+                raise BootError("the appliance sent no output files; the console ended with:\n"
+                                + console_tail(console), console, returncode)
             written = _read_outputs(disk, outputs)
     finally:
         if lock_fd >= 0:

@@ -9,8 +9,14 @@ _Path = Union[str, "os.PathLike[str]"]
 _Progress = Optional[Callable[[str, int, int], None]]
 
 __version__: str
+_STAMP_FILE: str
+_OUTPUT_DISK_SERIAL: str
+_SHARE_TAG: str
 __all__ = [
     "__version__",
+    "_STAMP_FILE",
+    "_OUTPUT_DISK_SERIAL",
+    "_SHARE_TAG",
     "SuperminError",
     "PackageNotFoundError",
     "ApplianceError",

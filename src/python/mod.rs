@@ -988,6 +988,13 @@ fn _list_drivers(root: PathBuf) -> PyResult<Vec<(&'static str, bool)>> {
 fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Names the Python layer shares with the core and the mini init.
+    m.add("_STAMP_FILE", crate::stamp::FILE_NAME)?;
+    m.add(
+        "_OUTPUT_DISK_SERIAL",
+        crate::boot::protocol::OUTPUT_DISK_SERIAL,
+    )?;
+    m.add("_SHARE_TAG", crate::boot::protocol::SHARE_TAG)?;
     m.add("SuperminError", py.get_type::<SuperminError>())?;
     m.add(
         "PackageNotFoundError",

@@ -45,20 +45,12 @@ use crate::format::Format;
 use crate::package::Package;
 use crate::rootfs::RootFs;
 
-/// The stamp file in an output of named files.
-pub const FILE_NAME: &str = ".supermin-stamp";
+mod layout;
+pub use layout::FILE_NAME;
+use layout::{field_count, HEADER, MADE_BY, MAX_STAMP};
+
 /// The stamp attribute of a chroot output.
 const ATTRIBUTE: &str = "user.supermin.stamp";
-/// The first line; a stamp of another layout is not read.
-const HEADER: &str = "supermin-stamp 1";
-/// The largest stamp read (a closure of thousands of packages is ~200 KB).
-const MAX_STAMP: u64 = 8 << 20;
-/// This program: its version and its mini init.
-const MADE_BY: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " init-",
-    env!("SUPERMIN_INIT_DIGEST")
-);
 /// The most input files a stamp records (a supermin appliance has a few).
 const MAX_INPUT_FILES: usize = 100_000;
 /// Where kernels are looked for: a kernel installed or removed changes
@@ -457,26 +449,6 @@ impl Quick {
         lines.extend(self.outputs.iter().map(|o| format!("quick-output\t{o}")));
         lines
     }
-}
-
-/// How many tab-separated fields each kind of line has.
-fn field_count(kind: &str) -> Option<usize> {
-    Some(match kind {
-        "made-by" | "options" => 2,
-        "database" => 5,
-        "database-missing" => 2,
-        "input" => 6,
-        "kernel" => 6,
-        "kernel-modules" => 4,
-        "kernel-modules-missing" => 1,
-        "package" => 4,
-        "quick-arg" | "quick-cwd" | "quick-unset" | "quick-release" | "quick-output" => 2,
-        "quick-absent" => 2,
-        "quick-env" => 3,
-        "quick-file" => 5,
-        "end" => 1,
-        _ => return None,
-    })
 }
 
 /// Can `lines` be written and read back as themselves: UTF-8 paths, and
