@@ -31,6 +31,11 @@ of an up-to-date output, upstream's (without --copy-kernel) against ours
 through the installed `supermin` command (the native launcher), through
 the Python command line (`python -m supermin`), and `build(if_newer=True)`
 in-process after import; median of 21 each.
+
+Resolving (`--only resolve`): each backend's database opened and a
+closure resolved in-process, median of 20; and the size of the
+bash+coreutils chroot with mawk for awk (now) and with gawk (before the
+resolver preferred required providers).
 """
 
 from __future__ import annotations
@@ -295,34 +300,57 @@ def noop_case(tmp, repeat=21):
           flush=True)
 
 
-def rpm_case(tmp, repeat=20):
-    """Reading the 129-package Mariner rpmdb.sqlite and resolving bash,
-    in-process; `rpm -qa` on the same database for scale."""
-    fixture = Path(__file__).resolve().parent.parent / "tests/data/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
-    if not fixture.exists() or not shutil.which("rpm"):
-        return
-    root = tmp / "mariner"
-    (root / "var/lib/rpm").mkdir(parents=True)
-    shutil.copy(fixture, root / "var/lib/rpm/rpmdb.sqlite")
+def resolve_case(tmp, repeat=20):
+    """Opening each backend's database and resolving, in-process (this
+    host's dpkg database; the 129-package Mariner rpmdb.sqlite with `rpm
+    -qa` on it for scale), and what the provider choice saves: the chroot
+    of bash+coreutils as built now (awk = mawk, required) against the one
+    with gawk taken for awk (bash+coreutils+gawk: what the resolver took
+    before it preferred, with gawk installed)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
     import supermin
-    ours, theirs = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
+
+    def median_ms(f):
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    print("\n| open the database and resolve, in-process | closure | time | for scale |\n|---|---|---|---|")
+    n_host = len(supermin.Backend.open("dpkg").packages())
+    dpkg = median_ms(lambda: supermin.Backend.open("dpkg").resolve(SMALL))
+    closure = supermin.Backend.open("dpkg").resolve(SMALL)
+    query = median_ms(lambda: subprocess.run(["dpkg-query", "-W"], check=True, capture_output=True))
+    print(f"| dpkg, this host ({n_host} packages), bash coreutils | {len(closure)} packages | {dpkg:.1f} ms "
+          f"| `dpkg-query -W` (list only): {query:.1f} ms |")
+    fixture = Path(__file__).resolve().parent.parent / "tests/data/rpm/rpmdb-mariner-2.0/rpmdb.sqlite"
+    if fixture.exists() and shutil.which("rpm"):
+        root = tmp / "mariner"
+        (root / "var/lib/rpm").mkdir(parents=True, exist_ok=True)
+        shutil.copy(fixture, root / "var/lib/rpm/rpmdb.sqlite")
+        rpm = median_ms(lambda: supermin.Backend.open("rpm", root=str(root)).resolve(["bash"]))
         closure = supermin.Backend.open("rpm", root=str(root)).resolve(["bash"])
-        ours.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        subprocess.run(["rpm", "--dbpath", str(root / "var/lib/rpm"), "-qa"], check=True, capture_output=True)
-        theirs.append(time.perf_counter() - t)
-    print(f"\n| rpm (129-package Mariner db) | ours | `rpm -qa` |\n|---|---|---|")
-    print(f"| open the db and resolve bash ({len(closure)} packages) | {statistics.median(ours) * 1000:.1f} ms "
-          f"| {statistics.median(theirs) * 1000:.1f} ms (list only) |")
+        qa = median_ms(lambda: subprocess.run(["rpm", "--dbpath", str(root / "var/lib/rpm"), "-qa"], check=True,
+                                              capture_output=True))
+        print(f"| rpm, Mariner 2.0 rpmdb.sqlite (129 packages), bash | {len(closure)} packages | {rpm:.1f} ms "
+              f"| `rpm -qa` (list only): {qa:.1f} ms |")
+    if installed(["gawk", "mawk"]) != ["gawk", "mawk"]:
+        return
+    print("\n| bash+coreutils chroot, gawk and mawk installed | packages | files | bytes |\n|---|---|---|---|")
+    for label, names in (("now: awk = mawk (required)", SMALL),
+                         ("before: awk = gawk (bash coreutils gawk)", SMALL + ["gawk"])):
+        out = tmp / f"awk-{len(names)}"
+        r = supermin.build(names, out, format="chroot")
+        size = sum(p.lstat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
+        print(f"| {label} | {len(r.packages)} | {r.files_copied} | {size / 2**20:.1f} MiB |")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=["many-files", "boot", "run", "noop"],
+    ap.add_argument("--only", choices=["many-files", "boot", "run", "noop", "resolve"],
                     help="run one case only (many-files: the 100,000-file base image; boot: the boot times; "
                     "run: run() cold and warm)")
     args = ap.parse_args()
@@ -348,6 +376,9 @@ def main():
         if args.only == "noop":
             noop_case(tmp)
             return
+        if args.only == "resolve":
+            resolve_case(tmp)
+            return
         for label, names in cases:
             sd = tmp / f"sd-{label.split()[0]}"
             compare(f"prepare {label}", ["--prepare", *names], ["--prepare", *names], tmp / "p", args.repeat)
@@ -372,7 +403,7 @@ def main():
             print(f"| initrd size, {label} | {o_initrd / 2**20:.1f} MiB | {u_initrd / 2**20:.1f} MiB |")
         boot_case(tmp / "sd-bash+coreutils", tmp, args.repeat)
         run_case(tmp, args.repeat)
-        rpm_case(tmp)
+        resolve_case(tmp)
 
 
 if __name__ == "__main__":

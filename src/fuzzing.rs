@@ -83,6 +83,26 @@ pub fn dpkg_status(data: &[u8]) {
     }
 }
 
+/// An alternatives admin file: the parser, the choice and the links, none
+/// of which may name a path outside the appliance.
+pub fn alternatives_admin(data: &[u8]) {
+    use crate::backend::alternatives::{choose, links, parse};
+    let Ok(group) = parse("fuzzed", &String::from_utf8_lossy(data)) else {
+        return;
+    };
+    let mut flip = false;
+    let mut holds = |_: &std::path::Path| {
+        flip = !flip;
+        flip
+    };
+    if let Some(choice) = choose(&group, Some(std::path::Path::new("/usr/bin/x")), &mut holds) {
+        for link in links(&group, choice, &mut holds) {
+            assert!(crate::backend::stays_inside(&link.path), "{link:?}");
+            assert!(crate::backend::stays_inside(&link.target), "{link:?}");
+        }
+    }
+}
+
 /// A kernel's `modules.dep`, and the initrd's choice of modules from it.
 pub fn modules_dep(data: &[u8]) {
     let dir = scratch();

@@ -242,7 +242,7 @@ pub fn build(
     if let Some(booted) = &written.boot {
         current.confirm_kernel(&booted.kernel);
     }
-    let stamped = match stamp::Stamp::new(&current, &assembled.packages, format) {
+    let stamped = match stamp::Stamp::new(&current, &assembled.packages, &assembled.links, format) {
         Some(stamp) => stamp
             .store(&staging.dir()?, format)
             .at("writing the stamp in", staging.path())?,
@@ -334,13 +334,15 @@ fn if_newer(
 ) -> Result<Verdict> {
     let format = options.format;
     let inputs = current.input_roots.clone();
-    // The closure a build would take now, resolved again (quietly) when the
-    // database changed: a package added to it (a new provider, one that
-    // --ignore-missing left out) rebuilds as surely as a new version.
+    // The closure a build would take now and its alternatives links,
+    // planned again (quietly) when the database changed: a package added
+    // to it (a new provider, one that --ignore-missing left out) or an
+    // alternative set elsewhere rebuilds as surely as a new version.
     let closure = |backend: &dyn Backend| {
         let quiet = reporter.quiet();
         appliance::load(&inputs)
-            .and_then(|a| assemble::closure(backend, &a, options.ignore_missing, &quiet))
+            .and_then(|a| assemble::plan(backend, &a, options.ignore_missing, &quiet))
+            .map(|plan| (plan.packages, plan.links))
             .map_err(|e| e.to_string())
     };
     let mut resolve = backend.map(|b| move || closure(b));

@@ -85,6 +85,9 @@ pub enum Origin {
     Implied,
     /// Made by the build itself (`/packagelist`).
     Generated,
+    /// An alternatives link (`/usr/bin/awk → /etc/alternatives/awk`),
+    /// which no package lists.
+    Alternative,
     /// Part of the kernel's module tree (bootable formats).
     Kernel,
 }

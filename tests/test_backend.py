@@ -3,7 +3,9 @@ as the oracle."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -147,3 +149,57 @@ def test_on_this_host_awk_is_mawk_though_gawk_is_installed(prepared, tmp_path):
     r = run_cli("--build", "-f", "chroot", "-v", str(prepared), "-o", str(tmp_path / "app"))
     assert re.search(r"base-files: 'awk': mawk chosen over gawk \(required; adds 0 packages against \d+\)",
                      r.stderr), r.stderr
+
+
+def alternative_value(name: str) -> str:
+    """The host's choice for an alternatives group, by update-alternatives (the oracle)."""
+    out = subprocess.run(["update-alternatives", "--query", name], check=True, capture_output=True, text=True).stdout
+    return re.search(r"^Value: (.*)$", out, re.M).group(1)
+
+
+def test_alternatives_links_come_along_and_awk_runs(built, tmp_path):
+    """/usr/bin/awk -> /etc/alternatives/awk -> mawk, which no package
+    lists, is in an appliance of bash + coreutils and runs, although the
+    host's own choice is gawk (not in the appliance); named, gawk is taken
+    as the host has it; excluded, the link is left out."""
+    assert alternative_value("awk") == "/usr/bin/gawk", "scripts/setup.sh installs gawk, the higher priority"
+    assert os.readlink(built / "usr/bin/awk") == "../../etc/alternatives/awk"
+    assert os.readlink(built / "etc/alternatives/awk") == "../../usr/bin/mawk"
+    out = subprocess.run(["chroot", str(built), "/usr/bin/awk", "BEGIN { print 6 * 7 }"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "42\n"
+    # A slave whose target is in the appliance comes too (nawk), one whose
+    # target is not does not.
+    assert os.readlink(built / "usr/bin/nawk") == "../../etc/alternatives/nawk"
+    assert not (built / "etc/alternatives/pager").is_symlink()
+
+    r = supermin.build(["bash", "coreutils", "gawk"], tmp_path / "gawk", format="chroot")
+    assert "gawk" in {p.name for p in r.packages}
+    assert os.readlink(tmp_path / "gawk/etc/alternatives/awk") == "../../usr/bin/gawk"
+
+    sd = tmp_path / "sd"
+    supermin.prepare(SMALL, sd)
+    (sd / "excludefiles").write_text("-/usr/bin/awk\n")
+    supermin.build([sd], tmp_path / "excluded")
+    assert not os.path.lexists(tmp_path / "excluded/usr/bin/awk")
+    assert (tmp_path / "excluded/usr/bin/mawk").exists()
+
+
+def test_a_malformed_alternatives_file_is_named_and_left_out(tmp_path):
+    """A broken admin file under --root costs its own links only, with a
+    warning naming the file and line; the rest of the build goes on."""
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg/alternatives").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "etc/alternatives").mkdir(parents=True)
+    shutil.copy("/var/lib/dpkg/status", root / "var/lib/dpkg/status")
+    (root / "etc/os-release").write_text("ID=debian\n")
+    (root / "usr/bin/tool").write_text("#!/bin/sh\n")
+    (root / "var/lib/dpkg/alternatives/bad").write_text("auto\n/usr/bin/bad\nslave\n../../../etc/shadow\n\n")
+    sd = tmp_path / "sd"
+    (sd).mkdir()
+    (sd / "packages").write_text("")
+    (sd / "hostfiles").write_text("/usr/bin/tool\n")
+    r = run_cli("--root", str(root), "--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "out"))
+    assert re.search(r"alternatives: .*/var/lib/dpkg/alternatives/bad: line 4: .*not an absolute path", r.stderr), r.stderr
+    assert (tmp_path / "out/usr/bin/tool").exists() and not os.path.lexists(tmp_path / "out/usr/bin/bad")

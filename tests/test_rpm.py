@@ -381,6 +381,13 @@ def rpm_world(tmp_path_factory):
     subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--initdb"], check=True)
     subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts",
                     *map(str, rpms)], check=True, capture_output=True)
+    # What a scriptlet's `alternatives --install /usr/bin/ls ls /usr/bin/busybox 10 --family bb`
+    # leaves (Fedora's chkconfig layout: `@family@priority`): a link no package lists.
+    (root / "var/lib/alternatives").mkdir(parents=True)
+    (root / "var/lib/alternatives/ls").write_text("auto\n/usr/bin/ls\n\n/usr/bin/busybox\n@bb@10\n")
+    (root / "etc/alternatives").mkdir()
+    (root / "etc/alternatives/ls").symlink_to("/usr/bin/busybox")
+    (root / "usr/bin/ls").symlink_to("/etc/alternatives/ls")
     repo = base / "repo"
     repo.mkdir()
     for r in rpms:
@@ -436,13 +443,18 @@ def test_chroot_and_ext2_from_the_rpm_root_run_busybox(rpm_world, tmp_path):
     out = subprocess.run(["chroot", str(tmp_path / "chroot"), "/usr/bin/sh", "-c", "cat /etc/sm.conf; echo ran"],
                          capture_output=True, text=True, check=True).stdout
     assert out == "greeting=pristine\nran\n"
+    # The root's `ls` alternative (/var/lib/alternatives) came along and runs.
+    assert os.readlink(tmp_path / "chroot/usr/bin/ls") == "../../etc/alternatives/ls"
+    out = subprocess.run(["chroot", str(tmp_path / "chroot"), "/usr/bin/ls", "/etc"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "sm.conf" in out.split()
     assert not (tmp_path / "chroot/usr/share/sm-extra").exists()
     bb = tmp_path / "chroot/usr/bin"
     assert (bb / "busybox").stat().st_ino == (bb / "bb-hardlink").stat().st_ino
     run_cli("--root", str(root), "--build", "-f", "ext2", "--modules", "boot", "--size", "200M", str(sd),
             "-o", str(tmp_path / "ext2"))
     app = supermin.BuildResult.from_output(tmp_path / "ext2")
-    assert app.boot("cat /etc/sm.conf", timeout=240) == "greeting=pristine\n"
+    assert app.boot("cat /etc/sm.conf; ls /etc/alternatives", timeout=240) == "greeting=pristine\nls\n"
 
 
 def test_an_opened_backend_prepares_and_builds(rpm_world, tmp_path):
@@ -551,3 +563,34 @@ def test_derivatives_are_known_by_id(tmp_path):
     for distro in ("mageia", "openEuler", "anolis", "kylin"):
         root = make_root(tmp_path / distro, f"ID={distro.lower()}\n")
         assert dict(supermin.list_drivers(str(root)))["fedora/rpm"] is True, distro
+
+
+def test_if_newer_rebuilds_when_the_roots_alternative_changes(rpm_world, tmp_path):
+    """An alternatives choice is part of what a build is made from: the
+    root's `ls` pointed elsewhere (as `alternatives --set` does, by
+    replacing the link) rebuilds with that reason; back again, rebuilds
+    back; untouched, nothing to do."""
+    root = rpm_world["root"]
+    admin = root / "var/lib/alternatives/ls"
+    link = root / "etc/alternatives/ls"
+    sd = tmp_path / "sd"
+    supermin.prepare(["sm-busybox"], sd, use_installed=True, root=str(root))
+    out = tmp_path / "chroot"
+    supermin.build([sd], out, root=str(root), if_newer=True)
+    assert supermin.build([sd], out, root=str(root), if_newer=True).skipped
+    saved = admin.read_text()
+    try:
+        admin.write_text("manual\n/usr/bin/ls\n\n/usr/bin/busybox\n@bb@10\n/usr/bin/cat\n5\n")
+        link.unlink()
+        link.symlink_to("/usr/bin/cat")
+        r = supermin.build([sd], out, root=str(root), if_newer=True)
+        assert not r.skipped
+        assert r.rebuilt_because == ("alternative /etc/alternatives/ls → /usr/bin/cat (was /usr/bin/busybox)",)
+        assert os.readlink(out / "etc/alternatives/ls") == "../../usr/bin/cat"
+    finally:
+        admin.write_text(saved)
+        link.unlink()
+        link.symlink_to("/usr/bin/busybox")
+    r = supermin.build([sd], out, root=str(root), if_newer=True)
+    assert r.rebuilt_because == ("alternative /etc/alternatives/ls → /usr/bin/busybox (was /usr/bin/cat)",)
+    assert supermin.build([sd], out, root=str(root), if_newer=True).skipped

@@ -21,9 +21,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub use plan::{closure, plan, FileSet};
+pub use plan::{plan, FileSet};
 
 use crate::appliance::BaseImage;
+use crate::backend::alternatives::Link;
 use crate::error::{Error, IoContext, Result};
 use crate::format::first_few;
 use crate::outdir::OutDir;
@@ -38,6 +39,9 @@ pub struct Assembled {
     pub tree: Tree,
     /// The dependency closure, sorted by name.
     pub packages: Vec<Package>,
+    /// The alternatives links planned (a file already at a link's path
+    /// kept its place).
+    pub links: Vec<Link>,
     /// Host paths planned.
     pub paths: usize,
     pub skipped: Skipped,
@@ -83,6 +87,22 @@ pub fn assemble(
     let mut tree = Tree::new(made_dir(options.now));
     base_images::add(&mut tree, images, spill_dir, options.capacity, reporter)?;
     let skipped = add_host_paths(&mut tree, &plan, root, reporter)?;
+    for link in &plan.links {
+        // A file a package, hostfile or base image put there stays; a
+        // link that has no place in this tree (its parent is a file here)
+        // is left out: it is the host's bookkeeping, not the user's input.
+        if tree.exists(&link.path) {
+            continue;
+        }
+        let node = Node {
+            meta: Meta::new(0o777, 0, 0, options.now),
+            kind: Kind::Symlink(link.target.as_os_str().as_bytes().to_vec()),
+            origin: Origin::Alternative,
+        };
+        if let Err(e) = tree.insert(&link.path, node) {
+            reporter.warn(format!("alternatives: link left out: {e}"));
+        }
+    }
     if options.packagelist {
         tree.insert(
             Path::new("/packagelist"),
@@ -97,6 +117,7 @@ pub fn assemble(
         tree,
         paths: plan.entries.len(),
         packages: plan.packages,
+        links: plan.links,
         skipped,
     })
 }
@@ -137,6 +158,7 @@ pub fn paths(
 ) -> Result<Vec<PathBuf>> {
     let plan = plan(backend, appliance, ignore_missing, reporter)?;
     let mut paths: Vec<PathBuf> = plan.entries.into_iter().map(|e| e.path).collect();
+    paths.extend(plan.links.into_iter().map(|l| l.path));
     for image in &appliance.base_images {
         paths.extend(image.members()?);
     }

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::appliance::Appliance;
+use crate::backend::alternatives::{self, Link};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::package::Package;
@@ -34,6 +35,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct FileSet {
     pub entries: Vec<Entry>,
+    /// Alternatives links to make (see [`crate::backend::alternatives`]),
+    /// sorted by path; excluded paths are already left out.
+    pub links: Vec<Link>,
     /// The dependency closure, sorted by name.
     pub packages: Vec<Package>,
 }
@@ -50,7 +54,7 @@ impl FileSet {
 /// The packages a build of `appliance` takes: those it names that are
 /// installed (the others are an error, or a warning with
 /// `ignore_missing`) and their dependencies.
-pub fn closure(
+fn closure(
     backend: &dyn Backend,
     appliance: &Appliance,
     ignore_missing: bool,
@@ -144,13 +148,89 @@ pub fn plan(
     for entry in raw {
         layout.add(entry)?;
     }
+    let mut links = alternatives_links(backend, &layout, reporter)?;
+    links.retain(|l| {
+        !appliance
+            .excludes
+            .iter()
+            .any(|pat| pattern::fnmatch(pat, &l.path))
+    });
     let entries: Vec<Entry> = layout
         .entries
         .into_values()
         .filter(|e| e.path != Path::new("/"))
         .collect();
-    reporter.info(1, || format!("build: {} paths to write", entries.len()));
-    Ok(FileSet { entries, packages })
+    reporter.info(1, || {
+        format!(
+            "build: {} paths to write, {} alternatives links",
+            entries.len(),
+            links.len()
+        )
+    });
+    Ok(FileSet {
+        entries,
+        links,
+        packages,
+    })
+}
+
+/// The alternatives links of the groups with a file in the appliance,
+/// at their canonical paths, sorted (the first group to claim a path
+/// keeps it).  A file is in the appliance if a package or hostfile put it
+/// at its canonical path.
+fn alternatives_links(
+    backend: &dyn Backend,
+    layout: &Layout<'_>,
+    reporter: &Reporter,
+) -> Result<Vec<Link>> {
+    let root = backend.root();
+    let groups = alternatives::read_groups(root, backend.alternatives_dirs(), reporter);
+    // Paths are resolved in a copy, so that a group that is left out adds
+    // no directory symlinks to the plan.
+    let mut probe = Layout {
+        root,
+        canonical: layout.canonical.clone(),
+        entries: BTreeMap::new(),
+    };
+    let mut canonical = |path: &Path| -> Option<PathBuf> {
+        let (parent, name) = (path.parent()?, path.file_name()?);
+        Some(probe.canonical_dir(parent, 0).ok()?.join(name))
+    };
+    let mut links: BTreeMap<PathBuf, Link> = BTreeMap::new();
+    for group in &groups {
+        reporter.check()?;
+        let mut holds = |path: &Path| {
+            canonical(path).is_some_and(|c| {
+                layout
+                    .entries
+                    .get(&c)
+                    .is_some_and(|e| matches!(e.origin, Origin::Package | Origin::Hostfile))
+            })
+        };
+        let current = alternatives::current_choice(root, group);
+        let Some(choice) = alternatives::choose(group, current.as_deref(), &mut holds) else {
+            continue;
+        };
+        reporter.info(2, || match &current {
+            Some(c) if *c != choice.path => format!(
+                "build: alternatives: {} → {} (the host's {} is not in the appliance)",
+                group.name,
+                choice.path.display(),
+                c.display()
+            ),
+            _ => format!(
+                "build: alternatives: {} → {}",
+                group.name,
+                choice.path.display()
+            ),
+        });
+        for link in alternatives::links(group, choice, &mut holds) {
+            if let Some(path) = canonical(&link.path) {
+                links.entry(path.clone()).or_insert(Link { path, ..link });
+            }
+        }
+    }
+    Ok(links.into_values().collect())
 }
 
 /// When a path is claimed both by its owner at that path and by a diverted

@@ -16,7 +16,7 @@ use debversion::Version;
 
 use super::deb822::{field, numbered_stanzas};
 use super::{
-    deb, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
+    alternatives, deb, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
     DATABASE_FILE_LIMIT,
 };
 use crate::error::{Error, IoContext, Result};
@@ -36,8 +36,15 @@ pub const DRIVER: Driver = Driver {
         extension: ".deb",
         read: deb::read_package_file,
     }),
-    database: |_| vec![Path::new(ADMIN_DIR).join("status")],
+    database: |_| {
+        let mut files = vec![Path::new(ADMIN_DIR).join("status")];
+        files.extend(alternatives::state_files(ALTERNATIVES));
+        files
+    },
 };
+
+/// update-alternatives' admin directory, inside the root.
+const ALTERNATIVES: &[&str] = &["/var/lib/dpkg/alternatives"];
 
 /// dpkg's admin directory, inside the root.
 const ADMIN_DIR: &str = "/var/lib/dpkg";
@@ -540,6 +547,10 @@ impl Backend for Dpkg {
 
     fn database_id(&self) -> u64 {
         self.database_id
+    }
+
+    fn alternatives_dirs(&self) -> &'static [&'static str] {
+        ALTERNATIVES
     }
 
     fn dependency_graph(&self) -> &dyn Graph {

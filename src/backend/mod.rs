@@ -3,6 +3,7 @@
 //! Adding a package manager means writing one file that implements
 //! [`Backend`] and adding its [`Driver`] to [`DRIVERS`].
 
+pub mod alternatives;
 pub mod deb;
 mod deb822;
 pub mod dpkg;
@@ -86,6 +87,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// This opened database's number (see [`Backend::index_of`]).
     fn database_id(&self) -> u64;
+    /// The admin directories of this package manager's alternatives tool,
+    /// inside the root (see [`alternatives`]).
+    fn alternatives_dirs(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// The database's packages as a graph of dependency clauses, by index.
     fn dependency_graph(&self) -> &dyn Graph;
     /// The package at `index` in this database.

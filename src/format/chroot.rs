@@ -26,7 +26,7 @@ use super::{first_few, Context, Format, Written};
 use crate::error::{Error, IoContext, Result};
 use crate::outdir::{OutDir, Parents, Place};
 use crate::rootfs::is_root;
-use crate::tree::{Contents, Kind, Meta, Tree};
+use crate::tree::{Contents, Kind, Meta, Origin, Tree};
 
 /// The `chroot` format.
 pub struct Chroot;
@@ -138,7 +138,9 @@ fn write(tree: &Tree, out: &OutDir, cx: &Context<'_>) -> Result<Written> {
             }
             Kind::Symlink(target) => {
                 let target = Path::new(std::ffi::OsStr::from_bytes(target));
-                let target = if node.origin.is_host() {
+                // The host's links (and the alternatives links made after
+                // them) work outside the chroot too; a tarball's are as given.
+                let target = if node.origin.is_host() || node.origin == Origin::Alternative {
                     relative_target(path, target)
                 } else {
                     target.to_path_buf()

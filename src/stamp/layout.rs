@@ -34,6 +34,7 @@ pub fn field_count(kind: &str) -> Option<usize> {
         "kernel-modules" => 4,
         "kernel-modules-missing" => 1,
         "package" => 4,
+        "link" => 3,
         "quick-arg" | "quick-cwd" | "quick-unset" | "quick-release" | "quick-output" => 2,
         "quick-absent" => 2,
         "quick-env" => 3,

@@ -28,7 +28,7 @@
 //! The stamp also carries the quick record the native launcher
 //! (`launcher/main.rs`) reads: see [`Quick`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read};
@@ -41,6 +41,7 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
+use crate::backend::alternatives::Link;
 use crate::format::Format;
 use crate::package::Package;
 use crate::rootfs::RootFs;
@@ -367,6 +368,8 @@ pub struct Stamp {
     kernel: Option<(String, PathBuf, FileState, Option<FileState>)>,
     database: Option<DatabaseState>,
     packages: Vec<PackageId>,
+    /// Alternatives links made: path, target.
+    links: Vec<(PathBuf, PathBuf)>,
     /// What the native launcher checks, without this library, to find a
     /// `--build --if-newer` command line with nothing to do.
     quick: Option<Quick>,
@@ -469,9 +472,14 @@ impl Stamp {
     }
 
     /// The stamp of a build made from `current` with the closure
-    /// `packages`; `None` if an input has no digest (it changed while the
-    /// build listed it).
-    pub fn new(current: &Current, packages: &[Package], format: &dyn Format) -> Option<Stamp> {
+    /// `packages` and alternatives `links`; `None` if an input has no
+    /// digest (it changed while the build listed it).
+    pub fn new(
+        current: &Current,
+        packages: &[Package],
+        links: &[Link],
+        format: &dyn Format,
+    ) -> Option<Stamp> {
         let inputs = current
             .inputs
             .iter()
@@ -494,6 +502,7 @@ impl Stamp {
             kernel,
             database: current.database.clone(),
             packages: package_ids(packages),
+            links: link_pairs(links),
             quick: Quick::of(current, format),
         })
     }
@@ -528,8 +537,14 @@ impl Stamp {
         for (n, v, a) in &self.packages {
             lines.push(format!("package\t{n}\t{v}\t{a}"));
         }
+        for (p, t) in &self.links {
+            lines.push(format!("link\t{}\t{}", path(p), path(t)));
+        }
         let mut paths: Vec<&Path> = self.inputs.iter().map(|i| i.0.as_path()).collect();
         paths.extend(self.kernel.iter().map(|k| k.1.as_path()));
+        for (p, t) in &self.links {
+            paths.extend([p.as_path(), t.as_path()]);
+        }
         if let Some(db) = &self.database {
             paths.extend(db.files.iter().map(|f| f.0.as_path()));
             paths.extend(db.missing.iter().map(PathBuf::as_path));
@@ -600,6 +615,7 @@ impl Stamp {
                         .packages
                         .push((n.to_string(), v.to_string(), a.to_string()))
                 }
+                ["link", p, t] => stamp.links.push((PathBuf::from(p), PathBuf::from(t))),
                 [kind, rest @ ..] if kind.starts_with("quick-") => {
                     let quick = stamp.quick.get_or_insert_with(Quick::default);
                     let inv = &mut quick.invocation;
@@ -724,9 +740,9 @@ pub enum Decision {
     ReadDatabase,
 }
 
-/// The closure a build would take now (resolved from the database), or why
-/// it cannot be known.
-pub type Closure<'a> = &'a mut dyn FnMut() -> Result<Vec<Package>, String>;
+/// The closure a build would take now (resolved from the database) and
+/// the alternatives links it would make, or why they cannot be known.
+pub type Closure<'a> = &'a mut dyn FnMut() -> Result<(Vec<Package>, Vec<Link>), String>;
 
 /// Is the output `output` of `format` what a build from `current` would
 /// make?  `closure`: resolves the closure now, if the database may be read
@@ -780,7 +796,10 @@ pub fn decide(
             };
         };
         match closure() {
-            Ok(now) => compare_packages(&stamp.packages, &package_ids(&now), &mut reasons),
+            Ok((packages, links)) => {
+                compare_packages(&stamp.packages, &package_ids(&packages), &mut reasons);
+                compare_links(&stamp.links, &link_pairs(&links), &mut reasons);
+            }
             Err(why) => reasons.push(format!("the closure cannot be resolved ({why})")),
         }
     }
@@ -853,6 +872,42 @@ fn compare_kernel(stamp: &Stamp, current: &Current, reasons: &mut Vec<String>) {
     }
 }
 
+fn link_pairs(links: &[Link]) -> Vec<(PathBuf, PathBuf)> {
+    links
+        .iter()
+        .map(|l| (l.path.clone(), l.target.clone()))
+        .collect()
+}
+
+/// Alternatives links added, removed or pointing elsewhere.
+fn compare_links(
+    before: &[(PathBuf, PathBuf)],
+    now: &[(PathBuf, PathBuf)],
+    reasons: &mut Vec<String>,
+) {
+    let before: BTreeMap<&PathBuf, &PathBuf> = before.iter().map(|(p, t)| (p, t)).collect();
+    let now: BTreeMap<&PathBuf, &PathBuf> = now.iter().map(|(p, t)| (p, t)).collect();
+    for (path, target) in &now {
+        match before.get(path) {
+            Some(was) if was == target => {}
+            Some(was) => reasons.push(format!(
+                "alternative {} → {} (was {})",
+                path.display(),
+                target.display(),
+                was.display()
+            )),
+            None => reasons.push(format!(
+                "alternative {} → {} added",
+                path.display(),
+                target.display()
+            )),
+        }
+    }
+    for path in before.keys().filter(|p| !now.contains_key(*p)) {
+        reasons.push(format!("alternative {} removed", path.display()));
+    }
+}
+
 /// The closure's packages added, removed or of another version or
 /// architecture.
 fn compare_packages(before: &[PackageId], now: &[PackageId], reasons: &mut Vec<String>) {
@@ -910,10 +965,18 @@ mod tests {
         let tar = &crate::format::tar::Tar;
         let mut current =
             Current::new("tar x".into(), std::slice::from_ref(&input), None, None).unwrap();
-        assert!(Stamp::new(&current, &[], tar).is_none(), "no digest yet");
+        assert!(
+            Stamp::new(&current, &[], &[], tar).is_none(),
+            "no digest yet"
+        );
         current.digest_inputs();
-        let stamp = Stamp::new(&current, &[], tar).unwrap();
+        let awk = Link {
+            path: "/usr/bin/awk".into(),
+            target: "/etc/alternatives/awk".into(),
+        };
+        let stamp = Stamp::new(&current, &[], std::slice::from_ref(&awk), tar).unwrap();
         let text = stamp.text().unwrap();
+        assert!(text.contains("\nlink\t/usr/bin/awk\t/etc/alternatives/awk\n"));
         assert_eq!(Stamp::parse(&text).unwrap(), stamp);
         assert!(text.contains(&sha256_of(&input, &current.inputs[0].state).unwrap()));
         assert_eq!(
@@ -928,7 +991,7 @@ mod tests {
             let mut c = Current::new(odd.into(), std::slice::from_ref(&input), None, None).unwrap();
             c.digest_inputs();
             assert!(
-                Stamp::new(&c, &[], tar).unwrap().text().is_none(),
+                Stamp::new(&c, &[], &[], tar).unwrap().text().is_none(),
                 "{odd:?}"
             );
         }
@@ -952,6 +1015,32 @@ mod tests {
     }
 
     #[test]
+    fn alternatives_links_are_compared_by_path_and_said() {
+        let l = |p: &str, t: &str| (PathBuf::from(p), PathBuf::from(t));
+        let before = [
+            l("/etc/alternatives/awk", "/usr/bin/mawk"),
+            l("/etc/alternatives/pager", "/usr/bin/less"),
+        ];
+        let now = [
+            l("/etc/alternatives/awk", "/usr/bin/gawk"),
+            l("/etc/alternatives/vi", "/usr/bin/nvi"),
+        ];
+        let mut reasons = Vec::new();
+        compare_links(&before, &now, &mut reasons);
+        assert_eq!(
+            reasons,
+            [
+                "alternative /etc/alternatives/awk → /usr/bin/gawk (was /usr/bin/mawk)",
+                "alternative /etc/alternatives/vi → /usr/bin/nvi added",
+                "alternative /etc/alternatives/pager removed",
+            ]
+        );
+        let mut none = Vec::new();
+        compare_links(&before, &before, &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn an_input_changed_after_it_was_listed_leaves_no_stamp() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("packages");
@@ -960,6 +1049,6 @@ mod tests {
             Current::new("tar".into(), std::slice::from_ref(&input), None, None).unwrap();
         fs::write(&input, "bash\ngzip\n").unwrap(); // while the build runs
         current.digest_inputs();
-        assert!(Stamp::new(&current, &[], &crate::format::tar::Tar).is_none());
+        assert!(Stamp::new(&current, &[], &[], &crate::format::tar::Tar).is_none());
     }
 }

@@ -29,7 +29,7 @@ use download::download;
 use file::config_files_from_rpm;
 use header::{guarded, metadata_from_header};
 
-use super::{ConfigFile, Driver, PackageFiles};
+use super::{alternatives, ConfigFile, Driver, PackageFiles};
 use crate::backend::{os_release_ids, stays_inside, Backend, Digest, Shipped};
 use crate::error::{Error, Result};
 use crate::output::ScratchBase;
@@ -147,10 +147,14 @@ pub fn database_path(root: &RootFs) -> Option<Database> {
     None
 }
 
+/// The admin directories of `alternatives` (Fedora, RHEL) and of SUSE's
+/// `update-alternatives`, inside the root.
+const ALTERNATIVES: &[&str] = &["/var/lib/alternatives", "/var/lib/rpm/alternatives"];
+
 /// The files of the database [`database_path`] finds (an SQLite
-/// database's write-ahead log too).
+/// database's write-ahead log too), and the alternatives' state.
 fn database_files(root: &RootFs) -> Vec<PathBuf> {
-    match database_path(root) {
+    let mut files = match database_path(root) {
         Some(Database::Sqlite(path)) => {
             let mut wal = path.clone().into_os_string();
             wal.push("-wal");
@@ -161,7 +165,9 @@ fn database_files(root: &RootFs) -> Vec<PathBuf> {
             .map(|name| dbpath.join(name))
             .collect(),
         None => Vec::new(),
-    }
+    };
+    files.extend(alternatives::state_files(ALTERNATIVES));
+    files
 }
 
 fn backend_error(message: impl Into<String>) -> Error {
@@ -538,6 +544,10 @@ impl Backend for Rpm {
 
     fn database_id(&self) -> u64 {
         self.database_id
+    }
+
+    fn alternatives_dirs(&self) -> &'static [&'static str] {
+        ALTERNATIVES
     }
 
     fn dependency_graph(&self) -> &dyn Graph {
