@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # A kernel and qemu: the ext2 format boots the host's kernel, and the tests
 # boot every kind of appliance they build.  gawk beside Debian's required
 # mawk: the tests check that `awk` stays mawk (as on hosts with libguestfs).
+# makepkg and pacman: the pacman tests build Arch packages and install them
+# into a root of their own.
 need_apt=()
-for pkg in supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static db5.3-util "linux-image-$(dpkg --print-architecture)" qemu-system-x86 gawk; do
+for pkg in supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static db5.3-util "linux-image-$(dpkg --print-architecture)" qemu-system-x86 gawk makepkg pacman-package-manager fakeroot; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -83,6 +83,38 @@ pub fn dpkg_status(data: &[u8]) {
     }
 }
 
+/// A pacman local database entry: `data` is the `desc` and the `files`
+/// of package `a-1-1` (the directory name a valid `desc` must match),
+/// beside a valid `b` that depends on `a`; then the closure and file
+/// lists of everything.
+pub fn pacman_local(data: &[u8]) {
+    let dir = scratch();
+    let local = dir.path().join("var/lib/pacman/local");
+    for (name, desc, files) in [
+        ("a-1-1", data, data),
+        (
+            "b-2-1",
+            &b"%NAME%\nb\n\n%VERSION%\n2-1\n\n%DEPENDS%\na>=1\nso.so=1-64\n"[..],
+            &b"%FILES%\nusr/\nusr/b\n"[..],
+        ),
+    ] {
+        fs::create_dir_all(local.join(name)).expect("mkdir");
+        fs::write(local.join(name).join("desc"), desc).expect("write");
+        fs::write(local.join(name).join("files"), files).expect("write");
+    }
+    if let Ok(backend) =
+        crate::backend::open("pacman", dir.path(), &crate::output::ScratchBase::default())
+    {
+        let all = backend.packages();
+        let _ = backend.resolve(&all, &crate::report::Reporter::default());
+        for p in &all {
+            if let Ok(files) = backend.files(p) {
+                assert!(files.iter().all(|f| crate::backend::stays_inside(&f.path)));
+            }
+        }
+    }
+}
+
 /// An alternatives admin file: the parser, the choice and the links, none
 /// of which may name a path outside the appliance.
 pub fn alternatives_admin(data: &[u8]) {

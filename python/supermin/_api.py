@@ -164,7 +164,7 @@ def prepare(
     packages raise :class:`PackageNotFoundError` unless ``ignore_missing``.
     ``backend`` (an opened :class:`Backend`, e.g. ``Backend.open("rpm",
     root=R)``) is used instead of detecting the package manager of ``root``;
-    or ``packager`` (``"dpkg"``, ``"rpm"``) names the kind to open there.
+    or ``packager`` (``"dpkg"``, ``"rpm"``, ``"pacman"``) names the kind to open there.
     """
     if isinstance(packages, str):
         packages = [packages]
@@ -360,7 +360,7 @@ def build(
     it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).  ``backend``
     (an opened :class:`Backend`) is used instead of detecting the package
     manager of ``root``; or ``packager`` names its kind (``"dpkg"``,
-    ``"rpm"``), as ``--packager`` does.
+    ``"rpm"``, ``"pacman"``), as ``--packager`` does.
     """
     _check_backend(root, backend, packager)
     if format not in _FORMAT_NAMES:

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{ConfigFile, CONFIG_FILE_LIMIT, CONFIG_TOTAL_LIMIT};
-use crate::appliance::{for_each_tar_member, SparseBudget};
+use super::payload::{self, package_path};
+use super::ConfigFile;
 use crate::error::{Error, Result};
-use crate::package::{File, FileKind};
+use crate::package::File;
 
 fn corrupt(deb: &Path, what: impl std::fmt::Display) -> Error {
     Error::backend(
@@ -117,59 +117,11 @@ pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<Fil
     Ok((package, list_files(deb)?))
 }
 
-/// `./etc/foo` (as in a data.tar) -> `/etc/foo`.
-fn package_path(entry_path: &Path) -> PathBuf {
-    let rel = entry_path.strip_prefix(".").unwrap_or(entry_path);
-    Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel))
-}
-
-/// The contents of the regular files in `wanted` (absolute paths).
-/// The regular files among `wanted` in a `.deb`'s payload, each at most
-/// [`CONFIG_FILE_LIMIT`] bytes and all of them [`CONFIG_TOTAL_LIMIT`]
-/// (a config file is small; a member claiming gigabytes is refused before
-/// it is read).
+/// The regular files among `wanted` (absolute paths) in a `.deb`'s
+/// payload (see [`payload::config_files`] for the limits).
 pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>> {
     with_data_tar(deb, |data| {
-        let mut out = Vec::new();
-        let mut total = 0u64;
-        for_each_tar_member(
-            data,
-            |e| corrupt(deb, e),
-            &SparseBudget::default(),
-            |entry| {
-                let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
-                if !entry.header().entry_type().is_file() || !wanted.contains(path.as_path()) {
-                    return Ok(());
-                }
-                let header = entry.header();
-                let mode = header.mode().map_err(|e| corrupt(deb, e))?;
-                let mtime = header.mtime().map_err(|e| corrupt(deb, e))?;
-                let size = entry.size();
-                total += size;
-                if size > CONFIG_FILE_LIMIT || total > CONFIG_TOTAL_LIMIT {
-                    return Err(corrupt(
-                    deb,
-                    format!(
-                        "config file {} is {size} bytes (at most {CONFIG_FILE_LIMIT} each, {CONFIG_TOTAL_LIMIT} in all)",
-                        path.display()
-                    ),
-                ));
-                }
-                let mut data = Vec::with_capacity(size as usize);
-                entry
-                    .take(size)
-                    .read_to_end(&mut data)
-                    .map_err(|e| corrupt(deb, format!("{}: {e}", path.display())))?;
-                out.push(ConfigFile {
-                    path,
-                    mode,
-                    mtime,
-                    data,
-                });
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        payload::config_files(data, wanted, &|e| corrupt(deb, e))
     })
 }
 
@@ -177,37 +129,6 @@ pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>
 /// equivalent of `rpm -qlp`).  Config flags are unknown here and false.
 pub fn list_files(deb: &Path) -> Result<Vec<File>> {
     with_data_tar(deb, |data| {
-        let mut out = Vec::new();
-        for_each_tar_member(
-            data,
-            |e| corrupt(deb, e),
-            &SparseBudget::default(),
-            |entry| {
-                let path = package_path(&entry.path().map_err(|e| corrupt(deb, e))?);
-                if path == Path::new("/") {
-                    return Ok(());
-                }
-                let t = entry.header().entry_type();
-                let kind = if t.is_dir() {
-                    FileKind::Directory
-                } else if t.is_symlink() {
-                    FileKind::Symlink
-                } else if t.is_file() || t.is_hard_link() {
-                    FileKind::Regular
-                } else {
-                    FileKind::Special
-                };
-                let mode = entry.header().mode().map_err(|e| corrupt(deb, e))?;
-                out.push(File {
-                    path,
-                    source: None,
-                    kind,
-                    mode,
-                    is_config: false,
-                });
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        payload::list(data, &|e| corrupt(deb, e), &mut |_, _| Ok(false))
     })
 }

@@ -32,7 +32,7 @@ pub const DRIVER: Driver = Driver {
     detect,
     open,
     package_files: Some(PackageFiles {
-        magic: b"!<arch>\n",
+        magics: &[b"!<arch>\n"],
         extension: ".deb",
         read: deb::read_package_file,
     }),
@@ -583,9 +583,7 @@ impl Backend for Dpkg {
             let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
             use std::os::unix::fs::MetadataExt;
             let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
-            // Upstream's rule (a regular file under /etc), plus conffiles.
-            let is_config = conffiles.contains(path.as_path())
-                || (path.starts_with("/etc") && kind == FileKind::Regular);
+            let is_config = super::is_config(&path, kind, conffiles.contains(path.as_path()));
             out.push(File {
                 path,
                 source,

@@ -7,6 +7,8 @@ pub mod alternatives;
 pub mod deb;
 mod deb822;
 pub mod dpkg;
+pub mod pacman;
+mod payload;
 pub mod rpm;
 
 use std::collections::HashMap;
@@ -290,15 +292,15 @@ pub type ReadPackageFile = fn(&Path) -> Result<(Package, Vec<File>)>;
 /// A kind of package file: how one starts, what it is called, and how to
 /// read one in-process.
 pub struct PackageFiles {
-    /// Its first bytes.
-    pub magic: &'static [u8],
+    /// How one starts (any of these first bytes).
+    pub magics: &'static [&'static [u8]],
     /// `.deb`, `.rpm`: for messages.
     pub extension: &'static str,
     /// Its package and the files it would install.
     pub read: ReadPackageFile,
 }
 
-pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE];
+pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE, pacman::DRIVER];
 
 /// The root directory `root`, held open for a backend; `what` says what
 /// was looked for there, for the error.
@@ -434,7 +436,7 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
         .and_then(|mut f| f.read(&mut start))
         .map_err(|e| Error::io("reading", path, e))?;
     let kinds = || DRIVERS.iter().filter_map(|d| d.package_files.as_ref());
-    match kinds().find(|k| start[..n].starts_with(k.magic)) {
+    match kinds().find(|k| k.magics.iter().any(|m| start[..n].starts_with(m))) {
         Some(kind) => (kind.read)(path),
         None => {
             let mut names: Vec<&str> = kinds().map(|k| k.extension).collect();
@@ -449,6 +451,13 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
             ))
         }
     }
+}
+
+/// Is `path` a config file, taken from the base image and never from the
+/// host?  The ones the package declares (dpkg conffiles, pacman backup
+/// files), and, as upstream decides, every regular file under `/etc`.
+pub fn is_config(path: &Path, kind: crate::package::FileKind, declared: bool) -> bool {
+    declared || (path.starts_with("/etc") && kind == crate::package::FileKind::Regular)
 }
 
 /// Is `path` absolute and free of `..`, so that joining it under a root or

@@ -490,10 +490,10 @@ impl PyBackend {
     }
     fn __repr__(&self) -> String {
         format!(
-            "<Backend {} root={:?} packages={}>",
+            "<Backend {} root={} packages={}>",
             self.inner.name(),
-            self.inner.root(),
-            self.inner.packages().len()
+            self.inner.root().path().display(),
+            self.inner.package_count()
         )
     }
 }

@@ -84,7 +84,7 @@ pub const FEDORA: Driver = Driver {
 
 /// `.rpm` files: the lead's magic number.
 const PACKAGE_FILES: PackageFiles = PackageFiles {
-    magic: &[0xed, 0xab, 0xee, 0xdb],
+    magics: &[&[0xed, 0xab, 0xee, 0xdb]],
     extension: ".rpm",
     read: read_package_file,
 };

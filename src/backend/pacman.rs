@@ -1,0 +1,788 @@
+//! The pacman backend (Arch Linux, Manjaro, Artix, EndeavourOS and
+//! anything whose `ID_LIKE` says arch), read in-process.
+//!
+//! pacman's local database is one directory per installed package,
+//! `/var/lib/pacman/local/NAME-VERSION/`, whose `desc` (name, version,
+//! architecture, dependencies, provides) and `files` (paths, and the
+//! `%BACKUP%` config files with the md5sum they shipped with) share one
+//! `%SECTION%` layout.  No `pacman -Q` process is started.  Package files
+//! (`.pkg.tar.zst`, `.xz`, `.gz`) are read in-process; the packages that
+//! pristine config files need come from the host's package cache or from
+//! `pacman -Syw` into scratch space.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use super::{
+    payload, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
+    DATABASE_FILE_LIMIT,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::output::ScratchBase;
+use crate::package::{File, FileKind, Package};
+use crate::report::Reporter;
+use crate::resolve::{Clause, Graph};
+use crate::rootfs::RootFs;
+
+pub const DRIVER: Driver = Driver {
+    name: "arch/pacman",
+    kind: "pacman",
+    detect,
+    open,
+    package_files: Some(PackageFiles {
+        magics: &[
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            &[0xfd, b'7', b'z', b'X', b'Z', 0],
+            &[0x1f, 0x8b],
+        ],
+        extension: ".pkg.tar.zst",
+        read: read_package_file,
+    }),
+    database: |_| {
+        // The directory changes when a package is added, removed or
+        // upgraded (each version has its own); the version file is what
+        // detection by database looks for.
+        vec![
+            PathBuf::from(LOCAL),
+            Path::new(LOCAL).join("ALPM_DB_VERSION"),
+        ]
+    },
+};
+
+/// The local database, inside the root.
+const LOCAL: &str = "/var/lib/pacman/local";
+
+/// The host's package cache, where `pacman -S` leaves what it installed.
+const CACHE: &str = "/var/cache/pacman/pkg";
+
+/// `ID`s of Arch and its derivatives (and their `ID_LIKE`).
+const ARCH_LIKE: &[&str] = &[
+    "arch",
+    "archarm",
+    "manjaro",
+    "manjaro-arm",
+    "artix",
+    "endeavouros",
+    "garuda",
+    "cachyos",
+    "parabola",
+    "archcraft",
+    "rebornos",
+];
+
+/// The most packages a local database may hold (Arch desktops have ~2,000).
+const MAX_PACKAGES: usize = 200_000;
+
+fn detect(root: &RootFs) -> bool {
+    super::os_release_ids(root)
+        .iter()
+        .any(|id| ARCH_LIKE.contains(&id.as_str()))
+        && root.metadata(Path::new(LOCAL)).is_ok_and(|m| m.is_dir())
+}
+
+/// pacman needs no scratch space to open: its database is plain text read in place.
+fn open(root: RootFs, _scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(Pacman::open(root)?))
+}
+
+fn backend_error(message: impl Into<String>) -> Error {
+    Error::backend("pacman", message)
+}
+
+/// A name pacman could have written: `[a-z0-9@._+-]`, not starting with
+/// `-` or `.` (makepkg's rule), so it is safe in file names and never an
+/// option to a command.
+fn is_pacman_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._+-".contains(c))
+}
+
+/// A version pacman could have written: `[epoch:]pkgver-pkgrel` of the
+/// same characters (and `:`), not starting with `-`.
+fn is_pacman_version(version: &str) -> bool {
+    !version.is_empty()
+        && !version.starts_with('-')
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+~:-".contains(c))
+}
+
+/// `epoch:version-release` compared as libalpm's `alpm_pkg_vercmp`: the
+/// epoch as a number, then the version, then the release only when both
+/// have one (so a dependency on `=1.2` matches `1.2-3`); versions and
+/// releases segment by segment as rpmvercmp (the rpm crate's).
+pub fn vercmp(a: &str, b: &str) -> Ordering {
+    fn split(s: &str) -> (&str, &str, Option<&str>) {
+        let (epoch, rest) = match s.split_once(':') {
+            Some((e, r)) if !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit()) => (e, r),
+            _ => ("0", s),
+        };
+        match rest.rsplit_once('-') {
+            Some((v, r)) => (epoch, v, Some(r)),
+            None => (epoch, rest, None),
+        }
+    }
+    let number = |e: &str| {
+        let e = e.trim_start_matches('0');
+        (e.len(), e.to_string())
+    };
+    let ((ea, va, ra), (eb, vb, rb)) = (split(a), split(b));
+    number(ea)
+        .cmp(&number(eb))
+        .then_with(|| rpm::rpm_evr_compare(va, vb))
+        .then_with(|| match (ra, rb) {
+            (Some(ra), Some(rb)) => rpm::rpm_evr_compare(ra, rb),
+            _ => Ordering::Equal,
+        })
+}
+
+/// `<`, `<=`, `=`, `>=`, `>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Less,
+    LessEqual,
+    Equal,
+    GreaterEqual,
+    Greater,
+}
+
+/// One dependency: `name`, `name>=version`, `libfoo.so=1-64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dep {
+    name: String,
+    constraint: Option<(Op, String)>,
+}
+
+impl Dep {
+    /// Parse a dependency (an optional dependency's `: reason` dropped).
+    fn parse(text: &str) -> Option<Dep> {
+        let text = text.split_once(": ").map_or(text, |(d, _)| d).trim();
+        let Some(at) = text.find(['<', '>', '=']) else {
+            return is_pacman_name(text).then(|| Dep {
+                name: text.to_string(),
+                constraint: None,
+            });
+        };
+        let (name, rest) = text.split_at(at);
+        let (op, version) = [
+            ("<=", Op::LessEqual),
+            (">=", Op::GreaterEqual),
+            ("<", Op::Less),
+            (">", Op::Greater),
+            ("=", Op::Equal),
+        ]
+        .iter()
+        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (*op, v)))?;
+        (is_pacman_name(name) && is_pacman_version(version)).then(|| Dep {
+            name: name.to_string(),
+            constraint: Some((op, version.to_string())),
+        })
+    }
+
+    /// Does `version` (of a package or a versioned provide) satisfy it?
+    fn allows(&self, version: &str) -> bool {
+        let Some((op, want)) = &self.constraint else {
+            return true;
+        };
+        let ord = vercmp(version, want);
+        match op {
+            Op::Less => ord.is_lt(),
+            Op::LessEqual => ord.is_le(),
+            Op::Equal => ord.is_eq(),
+            Op::GreaterEqual => ord.is_ge(),
+            Op::Greater => ord.is_gt(),
+        }
+    }
+}
+
+/// The sections of a `desc` or `files` file: `%NAME%` lines, each followed
+/// by its values up to an empty line.  An error is the 1-based line at
+/// fault and what is wrong there.
+type Sections<'a> = HashMap<&'a str, Vec<(usize, &'a str)>>;
+
+fn sections(text: &str) -> std::result::Result<Sections<'_>, (usize, String)> {
+    let mut out: Sections<'_> = HashMap::new();
+    let mut current: Option<&str> = None;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.is_empty() {
+            current = None;
+        } else if line.len() > 2 && line.starts_with('%') && line.ends_with('%') {
+            let name = &line[1..line.len() - 1];
+            out.entry(name).or_default();
+            current = Some(name);
+        } else {
+            let Some(name) = current else {
+                return Err((
+                    n,
+                    format!("{:?} outside a %SECTION%", crate::error::capped(line)),
+                ));
+            };
+            out.entry(name).or_default().push((n, line));
+        }
+    }
+    Ok(out)
+}
+
+/// One installed package as the backend keeps it.
+#[derive(Debug, Clone)]
+struct Installed {
+    package: Package,
+    /// `NAME-VERSION`: its directory in [`LOCAL`].
+    dir: String,
+    deps: Vec<Dep>,
+    /// Provided names, with a version when the provide has one.
+    provides: Vec<(String, Option<String>)>,
+}
+
+/// A pacman local database, loaded once.
+#[derive(Debug)]
+pub struct Pacman {
+    root: RootFs,
+    database_id: u64,
+    installed: Vec<Installed>,
+    by_name: HashMap<String, usize>,
+    /// Provided name -> packages providing it, in database order.
+    providers: HashMap<String, Vec<usize>>,
+}
+
+impl Pacman {
+    /// Load the local database of `root`.
+    pub fn open(root: RootFs) -> Result<Pacman> {
+        let local = Path::new(LOCAL);
+        let shown = root.display_path(local);
+        let mut dirs = root
+            .read_dir(local)
+            .map_err(|e| backend_error(format!("{}: {e}", shown.display())))?;
+        dirs.sort();
+        let mut installed = Vec::new();
+        for dir in dirs {
+            let dir = dir.to_string_lossy().into_owned();
+            let path = local.join(&dir);
+            if !root.metadata(&path).is_ok_and(|m| m.is_dir()) {
+                continue; // ALPM_DB_VERSION
+            }
+            if installed.len() == MAX_PACKAGES {
+                return Err(backend_error(format!(
+                    "{}: more than {MAX_PACKAGES} packages",
+                    shown.display()
+                )));
+            }
+            installed.push(read_desc(&root, &dir)?);
+        }
+        let database_id = crate::package::new_database_id();
+        let mut by_name = HashMap::new();
+        let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in installed.iter_mut().enumerate() {
+            p.package.id = Some(crate::package::PackageId {
+                database: database_id,
+                index: i,
+            });
+            if by_name.insert(p.package.name.clone(), i).is_some() {
+                return Err(backend_error(format!(
+                    "{}: {} is installed twice",
+                    shown.display(),
+                    p.package.name
+                )));
+            }
+            for (name, _) in &p.provides {
+                providers.entry(name.clone()).or_default().push(i);
+            }
+        }
+        Ok(Pacman {
+            root,
+            database_id,
+            installed,
+            by_name,
+            providers,
+        })
+    }
+
+    /// The installed packages that satisfy `dep`: the package of that
+    /// name first, then those that provide it (a versioned dependency
+    /// only by a versioned provide, as libalpm).
+    fn candidates(&self, dep: &Dep) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Some(&i) = self.by_name.get(&dep.name) {
+            if dep.allows(&self.installed[i].package.version) {
+                out.push(i);
+            }
+        }
+        for &i in self.providers.get(&dep.name).into_iter().flatten() {
+            let satisfies = self.installed[i]
+                .provides
+                .iter()
+                .filter(|(name, _)| *name == dep.name)
+                .any(|(_, version)| match (version, &dep.constraint) {
+                    (_, None) => true,
+                    (Some(v), Some(_)) => dep.allows(v),
+                    (None, Some(_)) => false,
+                });
+            if satisfies && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// The `files` file of `package`: its paths and its backup files.
+    fn read_files(&self, package: &Package) -> Result<ListedFiles> {
+        let installed = &self.installed[self.index_of(package)?];
+        let path = Path::new(LOCAL).join(&installed.dir).join("files");
+        let shown = self.root.display_path(&path);
+        let bytes = self
+            .root
+            .read(&path, DATABASE_FILE_LIMIT)
+            .map_err(|e| backend_error(format!("{}: {e}", shown.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let at = |(line, what): (usize, String)| {
+            backend_error(format!("{}: line {line}: {what}", shown.display()))
+        };
+        let sections = sections(&text).map_err(at)?;
+        let absolute = |(line, rel): (usize, &str)| {
+            let path = Path::new("/").join(rel.trim_end_matches('/'));
+            if rel.starts_with('/') || !stays_inside(&path) || path == Path::new("/") {
+                return Err(at((line, format!("path {rel:?} leaves the root"))));
+            }
+            Ok(path)
+        };
+        let paths = sections
+            .get("FILES")
+            .into_iter()
+            .flatten()
+            .map(|&l| absolute(l))
+            .collect::<Result<Vec<_>>>()?;
+        let mut backup = Vec::new();
+        for &(line, text) in sections.get("BACKUP").into_iter().flatten() {
+            let (rel, md5) = text
+                .split_once('\t')
+                .ok_or_else(|| at((line, format!("backup entry {text:?} has no md5sum"))))?;
+            backup.push((absolute((line, rel))?, md5.to_string()));
+        }
+        Ok((paths, backup))
+    }
+}
+
+/// A `files` file: the paths, and the backup files with their md5sums.
+type ListedFiles = (Vec<PathBuf>, Vec<(PathBuf, String)>);
+
+/// One package's `desc`, in the directory `dir` of [`LOCAL`].
+fn read_desc(root: &RootFs, dir: &str) -> Result<Installed> {
+    let path = Path::new(LOCAL).join(dir).join("desc");
+    let shown = root.display_path(&path);
+    let bytes = root
+        .read(&path, DATABASE_FILE_LIMIT)
+        .map_err(|e| backend_error(format!("{}: {e}", shown.display())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let at = |(line, what): (usize, String)| {
+        backend_error(format!("{}: line {line}: {what}", shown.display()))
+    };
+    let sections = sections(&text).map_err(at)?;
+    let one = |key: &str| -> Result<&str> {
+        match sections.get(key).map(Vec::as_slice) {
+            Some([(_, value)]) => Ok(value),
+            _ => Err(backend_error(format!(
+                "{}: no single %{key}% value",
+                shown.display()
+            ))),
+        }
+    };
+    let (name, version) = (one("NAME")?, one("VERSION")?);
+    if !is_pacman_name(name) || !is_pacman_version(version) {
+        return Err(backend_error(format!(
+            "{}: invalid package name or version {:?}",
+            shown.display(),
+            crate::error::capped(&format!("{name} {version}"))
+        )));
+    }
+    if dir != format!("{name}-{version}") {
+        return Err(backend_error(format!(
+            "{}: the directory of {name}-{version} is named {dir:?}",
+            shown.display()
+        )));
+    }
+    let arch = one("ARCH").unwrap_or("any");
+    let values =
+        |key: &str| -> Vec<(usize, &str)> { sections.get(key).cloned().unwrap_or_default() };
+    let mut deps = Vec::new();
+    let mut depends = Vec::new();
+    for (line, text) in values("DEPENDS") {
+        let dep = Dep::parse(text)
+            .ok_or_else(|| at((line, format!("dependency {text:?} is not name[<>=]version"))))?;
+        deps.push(dep);
+        depends.push(text.to_string());
+    }
+    let mut provides = Vec::new();
+    for (line, text) in values("PROVIDES") {
+        let bad = || at((line, format!("provide {text:?} is not name[=version]")));
+        let dep = Dep::parse(text).ok_or_else(bad)?;
+        provides.push(match dep.constraint {
+            None => (dep.name, None),
+            Some((Op::Equal, v)) => (dep.name, Some(v)),
+            Some(_) => return Err(bad()),
+        });
+    }
+    Ok(Installed {
+        package: package(name, version, arch, depends),
+        dir: dir.to_string(),
+        deps,
+        provides,
+    })
+}
+
+/// A package as upstream supermin names it: `name-version.arch`.
+fn package(name: &str, version: &str, arch: &str, depends: Vec<String>) -> Package {
+    Package {
+        full_name: format!("{name}-{version}.{arch}"),
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: arch.to_string(),
+        depends,
+        id: None,
+    }
+}
+
+impl Graph for Pacman {
+    fn clauses(&self, id: usize) -> Vec<Clause> {
+        let from = &self.installed[id];
+        from.deps
+            .iter()
+            .zip(&from.package.depends)
+            .map(|(dep, text)| Clause {
+                text: text.clone(),
+                alternatives: vec![self.candidates(dep)],
+            })
+            .collect()
+    }
+}
+
+impl Backend for Pacman {
+    fn name(&self) -> &'static str {
+        "pacman"
+    }
+
+    fn root(&self) -> &RootFs {
+        &self.root
+    }
+
+    fn package_count(&self) -> usize {
+        self.installed.len()
+    }
+
+    fn lookup(&self, name: &str) -> Option<Package> {
+        let &i = self.by_name.get(name.trim())?;
+        Some(self.installed[i].package.clone())
+    }
+
+    fn files(&self, package: &Package) -> Result<Vec<File>> {
+        let (paths, backup) = self.read_files(package)?;
+        let backup: HashSet<&Path> = backup.iter().map(|(p, _)| p.as_path()).collect();
+        Ok(paths
+            .into_iter()
+            .map(|path| {
+                let meta = self.root.symlink_metadata(&path).ok();
+                let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
+                use std::os::unix::fs::MetadataExt;
+                let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
+                let is_config = super::is_config(&path, kind, backup.contains(path.as_path()));
+                File {
+                    path,
+                    source: None,
+                    kind,
+                    mode,
+                    is_config,
+                }
+            })
+            .collect())
+    }
+
+    fn database_mtime(&self) -> Result<SystemTime> {
+        let local = Path::new(LOCAL);
+        self.root
+            .metadata(local)
+            .and_then(|m| m.modified())
+            .at("reading the mtime of", self.root.display_path(local))
+    }
+
+    fn database_id(&self) -> u64 {
+        self.database_id
+    }
+
+    fn dependency_graph(&self) -> &dyn Graph {
+        self
+    }
+
+    fn package_at(&self, index: usize) -> &Package {
+        &self.installed[index].package
+    }
+
+    /// The md5sums of the backup files (pacman records no others); modes
+    /// and times are those of the installed file.
+    fn shipped(&self, package: &Package) -> Result<HashMap<PathBuf, Shipped>> {
+        let (_, backup) = self.read_files(package)?;
+        Ok(backup
+            .into_iter()
+            .map(|(path, md5)| {
+                let shipped = Shipped {
+                    digest: Digest::Md5(md5),
+                    mode: None,
+                    mtime: None,
+                };
+                (path, shipped)
+            })
+            .collect())
+    }
+
+    fn fetch(
+        &self,
+        packages: &[&Package],
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<HashMap<String, PathBuf>> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        for p in packages {
+            // The host's cache holds what pacman installed (another
+            // root's is that root's owner's to fill: never trusted).
+            let cached = ["zst", "xz", "gz"].iter().find_map(|ext| {
+                let f = Path::new(CACHE)
+                    .join(format!("{}-{}-{}.pkg.tar.{ext}", p.name, p.version, p.arch));
+                (self.root.is_host() && std::fs::symlink_metadata(&f).is_ok_and(|m| m.is_file()))
+                    .then_some(f)
+            });
+            match cached {
+                Some(f) => {
+                    found.insert(p.full_name.clone(), f);
+                }
+                None => missing.push(*p),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let dir = scratch.join("pacman");
+        download(
+            &missing,
+            &dir,
+            self.root.is_host(),
+            packager_config,
+            reporter,
+        )?;
+        // pacman names its files as it likes: read each one's .PKGINFO.
+        for entry in std::fs::read_dir(dir.join("pkgs")).at("reading", &dir)? {
+            let path = entry.at("reading", &dir)?.path();
+            if let Ok((package, _)) = read_package_file(&path) {
+                found.insert(package.full_name, path);
+            }
+        }
+        Ok(found)
+    }
+
+    fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
+        let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let corrupt = |e: String| corrupt(file, e);
+        let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
+        let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+        payload::config_files(&mut data, &wanted, &corrupt)
+    }
+}
+
+/// Download the installed versions of `packages` with `pacman -Syw` into
+/// `dir/pkgs`, with a database of its own in `dir` (the root's is never
+/// written).  As the rpm downloaders, pacman runs as whoever runs
+/// supermin, so it never takes another root's configuration (an
+/// `XferCommand` there is a command line it would run): the host's
+/// `/etc/pacman.conf` for the host, else only a `--packager-config`.
+/// Names and versions were checked when the database was read, and
+/// follow `--`.
+fn download(
+    packages: &[&Package],
+    dir: &Path,
+    host: bool,
+    packager_config: Option<&Path>,
+    reporter: &Reporter,
+) -> Result<()> {
+    let config = match (packager_config, host) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, true) => PathBuf::from("/etc/pacman.conf"),
+        (None, false) => {
+            return Err(backend_error(
+                "pristine config files of another root are downloaded only with a pacman \
+                 configuration you trust: pass --packager-config FILE (its repositories), or use \
+                 --use-installed (the root's own copies); its own configuration is never used, \
+                 as pacman would run the commands it names",
+            ))
+        }
+    };
+    for sub in ["db", "pkgs", "root"] {
+        std::fs::create_dir_all(dir.join(sub)).at("creating", dir.join(sub))?;
+    }
+    // pacman refuses -S to a non-root user; fakeroot lets it write our
+    // scratch directory as it would as root.
+    let mut command = if crate::rootfs::is_root() {
+        Command::new("pacman")
+    } else {
+        let mut c = Command::new("fakeroot");
+        c.arg("pacman");
+        c
+    };
+    command
+        .arg("-Syw")
+        .args(["--noconfirm", "--nodeps", "--nodeps"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--dbpath")
+        .arg(dir.join("db"))
+        .arg("--cachedir")
+        .arg(dir.join("pkgs"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--")
+        .args(packages.iter().map(|p| format!("{}={}", p.name, p.version)));
+    reporter.info(1, || format!("pacman: running {command:?}"));
+    let output = crate::process::output(&mut command, reporter)?
+        .map_err(|e| backend_error(format!("cannot run pacman: {e}")))?;
+    if !output.status.success() {
+        let names: Vec<&str> = packages.iter().map(|p| p.full_name.as_str()).collect();
+        return Err(backend_error(format!(
+            "pacman could not download {}: {}",
+            names.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
+    Error::backend(
+        "pacman",
+        format!("{}: not a valid pacman package: {what}", file.display()),
+    )
+}
+
+/// The metadata members at the top of a package (`.PKGINFO`, `.MTREE`...).
+fn is_metadata(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/"))
+        && path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+}
+
+/// A `.pkg.tar.*`'s package (from its `.PKGINFO`) and files, config flags
+/// from its `backup` lines.
+pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
+    let corrupt = |e: String| corrupt(file, e);
+    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
+    let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+    let mut pkginfo: Option<String> = None;
+    let mut files = payload::list(&mut data, &corrupt, &mut |path, member| {
+        if !is_metadata(path) {
+            return Ok(false);
+        }
+        if path == Path::new("/.PKGINFO") {
+            let mut text = String::new();
+            member
+                .take(1 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| corrupt(format!(".PKGINFO: {e}")))?;
+            pkginfo = Some(text);
+        }
+        Ok(true)
+    })?;
+    // Reading to the end checks the compressor's own checksum.
+    std::io::copy(&mut data, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
+    let pkginfo = pkginfo.ok_or_else(|| corrupt("no .PKGINFO".to_string()))?;
+    let mut fields: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in pkginfo.lines() {
+        if let Some((key, value)) = line.split_once(" = ") {
+            if !line.starts_with('#') {
+                fields.entry(key.trim()).or_default().push(value.trim());
+            }
+        }
+    }
+    let one = |key: &str| {
+        fields
+            .get(key)
+            .and_then(|v| v.first().copied())
+            .unwrap_or("")
+    };
+    let (name, version) = (one("pkgname"), one("pkgver"));
+    if !is_pacman_name(name) || !is_pacman_version(version) {
+        return Err(corrupt(format!(
+            ".PKGINFO: invalid pkgname or pkgver {:?}",
+            crate::error::capped(&format!("{name} {version}"))
+        )));
+    }
+    let depends = fields
+        .get("depend")
+        .into_iter()
+        .flatten()
+        .map(|d| d.to_string())
+        .collect();
+    let backup: HashSet<PathBuf> = fields
+        .get("backup")
+        .into_iter()
+        .flatten()
+        .map(|b| Path::new("/").join(b))
+        .collect();
+    for f in &mut files {
+        f.is_config = super::is_config(&f.path, f.kind, backup.contains(&f.path));
+    }
+    Ok((package(name, version, one("arch"), depends), files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_libalpm() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("1.0-1", "1.0-2", Less),
+            ("1:0.1-1", "2.0-1", Greater),
+            ("1.2", "1.2-7", Equal),
+            ("1.10-1", "1.9-1", Greater),
+            ("1.0a-1", "1.0-1", Greater),
+            ("01:1-1", "1:1-1", Equal),
+            ("2.38-3", "2.38", Equal),
+        ] {
+            assert_eq!(vercmp(a, b), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn dependencies_parse_with_and_without_versions() {
+        let d = Dep::parse("glibc>=2.38").unwrap();
+        assert_eq!(d.name, "glibc");
+        assert!(d.allows("2.40-1") && !d.allows("2.37-9"));
+        let so = Dep::parse("libreadline.so=8-64").unwrap();
+        assert!(so.allows("8-64"));
+        assert_eq!(
+            Dep::parse("bash-completion: for tab completion")
+                .unwrap()
+                .name,
+            "bash-completion"
+        );
+        for bad in ["", ">=1", "a>=", "-x", "a b", "../../x"] {
+            assert!(Dep::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sections_name_the_line_of_a_stray_value() {
+        let s = sections("%NAME%\nbash\n\n%DEPENDS%\nglibc\nreadline\n").unwrap();
+        assert_eq!(s["DEPENDS"].len(), 2);
+        assert_eq!(s["NAME"], vec![(2, "bash")]);
+        assert_eq!(sections("bash\n").unwrap_err().0, 1);
+        assert_eq!(sections("%A%\nx\n\ny\n").unwrap_err().0, 4);
+    }
+}
