@@ -478,10 +478,33 @@ fn too_large(limit: u64) -> io::Error {
     )
 }
 
+/// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn normalize_stops_at_root() {
+        assert_eq!(
+            normalize(Path::new("/a/../../b/./c")),
+            PathBuf::from("/b/c")
+        );
+    }
 
     /// A root with symlinks that lead out of it if followed by the kernel.
     fn hostile_root() -> tempfile::TempDir {

@@ -200,6 +200,18 @@ def test_a_malformed_alternatives_file_is_named_and_left_out(tmp_path):
     (sd).mkdir()
     (sd / "packages").write_text("")
     (sd / "hostfiles").write_text("/usr/bin/tool\n")
+    # Paths far beyond PATH_MAX (once a way to overflow the stack while
+    # resolving them), and a link where the root has none: a group may not
+    # put a link where the build needs a directory of its own.
+    (root / "var/lib/dpkg/alternatives/deep").write_text("auto\n/usr/bin/deep\n\n" + "/a" * 5000 + "\n1\n\n")
+    (root / "var/lib/dpkg/alternatives/modules").write_text("auto\n/lib/modules\n\n/usr/bin/tool\n1\n\n")
+    (root / "etc/alternatives/modules").symlink_to("/usr/bin/tool")
+    (root / "var/lib/dpkg/alternatives/tool").write_text("auto\n/usr/bin/t\n\n/usr/bin/tool\n1\n\n")
+    (root / "etc/alternatives/tool").symlink_to("/usr/bin/tool")
+    (root / "usr/bin/t").symlink_to("/etc/alternatives/tool")
     r = run_cli("--root", str(root), "--build", "-f", "chroot", str(sd), "-o", str(tmp_path / "out"))
     assert re.search(r"alternatives: .*/var/lib/dpkg/alternatives/bad: line 4: .*not an absolute path", r.stderr), r.stderr
+    assert re.search(r"alternatives: .*/var/lib/dpkg/alternatives/deep: line 4: .*under 4096 bytes", r.stderr), r.stderr
     assert (tmp_path / "out/usr/bin/tool").exists() and not os.path.lexists(tmp_path / "out/usr/bin/bad")
+    assert not os.path.lexists(tmp_path / "out/lib/modules") and not os.path.lexists(tmp_path / "out/usr/lib/modules")
+    assert os.readlink(tmp_path / "out/usr/bin/t") == "../../etc/alternatives/tool", "a group the root has is made"

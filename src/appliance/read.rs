@@ -195,6 +195,15 @@ pub struct Appliance {
     pub files: Vec<PathBuf>,
 }
 
+impl Appliance {
+    /// Does an `excludefiles` pattern match `path`?
+    pub fn excluded(&self, path: &Path) -> bool {
+        self.excludes
+            .iter()
+            .any(|pat| crate::pattern::fnmatch(pat, path))
+    }
+}
+
 /// The kind of an input file, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

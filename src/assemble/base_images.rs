@@ -12,11 +12,11 @@ use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
-use super::plan::normalize;
 use crate::appliance::{BaseImage, SparseBudget};
 use crate::error::{with_causes, Error, Result};
 use crate::outdir::OutDir;
 use crate::report::Reporter;
+use crate::rootfs::normalize;
 use crate::tree::{Data, Kind, Meta, Node, Tree};
 
 /// Members up to this size are held in memory, until this much is held.

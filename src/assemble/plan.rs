@@ -5,7 +5,7 @@
 //! goes through a symlink.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::package::Package;
 use crate::pattern;
 use crate::report::Reporter;
-use crate::rootfs::RootFs;
+use crate::rootfs::{normalize, RootFs};
 use crate::tree::Origin;
 
 /// One path to write.
@@ -98,11 +98,7 @@ pub fn plan(
         if file.is_config {
             continue;
         }
-        if appliance
-            .excludes
-            .iter()
-            .any(|pat| pattern::fnmatch(pat, &file.path))
-        {
+        if appliance.excluded(&file.path) {
             excluded += 1;
             reporter.info(2, || format!("build: excluding {}", file.path.display()));
             continue;
@@ -148,13 +144,7 @@ pub fn plan(
     for entry in raw {
         layout.add(entry)?;
     }
-    let mut links = alternatives_links(backend, &layout, reporter)?;
-    links.retain(|l| {
-        !appliance
-            .excludes
-            .iter()
-            .any(|pat| pattern::fnmatch(pat, &l.path))
-    });
+    let links = alternatives_links(backend, appliance, &layout, reporter)?;
     let entries: Vec<Entry> = layout
         .entries
         .into_values()
@@ -174,17 +164,25 @@ pub fn plan(
     })
 }
 
-/// The alternatives links of the groups with a file in the appliance,
-/// at their canonical paths, sorted (the first group to claim a path
-/// keeps it).  A file is in the appliance if a package or hostfile put it
-/// at its canonical path.
+/// The most alternatives links one build makes (each is a line of the
+/// `--if-newer` stamp; a Debian desktop has a few hundred).
+const MAX_LINKS: usize = 4096;
+
+/// The alternatives links of the groups with a file in the appliance, at
+/// their canonical paths, sorted (the first group to claim a path keeps
+/// it).  A file is in the appliance if a package or hostfile put it at
+/// its canonical path.  The appliance mirrors the root: a link is made
+/// only where the root has that link (`/usr/bin/awk →
+/// /etc/alternatives/awk`, and a symlink `/etc/alternatives/awk`), in a
+/// directory the appliance has (or [`alternatives::LINK_DIR`]), so that an
+/// admin file can never put a link where the build needs something else.
 fn alternatives_links(
     backend: &dyn Backend,
+    appliance: &Appliance,
     layout: &Layout<'_>,
     reporter: &Reporter,
 ) -> Result<Vec<Link>> {
     let root = backend.root();
-    let groups = alternatives::read_groups(root, backend.alternatives_dirs(), reporter);
     // Paths are resolved in a copy, so that a group that is left out adds
     // no directory symlinks to the plan.
     let mut probe = Layout {
@@ -196,20 +194,24 @@ fn alternatives_links(
         let (parent, name) = (path.parent()?, path.file_name()?);
         Some(probe.canonical_dir(parent, 0).ok()?.join(name))
     };
+    let in_plan = |path: &Path, dir: bool| {
+        layout.entries.get(path).is_some_and(|e| {
+            if dir {
+                root.metadata(&e.source).is_ok_and(|m| m.is_dir())
+            } else {
+                matches!(e.origin, Origin::Package | Origin::Hostfile)
+            }
+        })
+    };
+    let link_dir = Path::new(alternatives::LINK_DIR);
     let mut links: BTreeMap<PathBuf, Link> = BTreeMap::new();
-    for group in &groups {
+    let mut unrecordable = 0usize;
+    alternatives::for_each_group(root, backend.alternatives_dirs(), reporter, |group| {
         reporter.check()?;
-        let mut holds = |path: &Path| {
-            canonical(path).is_some_and(|c| {
-                layout
-                    .entries
-                    .get(&c)
-                    .is_some_and(|e| matches!(e.origin, Origin::Package | Origin::Hostfile))
-            })
-        };
-        let current = alternatives::current_choice(root, group);
-        let Some(choice) = alternatives::choose(group, current.as_deref(), &mut holds) else {
-            continue;
+        let mut holds = |path: &Path| canonical(path).is_some_and(|c| in_plan(&c, false));
+        let current = alternatives::current_choice(root, &group);
+        let Some(choice) = alternatives::choose(&group, current.as_deref(), &mut holds) else {
+            return Ok(());
         };
         reporter.info(2, || match &current {
             Some(c) if *c != choice.path => format!(
@@ -224,11 +226,43 @@ fn alternatives_links(
                 choice.path.display()
             ),
         });
-        for link in alternatives::links(group, choice, &mut holds) {
-            if let Some(path) = canonical(&link.path) {
-                links.entry(path.clone()).or_insert(Link { path, ..link });
+        for link in alternatives::links(&group, choice, &mut holds) {
+            let middle = link.path.parent() == Some(link_dir);
+            let root_has_it = root.read_link(&link.path).is_ok_and(|t| {
+                middle || normalize(&link.path.parent().unwrap_or(link_dir).join(t)) == link.target
+            });
+            let (Some(path), Some(target)) = (
+                canonical(&link.path),
+                if middle {
+                    canonical(&link.target)
+                } else {
+                    Some(link.target.clone())
+                },
+            ) else {
+                continue;
+            };
+            let parent = path.parent().unwrap_or(link_dir);
+            if !root_has_it
+                || !(parent == link_dir || in_plan(parent, true))
+                || appliance.excluded(&link.path)
+                || appliance.excluded(&path)
+            {
+                continue;
             }
+            // The stamp records links as UTF-8 lines.
+            let recordable = |p: &Path| p.to_str().is_some_and(|s| !s.contains(char::is_control));
+            if !recordable(&path) || !recordable(&target) || links.len() == MAX_LINKS {
+                unrecordable += 1;
+                continue;
+            }
+            links.entry(path.clone()).or_insert(Link { path, target });
         }
+        Ok(())
+    })?;
+    if unrecordable > 0 {
+        reporter.warn(format!(
+            "alternatives: {unrecordable} links left out (beyond {MAX_LINKS}, or a path that is not UTF-8 text)"
+        ));
     }
     Ok(links.into_values().collect())
 }
@@ -364,21 +398,6 @@ impl Layout<'_> {
 /// The kernel's limit on symlinks in one lookup (`MAXSYMLINKS`).
 const MAX_SYMLINKS: usize = 40;
 
-/// Lexically clean an absolute path: drop `.`, apply `..` (not above `/`).
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,13 +491,5 @@ mod tests {
         assert_eq!(out[0].path, PathBuf::from("/bin/sh.distrib"));
         let alone = apply_diversions(vec![e("/usr/bin/perf", "/usr/bin/perf.wrapper")]);
         assert_eq!(alone[0].path, PathBuf::from("/usr/bin/perf"));
-    }
-
-    #[test]
-    fn normalize_stops_at_root() {
-        assert_eq!(
-            normalize(Path::new("/a/../../b/./c")),
-            PathBuf::from("/b/c")
-        );
     }
 }

@@ -13,6 +13,7 @@
 //! highest-priority one that is (what `update-alternatives --auto` would
 //! pick among them).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::report::Reporter;
@@ -21,11 +22,18 @@ use crate::rootfs::RootFs;
 /// Where the chosen links live; the same for every tool.
 pub const LINK_DIR: &str = "/etc/alternatives";
 
-/// The most groups read (Debian desktops have a few hundred).
+/// The most admin files read (Debian desktops have a few hundred).
 const MAX_GROUPS: usize = 10_000;
 
-/// The most bytes of one admin file (real ones are under a few KiB).
+/// The most bytes of one admin file (real ones are under a few KiB), and
+/// of all of them together.
 const MAX_ADMIN_FILE: u64 = 1 << 20;
+const MAX_ADMIN_TOTAL: u64 = 64 << 20;
+
+/// The most slave links, and choices, of one group (real ones have a
+/// handful): a group's memory is their product.
+const MAX_SLAVES: usize = 256;
+const MAX_CHOICES: usize = 1_000;
 
 /// One group as its admin file records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +70,13 @@ pub fn state_files(dirs: &[&str]) -> Vec<PathBuf> {
     dirs.iter().chain([&LINK_DIR]).map(PathBuf::from).collect()
 }
 
-/// A name usable as a file name in [`LINK_DIR`].
+/// A name usable as a file name in [`LINK_DIR`] (and a line of the
+/// `--if-newer` stamp: no control characters).
 fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c.is_control())
 }
 
 /// Parse the admin file of group `name`; an error is the 1-based line at
@@ -78,10 +90,16 @@ pub fn parse(name: &str, text: &str) -> Result<Group, (usize, String)> {
     };
     let absolute = |(n, line): (usize, &str)| -> Result<PathBuf, (usize, String)> {
         let path = PathBuf::from(line);
-        if super::stays_inside(&path) {
+        if super::stays_inside(&path) && !line.contains(char::is_control) {
             Ok(path)
         } else {
-            Err((n, format!("{line:?} is not an absolute path without '..'")))
+            Err((
+                n,
+                format!(
+                    "{:?} is not an absolute path (one without '..' or control characters, under 4096 bytes)",
+                    crate::error::capped(line)
+                ),
+            ))
         }
     };
     let (n, mode) = next("the mode")?;
@@ -98,6 +116,9 @@ pub fn parse(name: &str, text: &str) -> Result<Group, (usize, String)> {
         if !is_plain_name(slave) {
             return Err((n, format!("slave name {slave:?} is not a plain name")));
         }
+        if slaves.len() == MAX_SLAVES {
+            return Err((n, format!("more than {MAX_SLAVES} slave links")));
+        }
         slaves.push((slave.to_string(), absolute(next("a slave link")?)?));
     }
     let mut choices = Vec::new();
@@ -105,6 +126,9 @@ pub fn parse(name: &str, text: &str) -> Result<Group, (usize, String)> {
     while let Ok((n, path)) = next("") {
         if path.is_empty() {
             break;
+        }
+        if choices.len() == MAX_CHOICES {
+            return Err((n, format!("more than {MAX_CHOICES} choices")));
         }
         let path = absolute((n, path))?;
         let (n, priority) = next("a priority")?;
@@ -141,12 +165,20 @@ pub fn parse(name: &str, text: &str) -> Result<Group, (usize, String)> {
     })
 }
 
-/// Every readable group in the admin directories `dirs` (inside `root`),
-/// sorted by name; a group in two directories is read from the first.  A
-/// malformed admin file leaves its group out with a warning that names
-/// the file and line: one bad group must not stop a build.
-pub fn read_groups(root: &RootFs, dirs: &[&str], reporter: &Reporter) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
+/// Hand `each` every readable group in the admin directories `dirs`
+/// (inside `root`), one at a time, by name within a directory; a group in
+/// two directories is read from the first.  A malformed admin file leaves
+/// its group out with a warning that names the file and line: one bad
+/// group must not stop a build.  At most [`MAX_GROUPS`] files and
+/// [`MAX_ADMIN_TOTAL`] bytes are read.
+pub fn for_each_group(
+    root: &RootFs,
+    dirs: &[&str],
+    reporter: &Reporter,
+    mut each: impl FnMut(Group) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut bytes_read = 0u64;
     for dir in dirs {
         let Ok(mut names) = root.read_dir(Path::new(dir)) else {
             continue;
@@ -159,21 +191,26 @@ pub fn read_groups(root: &RootFs, dirs: &[&str], reporter: &Reporter) -> Vec<Gro
                 || name.starts_with('.')
                 || name.contains(".dpkg-")
                 || name.ends_with(".new")
-                || groups.iter().any(|g| g.name == name)
+                || seen.contains(name)
             {
                 continue;
             }
-            if groups.len() == MAX_GROUPS {
+            if seen.len() == MAX_GROUPS || bytes_read > MAX_ADMIN_TOTAL {
                 reporter.warn(format!(
-                    "alternatives: more than {MAX_GROUPS} groups in {}; the rest are left out",
+                    "alternatives: more than {MAX_GROUPS} admin files or {} MiB under {}; the rest are left out",
+                    MAX_ADMIN_TOTAL >> 20,
                     root.display_path(Path::new(dir)).display()
                 ));
-                break;
+                return Ok(());
             }
+            seen.insert(name.to_string());
             let path = Path::new(dir).join(name);
             let shown = root.display_path(&path);
             let text = match root.read(&path, MAX_ADMIN_FILE) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(bytes) => {
+                    bytes_read += bytes.len() as u64;
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
                 Err(e) => {
                     reporter.warn(format!(
                         "alternatives: {}: {e}; its links are left out",
@@ -183,7 +220,7 @@ pub fn read_groups(root: &RootFs, dirs: &[&str], reporter: &Reporter) -> Vec<Gro
                 }
             };
             match parse(name, &text) {
-                Ok(group) => groups.push(group),
+                Ok(group) => each(group)?,
                 Err((line, what)) => reporter.warn(format!(
                     "alternatives: {}: line {line}: {what}; its links are left out",
                     shown.display()
@@ -191,17 +228,14 @@ pub fn read_groups(root: &RootFs, dirs: &[&str], reporter: &Reporter) -> Vec<Gro
             }
         }
     }
-    groups.sort_by(|a, b| a.name.cmp(&b.name));
-    groups
+    Ok(())
 }
 
 /// The host's choice for `group`: where its link in [`LINK_DIR`] points.
 pub fn current_choice(root: &RootFs, group: &Group) -> Option<PathBuf> {
     let link = Path::new(LINK_DIR).join(&group.name);
     let target = root.read_link(&link).ok()?;
-    Some(crate::assemble::plan::normalize(
-        &Path::new(LINK_DIR).join(target),
-    ))
+    Some(crate::rootfs::normalize(&Path::new(LINK_DIR).join(target)))
 }
 
 /// The choice an appliance gets: the host's `current` one if `holds` it,

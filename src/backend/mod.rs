@@ -467,7 +467,10 @@ pub fn is_config(path: &Path, kind: crate::package::FileKind, declared: bool) ->
 pub fn stays_inside(path: &Path) -> bool {
     use std::path::Component;
     let mut components = path.components();
-    components.next() == Some(Component::RootDir)
+    // Longer than PATH_MAX cannot be opened, only walked (and walking it
+    // component by component must not be a way to exhaust the stack).
+    path.as_os_str().len() < libc::PATH_MAX as usize
+        && components.next() == Some(Component::RootDir)
         && components.all(|c| matches!(c, Component::Normal(_)))
 }
 
@@ -579,5 +582,10 @@ mod tests {
         for bad in ["/usr/../../etc/shadow", "/..", "usr/bin", "", "../x", "./x"] {
             assert!(!stays_inside(Path::new(bad)), "{bad}");
         }
+        assert!(stays_inside(Path::new(&"/a".repeat(2000))));
+        assert!(
+            !stays_inside(Path::new(&"/a".repeat(5000))),
+            "beyond PATH_MAX"
+        );
     }
 }
