@@ -73,6 +73,22 @@ pub struct BuildOptions {
     /// The command line that asked for this build (the CLI gives it): the
     /// stamp then holds a quick record for the native launcher.
     pub invocation: Option<stamp::Invocation>,
+    /// Bootable formats: where a kernel may come from besides the host
+    /// (`--kernel-package`); `None`: the host's only.
+    pub kernel_packages: Option<KernelPackages>,
+}
+
+/// A kernel from distribution packages ([`boot::kernel_package`]).
+#[derive(Debug, Clone, Default)]
+pub struct KernelPackages {
+    /// A package file, or package names (comma-separated) to download;
+    /// `None`: the backend's kernel packages, only when the host has no
+    /// kernel.
+    pub given: Option<String>,
+    /// The cache of unpacked kernels (`$XDG_CACHE_HOME/supermin/kernels`).
+    pub cache: PathBuf,
+    /// The downloader's configuration (`--packager-config`).
+    pub packager_config: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -86,6 +102,7 @@ impl Default for BuildOptions {
             formats: format::Options::default(),
             database: None,
             invocation: None,
+            kernel_packages: None,
         }
     }
 }
@@ -173,6 +190,8 @@ pub fn build(
     output::check_location(output, inputs)?;
     let format = options.format;
     format.check(&options.formats)?;
+    let packaged = with_packaged_kernel(backend, options, reporter)?;
+    let options = packaged.as_ref().unwrap_or(options);
     let database = match &options.database {
         Some(state) => state.clone(),
         None => backend::database_state(backend.root().path(), Some(backend.name()))?,
@@ -273,6 +292,97 @@ pub fn build(
         },
         boot: written.boot,
     })
+}
+
+/// `options` with the kernel of a distribution package as the kernel
+/// override, when the format boots and either `--kernel-package` names one
+/// or the host has no kernel (then the backend's kernel packages); `None`
+/// to use `options` as they are.
+fn with_packaged_kernel(
+    backend: &dyn Backend,
+    options: &BuildOptions,
+    reporter: &Reporter,
+) -> Result<Option<BuildOptions>> {
+    let boot = &options.formats.boot;
+    let Some(packages) = &options.kernel_packages else {
+        return Ok(None);
+    };
+    if !options.format.outputs().contains(&"kernel") || boot.kernel.kernel.is_some() {
+        return Ok(None);
+    }
+    let from_names = |names: &[String]| {
+        boot::kernel_package::kernel_from_names(
+            backend,
+            names,
+            &packages.cache,
+            packages.packager_config.as_deref(),
+            boot.host_cpu.as_deref(),
+            reporter,
+        )
+    };
+    let kernel = match &packages.given {
+        Some(given) if given.contains('/') || Path::new(given).is_file() => {
+            boot::kernel_package::kernel_from_files(
+                &[PathBuf::from(given)],
+                &packages.cache,
+                boot.host_cpu.as_deref(),
+                reporter,
+            )?
+        }
+        Some(given) => {
+            let names: Vec<String> = given.split(',').map(|n| n.trim().to_string()).collect();
+            from_names(&names)?
+        }
+        None => {
+            let host = match boot::find_kernel(boot, &reporter.quiet()) {
+                Ok(_) => return Ok(None),
+                Err(e) => e,
+            };
+            // SUPERMIN_MODULES or SUPERMIN_KERNEL_VERSION chose for the
+            // host's kernel: their error, not another kernel.
+            if boot.kernel.modules.is_some() || boot.kernel.version.is_some() {
+                return Err(host);
+            }
+            let names: Vec<String> = backend
+                .kernel_packages()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            if names.is_empty() {
+                return Err(host);
+            }
+            reporter.info(1, || {
+                format!(
+                    "kernel: none on this host; taking the distribution's ({})",
+                    names.join(" ")
+                )
+            });
+            from_names(&names).map_err(|e| Error::Kernel {
+                path: None,
+                message: format!(
+                    "{host}\nNor could the distribution's kernel package ({}) be used: {e}\n\
+                     (--kernel-package FILE takes a kernel package file you have.)",
+                    names.join(" ")
+                ),
+            })?
+        }
+    };
+    reporter.info(1, || {
+        format!(
+            "kernel: {} (version {}) from a kernel package",
+            kernel.path.display(),
+            kernel.version
+        )
+    });
+    let mut options = options.clone();
+    options.formats.boot.kernel = boot::kernel::Overrides {
+        kernel: Some(kernel.path),
+        version: Some(kernel.version),
+        modules: Some(kernel.modules),
+    };
+    // OUT/kernel must not depend on a cache the user may clear.
+    options.formats.boot.copy_kernel = true;
+    Ok(Some(options))
 }
 
 /// What `--if-newer` decided.

@@ -15,6 +15,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._boot import BootError
 from ._boot import boot as _boot
+from ._boot import cache_dir as _cache_dir
 from ._boot import filesystem_uuid
 from ._progress import ProgressCallback, TerminalProgress, resolve_progress
 from ._supermin import (
@@ -331,6 +332,8 @@ def build(
     modules: "str | Sequence[str] | None" = None,
     uuid_seed: Optional[str] = None,
     compression: Optional[str] = None,
+    kernel_package: "str | PathLike | None" = None,
+    packager_config: Optional[PathLike] = None,
     _invocation: "Optional[tuple]" = None,
 ) -> BuildResult:
     """Build a full appliance in ``output``.
@@ -357,7 +360,14 @@ def build(
     byte of it is unpacked into memory at each boot).
     ``uuid_seed`` makes the filesystem UUID, and with ``SOURCE_DATE_EPOCH``
     the whole image, reproducible.  The kernel is found as upstream finds
-    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override).  ``backend``
+    it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override); on a host
+    with none (a container, WSL, a CI runner) it comes from the
+    distribution's kernel package (``linux-image-amd64``, ``kernel-core``
+    and ``kernel-modules-core``, ``linux``), downloaded and unpacked once
+    into ``$XDG_CACHE_HOME/supermin/kernel-packages``; ``kernel_package``
+    names that package (comma-separated names) or a package file to
+    unpack (``.deb``, ``.rpm``, ``.pkg.tar.*``) whatever the host has, and
+    ``packager_config`` configures the download.  ``backend``
     (an opened :class:`Backend`) is used instead of detecting the package
     manager of ``root``; or ``packager`` names its kind (``"dpkg"``,
     ``"rpm"``, ``"pacman"``), as ``--packager`` does.
@@ -404,6 +414,9 @@ def build(
             # record for the native launcher.)
             invocation=_recorded(_invocation),
             packager=packager,
+            kernel_package=None if kernel_package is None else os.fspath(kernel_package),
+            kernel_cache=str(_cache_dir() / "kernel-packages"),
+            packager_config=None if packager_config is None else os.fspath(packager_config),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"

@@ -233,6 +233,9 @@ def _build(
     supermin_modules: Optional[str] = None,
     invocation: Optional[Tuple[List[str], str, List[Tuple[str, Optional[str]]]]] = None,
     packager: Optional[str] = None,
+    kernel_package: Optional[str] = None,
+    kernel_cache: Optional[str] = None,
+    packager_config: Optional[str] = None,
 ) -> _Built: ...
 def _formats() -> List[Tuple[str, List[str], str, List[str]]]: ...
 def _pvh_kernel(kernel: _Path, cache: _Path) -> Tuple[Optional[Path], Optional[str]]: ...

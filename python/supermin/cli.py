@@ -84,6 +84,13 @@ def _parser() -> _Parser:
     p.add_argument("--host-cpu", metavar="ARCH", help="Set host CPU architecture (ext2)")
     p.add_argument("--size", metavar="SIZE", help="Set the size of the ext2 filesystem (e.g. 4G)")
     p.add_argument("--copy-kernel", action="store_true", help="Copy kernel instead of symlinking (ext2)")
+    p.add_argument(
+        "--kernel-package",
+        metavar="NAME|FILE",
+        help="Take the kernel and its modules from this distribution package (names, comma-separated, "
+        "downloaded; or a .deb/.rpm/.pkg.tar.* file) instead of the host's; without it, a host with no "
+        "kernel takes the distribution's own (bootable formats)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="Enable debugging messages (repeatable)")
     p.add_argument("-V", "--version", action="store_true", help="Display version and exit")
     p.add_argument("--dtb", metavar="WILDCARD", help="Obsolete option, do not use")
@@ -210,6 +217,8 @@ def run(argv: List[str]) -> int:
             modules=modules,
             uuid_seed=args.uuid_seed,
             compression=args.compression,
+            kernel_package=args.kernel_package,
+            packager_config=args.packager_config,
             _invocation=_invocation(argv),
             **common,
         )
@@ -249,6 +258,7 @@ def _run_command(args: argparse.Namespace) -> int:
         ("--compression", args.compression), ("--copy-kernel", args.copy_kernel), ("--host-cpu", args.host_cpu),
         ("--include-packagelist", args.include_packagelist), ("--packager-config", args.packager_config),
         ("--always-download", args.always_download), ("--ignore-missing", args.ignore_missing),
+        ("--kernel-package", args.kernel_package),
     ) if value]
     if given:
         raise _Fail(f"--run does not take {', '.join(given)} (it builds into its own cache)")

@@ -125,6 +125,13 @@ pub fn read_files(deb: &Path, wanted: &HashSet<&Path>) -> Result<Vec<ConfigFile>
     })
 }
 
+/// Hand `visit` each regular file of a `.deb`'s payload.
+pub fn unpack(deb: &Path, visit: &mut super::VisitFile<'_>) -> Result<()> {
+    with_data_tar(deb, |data| {
+        payload::for_each_file(data, &|e| corrupt(deb, e), &|_| false, visit)
+    })
+}
+
 /// Every path in a `.deb`'s payload with its kind and mode (the dpkg
 /// equivalent of `rpm -qlp`).  Config flags are unknown here and false.
 pub fn list_files(deb: &Path) -> Result<Vec<File>> {

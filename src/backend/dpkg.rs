@@ -16,8 +16,8 @@ use debversion::Version;
 
 use super::deb822::{field, numbered_stanzas};
 use super::{
-    alternatives, deb, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
-    DATABASE_FILE_LIMIT,
+    alternatives, deb, files_ending, stays_inside, Backend, ConfigFile, Digest, Driver,
+    PackageFiles, Shipped, DATABASE_FILE_LIMIT,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::output::ScratchBase;
@@ -35,6 +35,7 @@ pub const DRIVER: Driver = Driver {
         magics: &[b"!<arch>\n"],
         extension: ".deb",
         read: deb::read_package_file,
+        unpack: deb::unpack,
     }),
     database: |_| {
         let mut files = vec![Path::new(ADMIN_DIR).join("status")];
@@ -551,6 +552,44 @@ impl Backend for Dpkg {
 
     fn alternatives_dirs(&self) -> &'static [&'static str] {
         ALTERNATIVES
+    }
+
+    /// The metapackage that follows the current kernel of this
+    /// architecture (a kernel package's dependency leads to the kernel).
+    fn kernel_packages(&self) -> &'static [&'static str] {
+        match self.native_arch.as_str() {
+            "amd64" => &["linux-image-amd64"],
+            "arm64" => &["linux-image-arm64"],
+            "i386" => &["linux-image-686"],
+            "ppc64el" => &["linux-image-powerpc64le"],
+            "s390x" => &["linux-image-s390x"],
+            _ => &[],
+        }
+    }
+
+    /// `apt-get download NAME...` (the candidate versions, from the host's
+    /// apt sources).
+    fn download_named(
+        &self,
+        names: &[String],
+        dest: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<Vec<PathBuf>> {
+        if let Some(bad) = names.iter().find(|n| !is_dpkg_name(n)) {
+            return Err(Error::backend(
+                "dpkg",
+                format!("{:?} is not a package name", crate::error::capped(bad)),
+            ));
+        }
+        reporter.info(1, || format!("dpkg: apt-get download {}", names.join(" ")));
+        apt_get_download(dest, names, packager_config, reporter)?.map_err(|why| {
+            Error::backend(
+                "dpkg",
+                format!("apt-get download {}: {why}", names.join(" ")),
+            )
+        })?;
+        files_ending(dest, ".deb")
     }
 
     fn dependency_graph(&self) -> &dyn Graph {

@@ -89,6 +89,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// This opened database's number (see [`Backend::index_of`]).
     fn database_id(&self) -> u64;
+    /// The packages that hold this distribution's kernel and its modules
+    /// (`linux-image-amd64`), for a host with no kernel; none if unknown.
+    fn kernel_packages(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Download the current versions (not the installed ones) of packages
+    /// `names` from the host's repositories into `dest`: their files.
+    fn download_named(
+        &self,
+        names: &[String],
+        _dest: &Path,
+        _packager_config: Option<&Path>,
+        _reporter: &Reporter,
+    ) -> Result<Vec<PathBuf>> {
+        Err(Error::backend(
+            self.name(),
+            format!("cannot download packages by name ({})", names.join(" ")),
+        ))
+    }
     /// The admin directories of this package manager's alternatives tool,
     /// inside the root (see [`alternatives`]).
     fn alternatives_dirs(&self) -> &'static [&'static str] {
@@ -289,6 +308,12 @@ pub struct Driver {
 /// Reads a package file: its package and the files it would install.
 pub type ReadPackageFile = fn(&Path) -> Result<(Package, Vec<File>)>;
 
+/// Is handed each regular file of a package file: path, mode, bytes.
+pub type VisitFile<'a> = dyn FnMut(&Path, u32, &mut dyn std::io::Read) -> Result<()> + 'a;
+
+/// Hands each regular file of a package file to a [`VisitFile`].
+pub type UnpackPackageFile = fn(&Path, &mut VisitFile<'_>) -> Result<()>;
+
 /// A kind of package file: how one starts, what it is called, and how to
 /// read one in-process.
 pub struct PackageFiles {
@@ -298,6 +323,8 @@ pub struct PackageFiles {
     pub extension: &'static str,
     /// Its package and the files it would install.
     pub read: ReadPackageFile,
+    /// Its regular files, with their bytes (for a kernel package).
+    pub unpack: UnpackPackageFile,
 }
 
 pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE, pacman::DRIVER];
@@ -430,6 +457,16 @@ pub fn os_release_ids(root: &RootFs) -> Vec<String> {
 /// [`PackageFiles::magic`]): its package and the files it would install
 /// (the in-process `rpm -qlp` / `dpkg -c`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
+    (package_file_kind(path)?.read)(path)
+}
+
+/// Hand `visit` each regular file of the package file at `path`.
+pub fn unpack_package_file(path: &Path, visit: &mut VisitFile<'_>) -> Result<()> {
+    (package_file_kind(path)?.unpack)(path, visit)
+}
+
+/// The kind of package file at `path`, by its first bytes.
+fn package_file_kind(path: &Path) -> Result<&'static PackageFiles> {
     use std::io::Read;
     let mut start = [0u8; 16];
     let n = std::fs::File::open(path)
@@ -437,7 +474,7 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
         .map_err(|e| Error::io("reading", path, e))?;
     let kinds = || DRIVERS.iter().filter_map(|d| d.package_files.as_ref());
     match kinds().find(|k| k.magics.iter().any(|m| start[..n].starts_with(m))) {
-        Some(kind) => (kind.read)(path),
+        Some(kind) => Ok(kind),
         None => {
             let mut names: Vec<&str> = kinds().map(|k| k.extension).collect();
             names.dedup();
@@ -451,6 +488,20 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
             ))
         }
     }
+}
+
+/// The files in `dir` whose names end with `suffix`, sorted: what a
+/// downloader left there.
+pub fn files_ending(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    use crate::error::IoContext;
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at("reading", dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix) && p.is_file())
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// Is `path` a config file, taken from the base image and never from the

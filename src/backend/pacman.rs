@@ -41,6 +41,7 @@ pub const DRIVER: Driver = Driver {
         ],
         extension: ".pkg.tar.zst",
         read: read_package_file,
+        unpack,
     }),
     database: |_| {
         // The directory changes when a package is added, removed or
@@ -569,8 +570,12 @@ impl Backend for Pacman {
             return Ok(found);
         }
         let dir = scratch.join("pacman");
+        let targets: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect();
         download(
-            &missing,
+            &targets,
             &dir,
             self.root.is_host(),
             packager_config,
@@ -586,6 +591,34 @@ impl Backend for Pacman {
         Ok(found)
     }
 
+    fn kernel_packages(&self) -> &'static [&'static str] {
+        &["linux"]
+    }
+
+    fn download_named(
+        &self,
+        names: &[String],
+        dest: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<Vec<PathBuf>> {
+        if let Some(bad) = names.iter().find(|n| !is_pacman_name(n)) {
+            return Err(backend_error(format!(
+                "{:?} is not a package name",
+                crate::error::capped(bad)
+            )));
+        }
+        download(names, dest, self.root.is_host(), packager_config, reporter)?;
+        let mut files = Vec::new();
+        for ext in ["zst", "xz", "gz"] {
+            files.extend(super::files_ending(
+                &dest.join("pkgs"),
+                &format!(".pkg.tar.{ext}"),
+            )?);
+        }
+        Ok(files)
+    }
+
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
         let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let corrupt = |e: String| corrupt(file, e);
@@ -595,7 +628,7 @@ impl Backend for Pacman {
     }
 }
 
-/// Download the installed versions of `packages` with `pacman -Syw` into
+/// Download `targets` (`name` or `name=version`) with `pacman -Syw` into
 /// `dir/pkgs`, with a database of its own in `dir` (the root's is never
 /// written).  As the rpm downloaders, pacman runs as whoever runs
 /// supermin, so it never takes another root's configuration (an
@@ -604,7 +637,7 @@ impl Backend for Pacman {
 /// Names and versions were checked when the database was read, and
 /// follow `--`.
 fn download(
-    packages: &[&Package],
+    targets: &[String],
     dir: &Path,
     host: bool,
     packager_config: Option<&Path>,
@@ -646,15 +679,14 @@ fn download(
         .arg("--root")
         .arg(dir.join("root"))
         .arg("--")
-        .args(packages.iter().map(|p| format!("{}={}", p.name, p.version)));
+        .args(targets);
     reporter.info(1, || format!("pacman: running {command:?}"));
     let output = crate::process::output(&mut command, reporter)?
         .map_err(|e| backend_error(format!("cannot run pacman: {e}")))?;
     if !output.status.success() {
-        let names: Vec<&str> = packages.iter().map(|p| p.full_name.as_str()).collect();
         return Err(backend_error(format!(
             "pacman could not download {}: {}",
-            names.join(" "),
+            targets.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
@@ -666,6 +698,15 @@ fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
         "pacman",
         format!("{}: not a valid pacman package: {what}", file.display()),
     )
+}
+
+/// Hand `visit` each regular file of a `.pkg.tar.*` (its metadata
+/// members left out).
+fn unpack(file: &Path, visit: &mut super::VisitFile<'_>) -> Result<()> {
+    let corrupt = |e: String| corrupt(file, e);
+    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
+    let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+    payload::for_each_file(&mut data, &corrupt, &is_metadata, visit)
 }
 
 /// The metadata members at the top of a package (`.PKGINFO`, `.MTREE`...).

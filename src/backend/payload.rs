@@ -98,6 +98,36 @@ pub fn list(
     Ok(out)
 }
 
+/// Hand `visit` each regular file of the payload `data`: its path (never
+/// leaving the root), permission bits and bytes.
+pub fn for_each_file(
+    data: &mut dyn Read,
+    corrupt: &dyn Fn(String) -> Error,
+    skip: &dyn Fn(&Path) -> bool,
+    visit: &mut super::VisitFile<'_>,
+) -> Result<()> {
+    for_each_tar_member(
+        data,
+        |e| corrupt(e.to_string()),
+        &SparseBudget::default(),
+        |entry| {
+            let path = package_path(&entry.path().map_err(|e| corrupt(e.to_string()))?);
+            if !entry.header().entry_type().is_file() || skip(&path) {
+                return Ok(());
+            }
+            if !super::stays_inside(&path) {
+                return Err(corrupt(format!(
+                    "member {} leaves the root",
+                    path.display()
+                )));
+            }
+            let mode = entry.header().mode().map_err(|e| corrupt(e.to_string()))?;
+            visit(&path, mode, entry)
+        },
+    )?;
+    Ok(())
+}
+
 /// The regular files among `wanted` (absolute paths) in the payload
 /// `data`, each at most [`CONFIG_FILE_LIMIT`] bytes and all of them
 /// [`CONFIG_TOTAL_LIMIT`] (a config file is small; a member claiming

@@ -7,6 +7,7 @@ pub mod cpio;
 pub mod init;
 pub mod initrd;
 pub mod kernel;
+pub mod kernel_package;
 mod modules;
 pub mod protocol;
 pub mod pvh;

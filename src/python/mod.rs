@@ -661,7 +661,7 @@ fn _prepare(
 
 /// Low-level build; the public wrapper is `supermin.build`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None, invocation=None, packager=None))]
+#[pyo3(signature = (inputs, output, *, format, root, include_packagelist, ignore_missing, if_newer, lock, verbose, progress, size=None, copy_kernel=false, host_cpu=None, modules=None, uuid_seed=None, compression=None, source_date_epoch=None, backend=None, supermin_kernel=None, supermin_kernel_version=None, supermin_modules=None, invocation=None, packager=None, kernel_package=None, kernel_cache=None, packager_config=None))]
 #[allow(clippy::too_many_arguments)]
 fn _build(
     py: Python<'_>,
@@ -688,6 +688,9 @@ fn _build(
     supermin_modules: Option<PathBuf>,
     invocation: Option<Invocation>,
     packager: Option<String>,
+    kernel_package: Option<String>,
+    kernel_cache: Option<PathBuf>,
+    packager_config: Option<PathBuf>,
 ) -> PyResult<PyBuilt> {
     let format = crate::format::find(format).map_err(to_py)?;
     let mut options = BuildOptions {
@@ -698,6 +701,12 @@ fn _build(
         lock,
         database: None,
         invocation: invocation.map(|(args, cwd, env)| crate::stamp::Invocation { args, cwd, env }),
+        // Without a cache, only the host's kernel (and SUPERMIN_KERNEL).
+        kernel_packages: kernel_cache.map(|cache| crate::KernelPackages {
+            given: kernel_package,
+            cache,
+            packager_config,
+        }),
         formats: crate::format::Options {
             epoch: source_date_epoch,
             boot: crate::boot::Options {

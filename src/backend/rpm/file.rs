@@ -36,6 +36,35 @@ pub(super) fn config_files_from_rpm(path: &Path, paths: &[PathBuf]) -> Result<Ve
     Ok(out)
 }
 
+/// Hand `visit` each regular file of a `.rpm` file (whose payload the
+/// rpm crate holds in memory, one file's bytes at a time).
+pub fn unpack(path: &Path, visit: &mut crate::backend::VisitFile<'_>) -> Result<()> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        backend_error(format!("{}: cannot unpack: {e}", path.display()))
+    };
+    check_rpm_file(path).map_err(|e| corrupt(&e))?;
+    let package = guarded(|| rpm::Package::open(path)).map_err(|e| corrupt(&e))?;
+    let mut entries = guarded(|| package.files()).map_err(|e| corrupt(&e))?;
+    while let Some(entry) = guarded(|| entries.next().transpose()).map_err(|e| corrupt(&e))? {
+        let meta = &entry.metadata;
+        if meta.mode.raw_mode() as u32 & 0o170000 != 0o100000 {
+            continue;
+        }
+        if !crate::backend::stays_inside(&meta.path) {
+            return Err(corrupt(&format!(
+                "member {} leaves the root",
+                meta.path.display()
+            )));
+        }
+        visit(
+            &meta.path,
+            meta.mode.permissions() as u32,
+            &mut entry.content.as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
 /// A `.rpm` file: its package and files (the in-process `rpm -qlp`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
     let corrupt = |e: &dyn std::fmt::Display| {

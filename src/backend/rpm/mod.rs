@@ -87,6 +87,7 @@ const PACKAGE_FILES: PackageFiles = PackageFiles {
     magics: &[&[0xed, 0xab, 0xee, 0xdb]],
     extension: ".rpm",
     read: read_package_file,
+    unpack: file::unpack,
 };
 
 pub const SUSE: Driver = Driver {
@@ -548,6 +549,23 @@ impl Backend for Rpm {
 
     fn alternatives_dirs(&self) -> &'static [&'static str] {
         ALTERNATIVES
+    }
+
+    /// Fedora splits the kernel: the image and core modules, and the
+    /// modules a virtual machine's disk needs.
+    fn kernel_packages(&self) -> &'static [&'static str] {
+        &["kernel-core", "kernel-modules-core"]
+    }
+
+    fn download_named(
+        &self,
+        names: &[String],
+        dest: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<Vec<PathBuf>> {
+        download(self.root.is_host(), names, dest, packager_config, reporter)?;
+        super::files_ending(dest, ".rpm")
     }
 
     fn dependency_graph(&self) -> &dyn Graph {
