@@ -33,7 +33,8 @@ the Python command line (`python -m supermin`), and `build(if_newer=True)`
 in-process after import; median of 21 each.
 
 Resolving (`--only resolve`): each backend's database opened and a
-closure resolved in-process, median of 20; and the size of the
+closure resolved in-process, median of 20 (pacman's: this host's dpkg
+packages written as a pacman local database); and the size of the
 bash+coreutils chroot with mawk for awk (now) and with gawk (before the
 resolver preferred required providers).
 """
@@ -300,6 +301,51 @@ def noop_case(tmp, repeat=21):
           flush=True)
 
 
+def pacman_root_like_this_host(root):
+    """A pacman local database (desc and files in pacman's layout) holding
+    this host's dpkg packages: names, versions, first alternatives of
+    Depends and Pre-Depends, Provides and file lists, so that the pacman
+    backend is timed on a database of a real system's size."""
+    local = root / "var/lib/pacman/local"
+    local.mkdir(parents=True)
+    (local / "ALPM_DB_VERSION").write_text("9\n")
+    fmt = "${Package}\t${Version}\t${Architecture}\t${Depends}, ${Pre-Depends}\t${Provides}\t${db:Status-Abbrev}\n"
+    out = subprocess.run(["dpkg-query", "-W", "-f", fmt], check=True, capture_output=True, text=True).stdout
+
+    def relation(text):
+        text = text.split("|")[0].strip()
+        name, _, rest = text.partition(" ")
+        name = name.split(":")[0]
+        if not name:
+            return None
+        rest = rest.strip().strip("()").replace(" ", "")
+        for op, ours in ((">>", ">"), ("<<", "<"), (">=", ">="), ("<=", "<="), ("=", "=")):
+            if rest.startswith(op):
+                return f"{name}{ours}{rest[len(op):]}"
+        return name
+
+    seen = set()
+    for line in out.splitlines():
+        name, version, arch, deps, provides, status = line.split("\t")
+        if not status.startswith("ii") or name in seen:
+            continue
+        seen.add(name)
+        d = local / f"{name}-{version}"
+        d.mkdir()
+        dep_lines = [r for r in map(relation, deps.split(",")) if r]
+        prov_lines = [r for r in map(relation, provides.split(",")) if r]
+        (d / "desc").write_text(f"%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\n{arch}\n\n"
+                                + (f"%DEPENDS%\n" + "\n".join(dep_lines) + "\n\n" if dep_lines else "")
+                                + (f"%PROVIDES%\n" + "\n".join(prov_lines) + "\n\n" if prov_lines else ""))
+        listed = next((p for p in (Path(f"/var/lib/dpkg/info/{name}.list"), Path(f"/var/lib/dpkg/info/{name}:{arch}.list"))
+                       if p.exists()), None)
+        paths = listed.read_text().splitlines() if listed else []
+        files = [p.lstrip("/") + ("/" if os.path.isdir(p) and not os.path.islink(p) else "")
+                 for p in paths if p not in ("/.", "/")]
+        (d / "files").write_text("%FILES%\n" + "\n".join(files) + "\n\n")
+    return root
+
+
 def resolve_case(tmp, repeat=20):
     """Opening each backend's database and resolving, in-process (this
     host's dpkg database; the 129-package Mariner rpmdb.sqlite with `rpm
@@ -336,6 +382,23 @@ def resolve_case(tmp, repeat=20):
                                               capture_output=True))
         print(f"| rpm, Mariner 2.0 rpmdb.sqlite (129 packages), bash | {len(closure)} packages | {rpm:.1f} ms "
               f"| `rpm -qa` (list only): {qa:.1f} ms |")
+    if shutil.which("pacman"):
+        root = pacman_root_like_this_host(tmp / "pacman-root")
+        n = len(list((root / "var/lib/pacman/local").glob("*-*")))
+        pac = median_ms(lambda: supermin.Backend.open("pacman", root=str(root)).resolve(SMALL))
+        closure = supermin.Backend.open("pacman", root=str(root)).resolve(SMALL)
+        q = median_ms(lambda: subprocess.run(["pacman", "--root", str(root), "--dbpath",
+                                              str(root / "var/lib/pacman"), "-Q"], check=True, capture_output=True))
+        print(f"| pacman, this host's packages as a local database ({n} packages), bash coreutils "
+              f"| {len(closure)} packages | {pac:.1f} ms | `pacman -Q` (list only): {q:.1f} ms |")
+    alpine = Path(__file__).resolve().parent.parent / "tests/data/apk/alpine-3.4-root"
+    if alpine.exists():
+        ours = median_ms(lambda: supermin.Backend.open("apk", root=str(alpine)).resolve(["alpine-base"]))
+        closure = supermin.Backend.open("apk", root=str(alpine)).resolve(["alpine-base"])
+        info = median_ms(lambda: subprocess.run([str(alpine / "sbin/apk.static"), "--root", str(alpine), "info"],
+                                                check=True, capture_output=True))
+        print(f"| apk, Alpine 3.4 installed db (16 packages), alpine-base | {len(closure)} packages | {ours:.1f} ms "
+              f"| `apk info` (list only): {info:.1f} ms |")
     if installed(["gawk", "mawk"]) != ["gawk", "mawk"]:
         return
     print("\n| bash+coreutils chroot, gawk and mawk installed | packages | files | bytes |\n|---|---|---|---|")

@@ -21,6 +21,7 @@ seed package_file ../tests/data/rpm/packages/v4/*.rpm ../tests/data/rpm/packages
 head -c 200000 /var/lib/dpkg/status > /tmp/supermin-fuzz-status && seed dpkg_status /tmp/supermin-fuzz-status
 seed modules_dep /lib/modules/*/modules.dep
 seed alternatives_admin /var/lib/dpkg/alternatives/*
+seed apk_installed ../tests/data/apk/alpine-3.4-root/lib/apk/db/installed
 printf '%%NAME%%\na\n\n%%VERSION%%\n1-1\n\n%%PROVIDES%%\nso.so=1-64\n\n%%FILES%%\nusr/\nusr/a\n' > /tmp/supermin-fuzz-pacman && seed pacman_local /tmp/supermin-fuzz-pacman
 python3 - <<'PY'
 import os, sqlite3
@@ -31,7 +32,7 @@ if os.path.exists(db):
     for hnum, blob in con.execute("SELECT hnum, blob FROM Packages LIMIT 10"):
         open(f"corpus/rpm_header/{hnum}", "wb").write(blob)
 PY
-for target in appliance_input ext2_image chroot_unpack package_file rpm_header dpkg_status pacman_local alternatives_admin modules_dep; do
+for target in appliance_input ext2_image chroot_unpack package_file rpm_header dpkg_status pacman_local apk_installed alternatives_admin modules_dep; do
     echo "== $target ($seconds s)"
     cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 \
         -max_len=1048576 || echo "!! $target found a crash: see fuzz/artifacts/$target/"

@@ -115,6 +115,27 @@ pub fn pacman_local(data: &[u8]) {
     }
 }
 
+/// An apk `installed` database: its records, the closure and file lists
+/// of everything.
+pub fn apk_installed(data: &[u8]) {
+    let dir = scratch();
+    let db = dir.path().join("lib/apk/db");
+    fs::create_dir_all(&db).expect("mkdir");
+    fs::write(db.join("installed"), data).expect("write");
+    if let Ok(backend) =
+        crate::backend::open("apk", dir.path(), &crate::output::ScratchBase::default())
+    {
+        let all = backend.packages();
+        let _ = backend.resolve(&all, &crate::report::Reporter::default());
+        for p in &all {
+            if let Ok(files) = backend.files(p) {
+                assert!(files.iter().all(|f| crate::backend::stays_inside(&f.path)));
+            }
+            let _ = backend.shipped(p);
+        }
+    }
+}
+
 /// An alternatives admin file: the parser, the choice and the links, none
 /// of which may name a path outside the appliance.
 pub fn alternatives_admin(data: &[u8]) {

@@ -165,7 +165,7 @@ def prepare(
     packages raise :class:`PackageNotFoundError` unless ``ignore_missing``.
     ``backend`` (an opened :class:`Backend`, e.g. ``Backend.open("rpm",
     root=R)``) is used instead of detecting the package manager of ``root``;
-    or ``packager`` (``"dpkg"``, ``"rpm"``, ``"pacman"``) names the kind to open there.
+    or ``packager`` (``"dpkg"``, ``"rpm"``, ``"pacman"``, ``"apk"``) names the kind to open there.
     """
     if isinstance(packages, str):
         packages = [packages]
@@ -370,7 +370,7 @@ def build(
     ``packager_config`` configures the download.  ``backend``
     (an opened :class:`Backend`) is used instead of detecting the package
     manager of ``root``; or ``packager`` names its kind (``"dpkg"``,
-    ``"rpm"``, ``"pacman"``), as ``--packager`` does.
+    ``"rpm"``, ``"pacman"``, ``"apk"``), as ``--packager`` does.
     """
     _check_backend(root, backend, packager)
     if format not in _FORMAT_NAMES:

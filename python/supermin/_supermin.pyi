@@ -124,7 +124,7 @@ class Backend:
         (default: ``$TMPDIR``, or ``/var/tmp``)."""
     @staticmethod
     def open(kind: str, root: _Path = "/", *, tmpdir: Optional[_Path] = None) -> "Backend":
-        """``kind``: ``"dpkg"``, ``"rpm"`` or ``"pacman"``; ``tmpdir`` as for :meth:`detect`."""
+        """``kind``: ``"dpkg"``, ``"rpm"``, ``"pacman"`` or ``"apk"``; ``tmpdir`` as for :meth:`detect`."""
     @property
     def name(self) -> str: ...
     @property

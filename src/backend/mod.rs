@@ -4,6 +4,7 @@
 //! [`Backend`] and adding its [`Driver`] to [`DRIVERS`].
 
 pub mod alternatives;
+pub mod apk;
 pub mod deb;
 mod deb822;
 pub mod dpkg;
@@ -35,6 +36,7 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digest {
     Md5(String),
+    Sha1(String),
     Sha256(String),
     Sha384(String),
     Sha512(String),
@@ -46,6 +48,7 @@ impl Digest {
         use md5::Digest as _;
         let (actual, expected) = match self {
             Digest::Md5(e) => (hex(&md5::Md5::digest(data)), e),
+            Digest::Sha1(e) => (hex(&sha1::Sha1::digest(data)), e),
             Digest::Sha256(e) => (hex(&sha2::Sha256::digest(data)), e),
             Digest::Sha384(e) => (hex(&sha2::Sha384::digest(data)), e),
             Digest::Sha512(e) => (hex(&sha2::Sha512::digest(data)), e),
@@ -327,7 +330,13 @@ pub struct PackageFiles {
     pub unpack: UnpackPackageFile,
 }
 
-pub const DRIVERS: &[Driver] = &[dpkg::DRIVER, rpm::FEDORA, rpm::SUSE, pacman::DRIVER];
+pub const DRIVERS: &[Driver] = &[
+    dpkg::DRIVER,
+    rpm::FEDORA,
+    rpm::SUSE,
+    pacman::DRIVER,
+    apk::DRIVER,
+];
 
 /// The root directory `root`, held open for a backend; `what` says what
 /// was looked for there, for the error.

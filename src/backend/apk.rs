@@ -1,0 +1,660 @@
+//! The apk backend (Alpine, postmarketOS, Wolfi, Chimera), read in-process.
+//!
+//! apk keeps everything installed in one text file, `/lib/apk/db/installed`:
+//! a record per package, one `X:value` field per line (`P:` name, `V:`
+//! version, `A:` architecture, `D:` dependencies, `p:` provides), then its
+//! files: `F:` a directory, each `R:` a file in it with its `Z:` checksum
+//! (`Q1` + base64 SHA-1).  Dependencies go through provides such as
+//! `so:libc.musl-x86_64.so.1` and `cmd:sh`; `!name` conflicts do not
+//! shape a closure and are ignored.  Config files are the regular files
+//! under `/etc`; a host copy whose SHA-1 is the recorded one is the
+//! pristine file.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::{stays_inside, Backend, ConfigFile, Digest, Driver, Shipped, DATABASE_FILE_LIMIT};
+use crate::error::{Error, IoContext, Result};
+use crate::output::ScratchBase;
+use crate::package::{File, FileKind, Package};
+use crate::report::Reporter;
+use crate::resolve::{Clause, Graph};
+use crate::rootfs::RootFs;
+
+pub const DRIVER: Driver = Driver {
+    name: "alpine/apk",
+    kind: "apk",
+    detect,
+    open,
+    package_files: None,
+    database: |_| vec![PathBuf::from(INSTALLED)],
+};
+
+/// The database, inside the root.
+const INSTALLED: &str = "/lib/apk/db/installed";
+
+/// `ID`s of Alpine and the systems built on apk (and their `ID_LIKE`).
+const APK_LIKE: &[&str] = &["alpine", "postmarketos", "wolfi", "chimera", "adelie"];
+
+fn detect(root: &RootFs) -> bool {
+    super::os_release_ids(root)
+        .iter()
+        .any(|id| APK_LIKE.contains(&id.as_str()))
+        && root
+            .metadata(Path::new(INSTALLED))
+            .is_ok_and(|m| m.is_file())
+}
+
+/// apk needs no scratch space to open: its database is plain text read in place.
+fn open(root: RootFs, _scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(Apk::open(root)?))
+}
+
+fn backend_error(message: impl Into<String>) -> Error {
+    Error::backend("apk", message)
+}
+
+/// A name apk could have written (package names, and provides such as
+/// `so:libz.so.1` or `cmd:sh`): never empty, never an option, no `/`.
+fn is_apk_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+_.-:@".contains(c))
+}
+
+/// An apk version taken apart: `1.2.3a_rc1-r4`.
+#[derive(Debug, Default)]
+struct Parsed<'a> {
+    numbers: Vec<&'a str>,
+    letter: Option<u8>,
+    /// (rank, number): `_alpha` 0, `_beta` 1, `_pre` 2, `_rc` 3 come
+    /// before the release (4, no suffix); `_cvs` 5, `_svn` 6, `_git` 7,
+    /// `_hg` 8, `_p` 9 after it.
+    suffixes: Vec<(u8, u64)>,
+    /// `-rN`; an explicit `-r0` is newer than none.
+    revision: Option<u64>,
+}
+
+fn parse_version(v: &str) -> Parsed<'_> {
+    let mut out = Parsed::default();
+    let v = match v.rsplit_once("-r") {
+        Some((main, r)) if !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit()) => {
+            out.revision = Some(r.parse().unwrap_or(u64::MAX));
+            main
+        }
+        _ => v,
+    };
+    let v = v.split('~').next().unwrap_or(v);
+    let mut sections = v.split('_');
+    let main = sections.next().unwrap_or("");
+    let components: Vec<&str> = main.split('.').collect();
+    for (i, c) in components.iter().enumerate() {
+        let digits = c.bytes().take_while(u8::is_ascii_digit).count();
+        out.numbers.push(&c[..digits]);
+        if i + 1 == components.len() {
+            out.letter = c[digits..].bytes().next();
+        }
+    }
+    for suffix in sections {
+        let name_len = suffix.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let rank = match &suffix[..name_len] {
+            "alpha" => 0,
+            "beta" => 1,
+            "pre" => 2,
+            "rc" => 3,
+            "cvs" => 5,
+            "svn" => 6,
+            "git" => 7,
+            "hg" => 8,
+            _ => 9,
+        };
+        out.suffixes
+            .push((rank, suffix[name_len..].parse().unwrap_or(0)));
+    }
+    out
+}
+
+/// `1.2.3a_rc1-r4` compared as apk does (its rules are Gentoo's): the
+/// dotted numbers (after the first, one with a leading zero is a
+/// fraction: `1.05` < `1.5`), more of them winning a tie; then the
+/// letter; then suffixes (`_alpha` < `_beta` < `_pre` < `_rc` < none <
+/// `_cvs` < `_svn` < `_git` < `_hg` < `_p`); then the `-rN` revision.
+pub fn vercmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (parse_version(a), parse_version(b));
+    let as_number = |s: &str| {
+        let t = s.trim_start_matches('0');
+        (t.len(), t.to_string())
+    };
+    for (i, (x, y)) in a.numbers.iter().zip(&b.numbers).enumerate() {
+        let order = if i > 0 && (x.starts_with('0') || y.starts_with('0')) {
+            x.trim_end_matches('0').cmp(y.trim_end_matches('0'))
+        } else {
+            as_number(x).cmp(&as_number(y))
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    let none = (4u8, 0u64);
+    a.numbers
+        .len()
+        .cmp(&b.numbers.len())
+        .then(a.letter.cmp(&b.letter))
+        .then_with(|| {
+            let n = a.suffixes.len().max(b.suffixes.len());
+            (0..n)
+                .map(|i| {
+                    let x = a.suffixes.get(i).copied().unwrap_or(none);
+                    let y = b.suffixes.get(i).copied().unwrap_or(none);
+                    x.cmp(&y)
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        })
+        .then(a.revision.cmp(&b.revision))
+}
+
+/// `<`, `<=`, `=`, `>=`, `>`, and `~` (the version starts with the given
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Less,
+    LessEqual,
+    Equal,
+    GreaterEqual,
+    Greater,
+    Fuzzy,
+}
+
+/// One dependency: `busybox`, `openrc>0.13`, `so:libz.so.1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dep {
+    name: String,
+    constraint: Option<(Op, String)>,
+}
+
+impl Dep {
+    fn parse(text: &str) -> Option<Dep> {
+        let Some(at) = text.find(['<', '>', '=', '~']) else {
+            return is_apk_name(text).then(|| Dep {
+                name: text.to_string(),
+                constraint: None,
+            });
+        };
+        let (name, rest) = text.split_at(at);
+        let (op, version) = [
+            ("<=", Op::LessEqual),
+            (">=", Op::GreaterEqual),
+            ("=~", Op::Fuzzy),
+            ("~=", Op::Fuzzy),
+            ("<", Op::Less),
+            (">", Op::Greater),
+            ("=", Op::Equal),
+            ("~", Op::Fuzzy),
+        ]
+        .iter()
+        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (*op, v)))?;
+        (is_apk_name(name) && !version.is_empty() && !version.contains(char::is_whitespace)).then(
+            || Dep {
+                name: name.to_string(),
+                constraint: Some((op, version.to_string())),
+            },
+        )
+    }
+
+    fn allows(&self, version: &str) -> bool {
+        let Some((op, want)) = &self.constraint else {
+            return true;
+        };
+        let ord = vercmp(version, want);
+        match op {
+            Op::Less => ord.is_lt(),
+            Op::LessEqual => ord.is_le(),
+            Op::Equal => ord.is_eq(),
+            Op::GreaterEqual => ord.is_ge(),
+            Op::Greater => ord.is_gt(),
+            Op::Fuzzy => version.starts_with(want.as_str()) || ord.is_eq(),
+        }
+    }
+}
+
+/// One installed package as the backend keeps it.
+#[derive(Debug, Clone)]
+struct Installed {
+    package: Package,
+    deps: Vec<Dep>,
+    provides: Vec<(String, Option<String>)>,
+    /// Directories (`F:`) and files (`R:`, with the `Z:` checksum).
+    paths: Vec<(PathBuf, Option<String>)>,
+}
+
+/// An apk database, loaded once.
+#[derive(Debug)]
+pub struct Apk {
+    root: RootFs,
+    database_id: u64,
+    installed: Vec<Installed>,
+    by_name: HashMap<String, usize>,
+    providers: HashMap<String, Vec<usize>>,
+}
+
+impl Apk {
+    pub fn open(root: RootFs) -> Result<Apk> {
+        let path = Path::new(INSTALLED);
+        let shown = root.display_path(path);
+        let bytes = root
+            .read(path, DATABASE_FILE_LIMIT)
+            .map_err(|e| backend_error(format!("{}: {e}", shown.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut installed = parse_installed(&text).map_err(|(line, what)| {
+            backend_error(format!("{}: line {line}: {what}", shown.display()))
+        })?;
+        let database_id = crate::package::new_database_id();
+        let mut by_name = HashMap::new();
+        let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in installed.iter_mut().enumerate() {
+            p.package.id = Some(crate::package::PackageId {
+                database: database_id,
+                index: i,
+            });
+            if by_name.insert(p.package.name.clone(), i).is_some() {
+                return Err(backend_error(format!(
+                    "{}: {} is installed twice",
+                    shown.display(),
+                    p.package.name
+                )));
+            }
+            for (name, _) in &p.provides {
+                providers.entry(name.clone()).or_default().push(i);
+            }
+        }
+        Ok(Apk {
+            root,
+            database_id,
+            installed,
+            by_name,
+            providers,
+        })
+    }
+
+    /// The installed packages that satisfy `dep`: the package of that
+    /// name, then those that provide it (a versioned dependency only by a
+    /// versioned provide).
+    fn candidates(&self, dep: &Dep) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Some(&i) = self.by_name.get(&dep.name) {
+            if dep.allows(&self.installed[i].package.version) {
+                out.push(i);
+            }
+        }
+        for &i in self.providers.get(&dep.name).into_iter().flatten() {
+            let satisfies = self.installed[i]
+                .provides
+                .iter()
+                .filter(|(name, _)| *name == dep.name)
+                .any(|(_, version)| match (version, &dep.constraint) {
+                    (_, None) => true,
+                    (Some(v), Some(_)) => dep.allows(v),
+                    (None, Some(_)) => false,
+                });
+            if satisfies && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+}
+
+/// The records of an `installed` file; an error is the 1-based line at
+/// fault and what is wrong there.
+fn parse_installed(text: &str) -> std::result::Result<Vec<Installed>, (usize, String)> {
+    let mut out = Vec::new();
+    let mut record: Vec<(usize, char, &str)> = Vec::new();
+    let lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l));
+    for (n, line) in lines.chain(std::iter::once((0, ""))) {
+        if line.is_empty() {
+            if !record.is_empty() {
+                out.push(record_to_installed(&record)?);
+                record.clear();
+            }
+            continue;
+        }
+        let mut chars = line.chars();
+        match (chars.next(), chars.next()) {
+            (Some(key), Some(':')) => record.push((n, key, &line[key.len_utf8() + 1..])),
+            _ => {
+                return Err((
+                    n,
+                    format!("{:?} is not a KEY:value line", crate::error::capped(line)),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn record_to_installed(
+    record: &[(usize, char, &str)],
+) -> std::result::Result<Installed, (usize, String)> {
+    let first = record[0].0;
+    let one = |key: char| {
+        record
+            .iter()
+            .find(|(_, k, _)| *k == key)
+            .map(|(_, _, v)| *v)
+    };
+    let name = one('P').ok_or((first, "a record with no P: (name)".to_string()))?;
+    let version = one('V').ok_or((first, format!("{name}: no V: (version)")))?;
+    if !is_apk_name(name)
+        || name.contains(':')
+        || version.is_empty()
+        || version.contains(char::is_whitespace)
+    {
+        return Err((
+            first,
+            format!(
+                "invalid package name or version {:?}",
+                crate::error::capped(&format!("{name} {version}"))
+            ),
+        ));
+    }
+    let arch = one('A').unwrap_or("noarch");
+    let mut deps = Vec::new();
+    let mut depends = Vec::new();
+    let mut provides = Vec::new();
+    let mut paths = Vec::new();
+    let mut dir: Option<PathBuf> = None;
+    for &(n, key, value) in record {
+        match key {
+            'D' => {
+                for word in value.split_whitespace() {
+                    if word.starts_with('!') {
+                        continue; // a conflict
+                    }
+                    let dep = Dep::parse(word)
+                        .ok_or((n, format!("dependency {word:?} is not name[<>=~]version")))?;
+                    deps.push(dep);
+                    depends.push(word.to_string());
+                }
+            }
+            'p' => {
+                for word in value.split_whitespace() {
+                    let dep = Dep::parse(word)
+                        .ok_or((n, format!("provide {word:?} is not name[=version]")))?;
+                    provides.push(match dep.constraint {
+                        None => (dep.name, None),
+                        Some((Op::Equal, v)) => (dep.name, Some(v)),
+                        Some(_) => {
+                            return Err((n, format!("provide {word:?} is not name[=version]")))
+                        }
+                    });
+                }
+            }
+            'F' => {
+                let path = Path::new("/").join(value);
+                if value.starts_with('/') || !stays_inside(&path) || path == Path::new("/") {
+                    return Err((
+                        n,
+                        format!(
+                            "directory {:?} leaves the root",
+                            crate::error::capped(value)
+                        ),
+                    ));
+                }
+                paths.push((path.clone(), None));
+                dir = Some(path);
+            }
+            'R' => {
+                let Some(d) = &dir else {
+                    return Err((n, "R: (a file) before any F: (its directory)".to_string()));
+                };
+                if value.is_empty() || value.contains('/') || value == "." || value == ".." {
+                    return Err((
+                        n,
+                        format!(
+                            "file name {:?} is not a plain name",
+                            crate::error::capped(value)
+                        ),
+                    ));
+                }
+                paths.push((d.join(value), None));
+            }
+            'Z' => {
+                if let Some((path, sum)) = paths.last_mut() {
+                    if path.parent() == dir.as_deref() {
+                        *sum = Some(value.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Installed {
+        package: Package {
+            full_name: format!("{name}-{version}.{arch}"),
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: arch.to_string(),
+            depends,
+            id: None,
+        },
+        deps,
+        provides,
+        paths,
+    })
+}
+
+/// `Q1` + base64 SHA-1 (apk's checksum) as hex, if it is one.
+fn q1_sha1_hex(sum: &str) -> Option<String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(sum.strip_prefix("Q1")?)
+        .ok()?;
+    (raw.len() == 20).then(|| raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Graph for Apk {
+    fn clauses(&self, id: usize) -> Vec<Clause> {
+        let from = &self.installed[id];
+        from.deps
+            .iter()
+            .zip(&from.package.depends)
+            .map(|(dep, text)| Clause {
+                text: text.clone(),
+                alternatives: vec![self.candidates(dep)],
+            })
+            .collect()
+    }
+}
+
+impl Backend for Apk {
+    fn name(&self) -> &'static str {
+        "apk"
+    }
+
+    fn root(&self) -> &RootFs {
+        &self.root
+    }
+
+    fn package_count(&self) -> usize {
+        self.installed.len()
+    }
+
+    fn lookup(&self, name: &str) -> Option<Package> {
+        let &i = self.by_name.get(name.trim())?;
+        Some(self.installed[i].package.clone())
+    }
+
+    fn files(&self, package: &Package) -> Result<Vec<File>> {
+        let installed = &self.installed[self.index_of(package)?];
+        Ok(installed
+            .paths
+            .iter()
+            .map(|(path, _)| {
+                let meta = self.root.symlink_metadata(path).ok();
+                let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
+                use std::os::unix::fs::MetadataExt;
+                let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
+                File {
+                    is_config: super::is_config(path, kind, false),
+                    path: path.clone(),
+                    source: None,
+                    kind,
+                    mode,
+                }
+            })
+            .collect())
+    }
+
+    fn database_mtime(&self) -> Result<SystemTime> {
+        let path = Path::new(INSTALLED);
+        self.root
+            .metadata(path)
+            .and_then(|m| m.modified())
+            .at("reading the mtime of", self.root.display_path(path))
+    }
+
+    fn database_id(&self) -> u64 {
+        self.database_id
+    }
+
+    fn dependency_graph(&self) -> &dyn Graph {
+        self
+    }
+
+    fn package_at(&self, index: usize) -> &Package {
+        &self.installed[index].package
+    }
+
+    /// The SHA-1 apk recorded for each file under `/etc` (`Z:`); modes and
+    /// times are those of the installed file.
+    fn shipped(&self, package: &Package) -> Result<HashMap<PathBuf, Shipped>> {
+        let installed = &self.installed[self.index_of(package)?];
+        Ok(installed
+            .paths
+            .iter()
+            .filter(|(path, _)| path.starts_with("/etc"))
+            .filter_map(|(path, sum)| {
+                let digest = Digest::Sha1(q1_sha1_hex(sum.as_deref()?)?);
+                Some((
+                    path.clone(),
+                    Shipped {
+                        digest,
+                        mode: None,
+                        mtime: None,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    fn fetch(
+        &self,
+        packages: &[&Package],
+        _scratch: &Path,
+        _packager_config: Option<&Path>,
+        _reporter: &Reporter,
+    ) -> Result<HashMap<String, PathBuf>> {
+        let names: Vec<&str> = packages.iter().map(|p| p.full_name.as_str()).collect();
+        Err(backend_error(format!(
+            "the installed copies of config files of {} differ from what the packages shipped, and \
+             supermin cannot fetch Alpine packages yet: use --use-installed (the root's own copies)",
+            names.join(" ")
+        )))
+    }
+
+    fn extract(&self, file: &Path, _paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
+        Err(backend_error(format!(
+            "{}: reading .apk files is not supported yet",
+            file.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_apk_does() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("1.0.2j-r0", "1.0.2-r0", Greater),
+            ("1.2_rc1", "1.2", Less),
+            ("1.2_p1", "1.2", Greater),
+            ("1.2-r1", "1.2-r0", Greater),
+            ("1.10", "1.9", Greater),
+            ("1.05", "1.5", Less),
+            ("2.0_alpha", "2.0_beta", Less),
+            ("1.1.14-r14", "1.1.14-r14", Equal),
+            ("1.2.3", "1.2", Greater),
+        ] {
+            assert_eq!(vercmp(a, b), want, "{a} vs {b}");
+        }
+    }
+
+    /// The Alpine root in tests/data has apk-tools' own static binary:
+    /// `apk version -t A B` is the oracle.
+    #[test]
+    fn versions_compare_as_apk_version_t() {
+        let apk = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/apk/alpine-3.4-root/sbin/apk.static");
+        for (a, b) in [
+            ("1.0.2j-r0", "1.0.2-r0"),
+            ("1.2_rc1", "1.2"),
+            ("1.2_p1", "1.2"),
+            ("1.2-r1", "1.2-r0"),
+            ("1.10", "1.9"),
+            ("1.05", "1.5"),
+            ("1.5", "1.05"),
+            ("2.0_alpha", "2.0_beta"),
+            ("1.2.3", "1.2"),
+            ("1.2a", "1.2.1"),
+            ("1.2a", "1.2b"),
+            ("0.21-r2", "0.13"),
+            ("3.4.6-r0", "3.4.6"),
+            ("1.2_git20160101", "1.2"),
+            ("1.2_beta2", "1.2_beta10"),
+            ("1.0_pre1-r1", "1.0_pre1"),
+            ("1.0_rc1_p2", "1.0_rc1"),
+            ("010", "9"),
+        ] {
+            let out = std::process::Command::new(&apk)
+                .args(["version", "-t", a, b])
+                .output()
+                .expect("tests/data/apk/alpine-3.4-root/sbin/apk.static runs");
+            let oracle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let ours = match vercmp(a, b) {
+                Ordering::Less => "<",
+                Ordering::Equal => "=",
+                Ordering::Greater => ">",
+            };
+            assert_eq!(ours, oracle, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn records_parse_and_name_the_line_at_fault() {
+        let text = "P:musl\nV:1.1-r1\nA:x86_64\np:so:libc.musl-x86_64.so.1=1\nF:lib\nR:ld-musl-x86_64.so.1\na:0:0:755\nZ:Q11IJSinySwdrFRD5f2s0GNvsahV8=\n\nP:busybox\nV:1.24-r2\nD:so:libc.musl-x86_64.so.1 !uclibc\nF:bin\nR:busybox\n";
+        let db = parse_installed(text).unwrap();
+        assert_eq!(db.len(), 2);
+        assert_eq!(db[1].deps.len(), 1, "a conflict is no dependency");
+        assert_eq!(db[0].paths[1].0, Path::new("/lib/ld-musl-x86_64.so.1"));
+        assert_eq!(
+            q1_sha1_hex(db[0].paths[1].1.as_deref().unwrap())
+                .unwrap()
+                .len(),
+            40
+        );
+        assert_eq!(parse_installed("P:x\nV:1\nF:../etc\n").unwrap_err().0, 3);
+        assert_eq!(parse_installed("P:x\nV:1\nF:a\nR:../b\n").unwrap_err().0, 4);
+        assert_eq!(parse_installed("P:x\nV:1\nR:b\n").unwrap_err().0, 3);
+        assert_eq!(parse_installed("junk\n").unwrap_err().0, 1);
+        assert_eq!(parse_installed("V:1\n").unwrap_err().0, 1);
+        assert_eq!(parse_installed("P:../../x\nV:1\n").unwrap_err().0, 1);
+    }
+}
