@@ -307,7 +307,15 @@ fn with_packaged_kernel(
     let Some(packages) = &options.kernel_packages else {
         return Ok(None);
     };
-    if !options.format.outputs().contains(&"kernel") || boot.kernel.kernel.is_some() {
+    if !options.format.outputs().contains(&"kernel") {
+        return Ok(None);
+    }
+    if boot.kernel.kernel.is_some() {
+        if packages.given.is_some() {
+            return Err(Error::Usage(
+                "--kernel-package and SUPERMIN_KERNEL both name a kernel: give one".into(),
+            ));
+        }
         return Ok(None);
     }
     let from_names = |names: &[String]| {

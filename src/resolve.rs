@@ -48,6 +48,18 @@ pub struct Choice {
     pub candidates: Vec<(usize, usize)>,
 }
 
+/// An added count for messages (`?` past [`MAX_COUNTED`]).
+fn counted(added: usize) -> String {
+    if added == usize::MAX {
+        "?".into()
+    } else {
+        added.to_string()
+    }
+}
+
+/// Candidates of one clause whose additions are counted.
+const MAX_COUNTED: usize = 16;
+
 /// How many packages not in `chosen` taking `id` would add besides
 /// itself, following each clause's first candidate (a cheap, fixed
 /// estimate: good enough to rank, never used to build).
@@ -116,10 +128,21 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> Closure {
                 }
                 [only] => *only,
                 several => {
+                    // Counting is a walk per candidate: a database where
+                    // thousands provide one name (a hostile one) must not
+                    // cost thousands of walks per clause.  Past the first
+                    // few, candidates rank by preference and order alone.
                     let mut ranked: Vec<(usize, usize, usize)> = several
                         .iter()
                         .enumerate()
-                        .map(|(order, &c)| (c, added_by(graph, c, &chosen), order))
+                        .map(|(order, &c)| {
+                            let added = if order < MAX_COUNTED {
+                                added_by(graph, c, &chosen)
+                            } else {
+                                usize::MAX
+                            };
+                            (c, added, order)
+                        })
                         .collect();
                     ranked.sort_by_key(|&(c, added, order)| {
                         (graph.preference(c).is_none(), added, order)
@@ -166,6 +189,7 @@ pub fn closure_packages<'a>(
     for choice in &found.choices {
         reporter.info(1, || {
             let (chosen, adds) = choice.candidates[0];
+            let adds = counted(adds);
             let others: Vec<&(usize, usize)> = choice.candidates[1..].iter().collect();
             let why = graph
                 .preference(chosen)
@@ -183,7 +207,7 @@ pub fn closure_packages<'a>(
                     .join(", "),
                 others
                     .iter()
-                    .map(|(_, a)| a.to_string())
+                    .map(|(_, a)| counted(*a))
                     .collect::<Vec<_>>()
                     .join(", ")
             )

@@ -15,10 +15,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::provides::{Dep, Entry, Index, Op};
 use super::{stays_inside, Backend, ConfigFile, Digest, Driver, Shipped, DATABASE_FILE_LIMIT};
 use crate::error::{Error, IoContext, Result};
 use crate::output::ScratchBase;
-use crate::package::{File, FileKind, Package};
+use crate::package::{File, Package};
 use crate::report::Reporter;
 use crate::resolve::{Clause, Graph};
 use crate::rootfs::RootFs;
@@ -158,68 +159,24 @@ pub fn vercmp(a: &str, b: &str) -> Ordering {
         .then(a.revision.cmp(&b.revision))
 }
 
-/// `<`, `<=`, `=`, `>=`, `>`, and `~` (the version starts with the given
-/// one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Less,
-    LessEqual,
-    Equal,
-    GreaterEqual,
-    Greater,
-    Fuzzy,
+/// apk's operators, longest first.
+const OPS: &[(&str, Op)] = &[
+    ("<=", Op::LessEqual),
+    (">=", Op::GreaterEqual),
+    ("=~", Op::Fuzzy),
+    ("~=", Op::Fuzzy),
+    ("<", Op::Less),
+    (">", Op::Greater),
+    ("=", Op::Equal),
+    ("~", Op::Fuzzy),
+];
+
+fn is_apk_version(v: &str) -> bool {
+    !v.is_empty() && !v.contains(char::is_whitespace)
 }
 
-/// One dependency: `busybox`, `openrc>0.13`, `so:libz.so.1`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dep {
-    name: String,
-    constraint: Option<(Op, String)>,
-}
-
-impl Dep {
-    fn parse(text: &str) -> Option<Dep> {
-        let Some(at) = text.find(['<', '>', '=', '~']) else {
-            return is_apk_name(text).then(|| Dep {
-                name: text.to_string(),
-                constraint: None,
-            });
-        };
-        let (name, rest) = text.split_at(at);
-        let (op, version) = [
-            ("<=", Op::LessEqual),
-            (">=", Op::GreaterEqual),
-            ("=~", Op::Fuzzy),
-            ("~=", Op::Fuzzy),
-            ("<", Op::Less),
-            (">", Op::Greater),
-            ("=", Op::Equal),
-            ("~", Op::Fuzzy),
-        ]
-        .iter()
-        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (*op, v)))?;
-        (is_apk_name(name) && !version.is_empty() && !version.contains(char::is_whitespace)).then(
-            || Dep {
-                name: name.to_string(),
-                constraint: Some((op, version.to_string())),
-            },
-        )
-    }
-
-    fn allows(&self, version: &str) -> bool {
-        let Some((op, want)) = &self.constraint else {
-            return true;
-        };
-        let ord = vercmp(version, want);
-        match op {
-            Op::Less => ord.is_lt(),
-            Op::LessEqual => ord.is_le(),
-            Op::Equal => ord.is_eq(),
-            Op::GreaterEqual => ord.is_ge(),
-            Op::Greater => ord.is_gt(),
-            Op::Fuzzy => version.starts_with(want.as_str()) || ord.is_eq(),
-        }
-    }
+fn parse_dep(text: &str) -> Option<Dep> {
+    Dep::parse(text, OPS, is_apk_name, is_apk_version)
 }
 
 /// One installed package as the backend keeps it.
@@ -238,8 +195,9 @@ pub struct Apk {
     root: RootFs,
     database_id: u64,
     installed: Vec<Installed>,
-    by_name: HashMap<String, usize>,
-    providers: HashMap<String, Vec<usize>>,
+    index: Index,
+    /// Each package's dependency clauses, resolved once.
+    clauses: Vec<Vec<Clause>>,
 }
 
 impl Apk {
@@ -254,58 +212,44 @@ impl Apk {
             backend_error(format!("{}: line {line}: {what}", shown.display()))
         })?;
         let database_id = crate::package::new_database_id();
-        let mut by_name = HashMap::new();
-        let mut providers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in installed.iter_mut().enumerate() {
             p.package.id = Some(crate::package::PackageId {
                 database: database_id,
                 index: i,
             });
-            if by_name.insert(p.package.name.clone(), i).is_some() {
-                return Err(backend_error(format!(
-                    "{}: {} is installed twice",
-                    shown.display(),
-                    p.package.name
-                )));
-            }
-            for (name, _) in &p.provides {
-                providers.entry(name.clone()).or_default().push(i);
-            }
         }
+        let index = Index::new(installed.iter().map(entry)).map_err(|twice| {
+            backend_error(format!("{}: {twice} is installed twice", shown.display()))
+        })?;
+        let clauses = installed
+            .iter()
+            .map(|from| {
+                from.deps
+                    .iter()
+                    .zip(&from.package.depends)
+                    .map(|(dep, text)| Clause {
+                        text: text.clone(),
+                        alternatives: vec![index.candidates(dep, |i| entry(&installed[i]), vercmp)],
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Apk {
             root,
             database_id,
             installed,
-            by_name,
-            providers,
+            index,
+            clauses,
         })
     }
+}
 
-    /// The installed packages that satisfy `dep`: the package of that
-    /// name, then those that provide it (a versioned dependency only by a
-    /// versioned provide).
-    fn candidates(&self, dep: &Dep) -> Vec<usize> {
-        let mut out = Vec::new();
-        if let Some(&i) = self.by_name.get(&dep.name) {
-            if dep.allows(&self.installed[i].package.version) {
-                out.push(i);
-            }
-        }
-        for &i in self.providers.get(&dep.name).into_iter().flatten() {
-            let satisfies = self.installed[i]
-                .provides
-                .iter()
-                .filter(|(name, _)| *name == dep.name)
-                .any(|(_, version)| match (version, &dep.constraint) {
-                    (_, None) => true,
-                    (Some(v), Some(_)) => dep.allows(v),
-                    (None, Some(_)) => false,
-                });
-            if satisfies && !out.contains(&i) {
-                out.push(i);
-            }
-        }
-        out
+/// What the provides rule needs of a package.
+fn entry(p: &Installed) -> Entry<'_> {
+    Entry {
+        name: &p.package.name,
+        version: &p.package.version,
+        provides: &p.provides,
     }
 }
 
@@ -375,7 +319,7 @@ fn record_to_installed(
                     if word.starts_with('!') {
                         continue; // a conflict
                     }
-                    let dep = Dep::parse(word)
+                    let dep = parse_dep(word)
                         .ok_or((n, format!("dependency {word:?} is not name[<>=~]version")))?;
                     deps.push(dep);
                     depends.push(word.to_string());
@@ -383,15 +327,10 @@ fn record_to_installed(
             }
             'p' => {
                 for word in value.split_whitespace() {
-                    let dep = Dep::parse(word)
+                    let provide = parse_dep(word)
+                        .and_then(Dep::into_provide)
                         .ok_or((n, format!("provide {word:?} is not name[=version]")))?;
-                    provides.push(match dep.constraint {
-                        None => (dep.name, None),
-                        Some((Op::Equal, v)) => (dep.name, Some(v)),
-                        Some(_) => {
-                            return Err((n, format!("provide {word:?} is not name[=version]")))
-                        }
-                    });
+                    provides.push(provide);
                 }
             }
             'F' => {
@@ -459,15 +398,7 @@ fn q1_sha1_hex(sum: &str) -> Option<String> {
 
 impl Graph for Apk {
     fn clauses(&self, id: usize) -> Vec<Clause> {
-        let from = &self.installed[id];
-        from.deps
-            .iter()
-            .zip(&from.package.depends)
-            .map(|(dep, text)| Clause {
-                text: text.clone(),
-                alternatives: vec![self.candidates(dep)],
-            })
-            .collect()
+        self.clauses[id].clone()
     }
 }
 
@@ -485,7 +416,7 @@ impl Backend for Apk {
     }
 
     fn lookup(&self, name: &str) -> Option<Package> {
-        let &i = self.by_name.get(name.trim())?;
+        let i = self.index.by_name(name.trim())?;
         Some(self.installed[i].package.clone())
     }
 
@@ -494,19 +425,7 @@ impl Backend for Apk {
         Ok(installed
             .paths
             .iter()
-            .map(|(path, _)| {
-                let meta = self.root.symlink_metadata(path).ok();
-                let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
-                use std::os::unix::fs::MetadataExt;
-                let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
-                File {
-                    is_config: super::is_config(path, kind, false),
-                    path: path.clone(),
-                    source: None,
-                    kind,
-                    mode,
-                }
-            })
+            .map(|(path, _)| super::file_in_root(&self.root, path.clone(), false))
             .collect())
     }
 

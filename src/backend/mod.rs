@@ -10,6 +10,7 @@ mod deb822;
 pub mod dpkg;
 pub mod pacman;
 mod payload;
+mod provides;
 pub mod rpm;
 
 use std::collections::HashMap;
@@ -511,6 +512,25 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// A package's path as the root has it (kind and mode from `lstat`
+/// inside the root; missing if it is not there), a config file if the
+/// package `declared` it or by upstream's rule ([`is_config`]).
+pub fn file_in_root(root: &RootFs, path: PathBuf, declared: bool) -> File {
+    use std::os::unix::fs::MetadataExt;
+    let meta = root.symlink_metadata(&path).ok();
+    let kind = meta
+        .as_ref()
+        .map(crate::package::FileKind::of)
+        .unwrap_or(crate::package::FileKind::Missing);
+    File {
+        is_config: is_config(&path, kind, declared),
+        mode: meta.as_ref().map(|m| m.mode()).unwrap_or(0),
+        path,
+        source: None,
+        kind,
+    }
 }
 
 /// Is `path` a config file, taken from the base image and never from the

@@ -378,8 +378,15 @@ pub fn version_of(path: &Path, search: &Search) -> Option<String> {
 /// Can `text` be a kernel version?  It becomes a path component
 /// (`/lib/modules/VERSION`, in the host and in the appliance), and a
 /// kernel file's header is data: `/tmp/x` or `..` must not lead elsewhere.
-fn is_version(text: &str) -> bool {
-    !text.is_empty() && text != "." && text != ".." && !text.contains(['/', '\0'])
+/// A kernel version as a module directory is named: `[A-Za-z0-9._+~-]`,
+/// not starting with `-` or `.` (so never `..`, never read as an option
+/// by `depmod`).
+pub fn is_version(text: &str) -> bool {
+    !text.is_empty()
+        && !text.starts_with(['-', '.'])
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c))
 }
 
 /// The version string an x86 boot-protocol header points at: "HdrS" at

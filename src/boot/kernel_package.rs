@@ -102,6 +102,7 @@ pub fn kernel_from_names(
             }
         })
         .collect();
+    private_cache(cache)?;
     let record = cache.join(format!("by-name-{}-{label}", backend.name()));
     let recent = fs::metadata(&record)
         .and_then(|m| m.modified())
@@ -188,8 +189,52 @@ pub fn kernel_from_files(
     host_cpu: Option<&str>,
     reporter: &Reporter,
 ) -> Result<Kernel> {
-    let dir = cached_dir(files, cache, reporter)?;
+    private_cache(cache)?;
+    // Hashed and unpacked from this program's own copy: a file swapped
+    // between the two reads cannot poison the cache under a good digest.
+    let incoming = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempdir_in(cache)
+        .at("creating a directory in", cache)?;
+    let mut copies = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let copy = incoming.path().join(format!(
+            "{i}-{}",
+            f.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        fs::copy(f, &copy).at("copying", f)?;
+        copies.push(copy);
+    }
+    let dir =
+        cached_dir(&copies, cache, reporter).map_err(|e| name_originals(e, files, &copies))?;
     kernel_in(&dir, host_cpu, reporter)
+}
+
+/// An error about this program's copies, told with the files as given.
+fn name_originals(e: Error, files: &[PathBuf], copies: &[PathBuf]) -> Error {
+    let mut message = e.to_string();
+    for (f, c) in files.iter().zip(copies) {
+        message = message.replace(&*c.to_string_lossy(), &f.to_string_lossy());
+    }
+    match e {
+        Error::Kernel { .. } => Error::Kernel {
+            path: files.first().cloned(),
+            message,
+        },
+        _ => Error::backend("kernel package", message),
+    }
+}
+
+/// The cache holds kernels this program boots and files it writes as
+/// root: it must be a directory no one else can change (as the PVH
+/// kernel cache must).
+fn private_cache(cache: &Path) -> Result<()> {
+    crate::output::private_dir(cache).map_err(|why| {
+        kernel_error(
+            cache,
+            format!("the kernel package cache is not private to this user: {why}"),
+        )
+    })
 }
 
 /// The cache directory holding the kernel parts of `files`, unpacked
@@ -234,8 +279,19 @@ fn kernel_in(dir: &Path, host_cpu: Option<&str>, reporter: &Reporter) -> Result<
 /// Unpack the kernel parts of `files` into a temporary directory in
 /// `cache`, index the modules, and rename it to `dir`.
 fn unpack_into(files: &[PathBuf], cache: &Path, dir: &Path, reporter: &Reporter) -> Result<()> {
+    // One left by a build that was killed (the lock is held: no other
+    // process is unpacking this digest).
+    let prefix = format!(
+        ".unpacking-{}-",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    );
+    for entry in fs::read_dir(cache).at("reading", cache)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
     let staging = tempfile::Builder::new()
-        .prefix(".unpacking-")
+        .prefix(&prefix)
         .tempdir_in(cache)
         .at("creating a directory in", cache)?;
     let mut total = 0u64;
@@ -252,7 +308,19 @@ fn unpack_into(files: &[PathBuf], cache: &Path, dir: &Path, reporter: &Reporter)
                 .ok()
                 .and_then(|r| r.components().next())
             {
-                versions.insert(v.as_os_str().to_string_lossy().into_owned());
+                // The version is handed to depmod: a name like
+                // `--basedir=..` would be read as an option.
+                let v = v.as_os_str().to_string_lossy();
+                if !kernel::is_version(&v) {
+                    return Err(kernel_error(
+                        file,
+                        format!(
+                            "module directory {:?} is not a kernel version",
+                            crate::error::capped(&v)
+                        ),
+                    ));
+                }
+                versions.insert(v.into_owned());
             }
             // Every directory on the way is one this program made, and
             // nothing made here is a symlink: the path cannot lead out.
@@ -260,9 +328,12 @@ fn unpack_into(files: &[PathBuf], cache: &Path, dir: &Path, reporter: &Reporter)
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).at("creating", parent)?;
             }
+            // A member given twice: the later one wins, as tar would.
             let mut out = fs::OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(if mode & 0o111 != 0 { 0o755 } else { 0o644 })
                 .open(&dest)
                 .at("creating", &dest)?;
@@ -289,8 +360,13 @@ fn unpack_into(files: &[PathBuf], cache: &Path, dir: &Path, reporter: &Reporter)
         ));
     }
     for version in &versions {
-        let modules = staging.path().join("lib/modules").join(version);
-        if !modules.join("modules.dep").exists() {
+        let dep = staging
+            .path()
+            .join("lib/modules")
+            .join(version)
+            .join("modules.dep");
+        // Missing, or an empty placeholder (rpm packages ghost it).
+        if fs::metadata(&dep).map(|m| m.len()).unwrap_or(0) == 0 {
             depmod(staging.path(), version, reporter)?;
         }
     }
@@ -314,7 +390,7 @@ fn depmod(base: &Path, version: &str, reporter: &Reporter) -> Result<()> {
         .find(|p| Path::new(p).exists())
         .unwrap_or("depmod");
     let mut command = Command::new(program);
-    command.arg("-b").arg(base).arg(version);
+    command.arg("-b").arg(base).arg("--").arg(version);
     reporter.info(1, || format!("kernel: running {command:?}"));
     let shown = base.join("lib/modules").join(version);
     match crate::process::output(&mut command, reporter)? {

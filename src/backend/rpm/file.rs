@@ -47,7 +47,10 @@ pub fn unpack(path: &Path, visit: &mut crate::backend::VisitFile<'_>) -> Result<
     let mut entries = guarded(|| package.files()).map_err(|e| corrupt(&e))?;
     while let Some(entry) = guarded(|| entries.next().transpose()).map_err(|e| corrupt(&e))? {
         let meta = &entry.metadata;
-        if meta.mode.raw_mode() as u32 & 0o170000 != 0o100000 {
+        // A %ghost is listed, not shipped: its content is empty here.
+        if meta.mode.raw_mode() as u32 & 0o170000 != 0o100000
+            || meta.flags.contains(FileFlags::GHOST)
+        {
             continue;
         }
         if !crate::backend::stays_inside(&meta.path) {
