@@ -652,8 +652,7 @@ impl Backend for Pacman {
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
         let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let corrupt = |e: String| corrupt(file, e);
-        let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
-        let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+        let mut data = open_payload(file, &corrupt)?;
         payload::config_files(&mut data, &wanted, &corrupt)
     }
 }
@@ -730,12 +729,20 @@ fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
     )
 }
 
+/// The decompressed tar stream of a `.pkg.tar.*`.
+fn open_payload<'a>(
+    file: &Path,
+    corrupt: &'a dyn Fn(String) -> Error,
+) -> Result<Box<dyn Read + 'a>> {
+    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
+    payload::decompressed(std::io::BufReader::new(opened), corrupt)
+}
+
 /// Hand `visit` each regular file of a `.pkg.tar.*` (its metadata
 /// members left out).
 fn unpack(file: &Path, visit: &mut super::VisitFile<'_>) -> Result<()> {
     let corrupt = |e: String| corrupt(file, e);
-    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
-    let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+    let mut data = open_payload(file, &corrupt)?;
     payload::for_each_file(&mut data, &corrupt, &is_metadata, visit)
 }
 
@@ -751,8 +758,7 @@ fn is_metadata(path: &Path) -> bool {
 /// from its `backup` lines.
 pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
     let corrupt = |e: String| corrupt(file, e);
-    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
-    let mut data = payload::decompressed(std::io::BufReader::new(opened), &corrupt)?;
+    let mut data = open_payload(file, &corrupt)?;
     let mut pkginfo: Option<String> = None;
     let mut files = payload::list(&mut data, &corrupt, &mut |path, member| {
         if !is_metadata(path) {
