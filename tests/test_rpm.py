@@ -204,7 +204,7 @@ def test_truncated_and_foreign_package_files_are_named(tmp_path):
         supermin.Package.from_file(str(truncated))
     text = tmp_path / "notes.rpm"
     text.write_text("hello")
-    with pytest.raises(supermin.BackendError, match=r"not a package file supermin reads \(\.deb, \.rpm, \.pkg\.tar\.zst\)"):
+    with pytest.raises(supermin.BackendError, match=r"not a package file supermin reads \(\.deb, \.rpm, \.pkg\.tar\.zst, \.apk\)"):
         supermin.Package.from_file(str(text))
 
 

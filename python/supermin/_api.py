@@ -363,10 +363,10 @@ def build(
     it (``SUPERMIN_KERNEL``, ``SUPERMIN_MODULES`` override); on a host
     with none (a container, WSL, a CI runner) it comes from the
     distribution's kernel package (``linux-image-amd64``, ``kernel-core``
-    and ``kernel-modules-core``, ``linux``), downloaded and unpacked once
+    and ``kernel-modules-core``, ``linux``, ``linux-virt``), downloaded and unpacked once
     into ``$XDG_CACHE_HOME/supermin/kernel-packages``; ``kernel_package``
     names that package (comma-separated names) or a package file to
-    unpack (``.deb``, ``.rpm``, ``.pkg.tar.*``) whatever the host has, and
+    unpack (``.deb``, ``.rpm``, ``.pkg.tar.*``, ``.apk``) whatever the host has, and
     ``packager_config`` configures the download.  ``backend``
     (an opened :class:`Backend`) is used instead of detecting the package
     manager of ``root``; or ``packager`` names its kind (``"dpkg"``,

@@ -91,9 +91,9 @@ class Package:
 
     @staticmethod
     def from_file(path: _Path) -> "Package":
-        """A ``.rpm`` or ``.deb`` file's package and the files it would
-        install (kinds and modes from the package).  BackendError if the
-        file is neither, or is corrupt."""
+        """A ``.deb``, ``.rpm``, ``.pkg.tar.*`` (pacman) or ``.apk`` file's
+        package and the files it would install (kinds and modes from the
+        package).  BackendError if the file is none of these, or is corrupt."""
     @property
     def name(self) -> str: ...
     @property

@@ -79,7 +79,12 @@ def _parser() -> _Parser:
     p.add_argument("--lock", metavar="LOCKFILE", help="Use a lock file (POSIX fcntl lock)")
     p.add_argument("--use-installed", action="store_true", help="Use installed files instead of accessing network")
     p.add_argument("--include-packagelist", action="store_true", help="Add a file with the list of packages")
-    p.add_argument("--packager-config", metavar="CONFIGFILE", help="Set packager config file")
+    p.add_argument(
+        "--packager-config",
+        metavar="CONFIGFILE",
+        help="Set packager config file (apt, dnf/zypper, pacman.conf; apk: a repositories file or an /etc/apk-like "
+        "directory); the only configuration used to download for another --root",
+    )
     p.add_argument("--list-drivers", action="store_true", help="Display list of drivers and exit")
     p.add_argument("--host-cpu", metavar="ARCH", help="Set host CPU architecture (ext2)")
     p.add_argument("--size", metavar="SIZE", help="Set the size of the ext2 filesystem (e.g. 4G)")
@@ -88,7 +93,7 @@ def _parser() -> _Parser:
         "--kernel-package",
         metavar="NAME|FILE",
         help="Take the kernel and its modules from this distribution package (names, comma-separated, "
-        "downloaded; or a .deb/.rpm/.pkg.tar.* file) instead of the host's; without it, a host with no "
+        "downloaded; or a .deb/.rpm/.pkg.tar.*/.apk file) instead of the host's; without it, a host with no "
         "kernel takes the distribution's own (bootable formats)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="Enable debugging messages (repeatable)")

@@ -8,15 +8,23 @@
 //! `so:libc.musl-x86_64.so.1` and `cmd:sh`; `!name` conflicts do not
 //! shape a closure and are ignored.  Config files are the regular files
 //! under `/etc`; a host copy whose SHA-1 is the recorded one is the
-//! pristine file.
+//! pristine file, others come from the package, fetched with `apk fetch`.
+//!
+//! A `.apk` file is gzip streams one after another (a signature, the
+//! control tar with `.PKGINFO`, the data tar), which read as one tar
+//! stream with pacman's layout: [`payload`] reads both.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::SystemTime;
 
-use super::provides::{Dep, Entry, Index, Op};
-use super::{stays_inside, Backend, ConfigFile, Digest, Driver, Shipped, DATABASE_FILE_LIMIT};
+use super::provides::{package, Dep, Entry, Index, Op};
+use super::{
+    payload, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
+    DATABASE_FILE_LIMIT,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::output::ScratchBase;
 use crate::package::{File, Package};
@@ -29,7 +37,13 @@ pub const DRIVER: Driver = Driver {
     kind: "apk",
     detect,
     open,
-    package_files: None,
+    package_files: Some(PackageFiles {
+        magics: &[&[0x1f, 0x8b]],
+        claims: Some(is_apk_file),
+        extension: ".apk",
+        read: read_package_file,
+        unpack,
+    }),
     database: |_| vec![PathBuf::from(INSTALLED)],
 };
 
@@ -373,14 +387,7 @@ fn record_to_installed(
         }
     }
     Ok(Installed {
-        package: Package {
-            full_name: format!("{name}-{version}.{arch}"),
-            name: name.to_string(),
-            version: version.to_string(),
-            arch: arch.to_string(),
-            depends,
-            id: None,
-        },
+        package: package(name, version, arch, depends),
         deps,
         provides,
         paths,
@@ -471,27 +478,196 @@ impl Backend for Apk {
             .collect())
     }
 
+    /// The packages from `apk fetch` (by name: older apk-tools fetch no
+    /// `name=version`), each file's `.PKGINFO` saying which it holds; a
+    /// version the repositories no longer have is left out, and the
+    /// caller names it.
     fn fetch(
         &self,
         packages: &[&Package],
-        _scratch: &Path,
-        _packager_config: Option<&Path>,
-        _reporter: &Reporter,
+        scratch: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
     ) -> Result<HashMap<String, PathBuf>> {
-        let names: Vec<&str> = packages.iter().map(|p| p.full_name.as_str()).collect();
-        Err(backend_error(format!(
-            "the installed copies of config files of {} differ from what the packages shipped, and \
-             supermin cannot fetch Alpine packages yet: use --use-installed (the root's own copies)",
-            names.join(" ")
-        )))
+        let mut names: Vec<String> = packages.iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        let dir = scratch.join("apk");
+        download(&self.root, &names, &dir, packager_config, reporter)?;
+        super::downloaded_packages(&dir.join("pkgs"))
     }
 
-    fn extract(&self, file: &Path, _paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
-        Err(backend_error(format!(
-            "{}: reading .apk files is not supported yet",
-            file.display()
-        )))
+    fn kernel_packages(&self) -> &'static [&'static str] {
+        // The kernel Alpine builds for virtual machines: virtio built in.
+        &["linux-virt"]
     }
+
+    fn download_named(
+        &self,
+        names: &[String],
+        dest: &Path,
+        packager_config: Option<&Path>,
+        reporter: &Reporter,
+    ) -> Result<Vec<PathBuf>> {
+        download(&self.root, names, dest, packager_config, reporter)
+    }
+
+    fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
+        payload::extract(file, paths, &|e| corrupt(file, e))
+    }
+}
+
+/// The repositories file and keys directory `apk fetch` is given.  As the
+/// other downloaders, apk runs as whoever runs supermin, so another
+/// root's configuration (repositories that may be any host path, keys
+/// that vouch for them) is never taken: the host's `/etc/apk` for the
+/// host, else `--packager-config`, a repositories file (with the host's
+/// keys) or a directory laid out as `/etc/apk` (`repositories`, `keys/`).
+fn fetch_config(
+    root: &RootFs,
+    names: &[String],
+    packager_config: Option<&Path>,
+) -> Result<(PathBuf, PathBuf)> {
+    let etc_apk = Path::new("/etc/apk");
+    match packager_config {
+        Some(dir) if dir.is_dir() => Ok((dir.join("repositories"), dir.join("keys"))),
+        Some(file) => Ok((file.to_path_buf(), etc_apk.join("keys"))),
+        None if root.is_host() => Ok((etc_apk.join("repositories"), etc_apk.join("keys"))),
+        None => Err(backend_error(format!(
+            "fetching {} from the repositories of another root needs an apk configuration you \
+             trust: pass --packager-config FILE|DIR (a repositories file, or a directory laid \
+             out as /etc/apk with repositories and keys/), or use --use-installed (the root's \
+             own copies of config files); the root's own repositories and keys are never used",
+            names.join(" ")
+        ))),
+    }
+}
+
+/// Fetch the packages `names` with `apk fetch` into `dir`, with an empty
+/// root of its own there (the root's database and cache are never
+/// touched), for the root's architecture; the `.apk` files it left.
+/// Names were checked when the database was read, and follow `--`.
+fn download(
+    root: &RootFs,
+    names: &[String],
+    dir: &Path,
+    packager_config: Option<&Path>,
+    reporter: &Reporter,
+) -> Result<Vec<PathBuf>> {
+    if let Some(bad) = names.iter().find(|n| !is_apk_name(n) || n.contains(':')) {
+        return Err(backend_error(format!(
+            "{:?} is not a package name",
+            crate::error::capped(bad)
+        )));
+    }
+    let (repositories, keys) = fetch_config(root, names, packager_config)?;
+    let (scratch_root, pkgs) = (dir.join("root"), dir.join("pkgs"));
+    for d in [&scratch_root, &pkgs] {
+        std::fs::create_dir_all(d).at("creating", d)?;
+    }
+    let mut command = Command::new("apk");
+    command
+        .arg("--root")
+        .arg(&scratch_root)
+        .arg("--repositories-file")
+        .arg(&repositories)
+        .arg("--keys-dir")
+        .arg(&keys)
+        .args(["--no-progress", "--quiet"]);
+    if let Some(arch) = root_arch(root) {
+        command.arg("--arch").arg(arch);
+    }
+    command
+        .arg("fetch")
+        .arg("-o")
+        .arg(&pkgs)
+        .arg("--")
+        .args(names);
+    reporter.info(1, || format!("apk: running {command:?}"));
+    let output = crate::process::output(&mut command, reporter)?.map_err(|e| {
+        backend_error(format!(
+            "cannot run apk (apk-tools) to fetch {}: {e}; use --use-installed to take the root's own copies",
+            names.join(" ")
+        ))
+    })?;
+    if !output.status.success() {
+        return Err(backend_error(format!(
+            "apk could not fetch {}: {}",
+            names.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    super::files_ending(&pkgs, ".apk")
+}
+
+/// The root's architecture (`/etc/apk/arch`), if it names one plainly.
+fn root_arch(root: &RootFs) -> Option<String> {
+    let bytes = root.read(Path::new("/etc/apk/arch"), 256).ok()?;
+    let arch = String::from_utf8(bytes).ok()?.trim().to_string();
+    (!arch.is_empty() && arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(arch)
+}
+
+fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
+    Error::backend(
+        "apk",
+        format!("{}: not a valid apk package: {what}", file.display()),
+    )
+}
+
+/// Is this gzip file an apk package rather than pacman's: signed (its
+/// tar stream opens with `.SIGN.*`) or its `.PKGINFO` records `datahash`
+/// (the digest of the data stream, which only apk has).
+fn is_apk_file(file: &Path) -> bool {
+    payload::leading_metadata(file).is_some_and(|(names, info)| {
+        info.all("datahash").next().is_some()
+            || names.iter().any(|n| {
+                n.file_name()
+                    .is_some_and(|f| f.as_encoded_bytes().starts_with(b".SIGN."))
+            })
+    })
+}
+
+/// Hand `visit` each regular file of a `.apk` (its metadata left out).
+fn unpack(file: &Path, visit: &mut super::VisitFile<'_>) -> Result<()> {
+    payload::unpack(file, &|e| corrupt(file, e), visit)
+}
+
+/// A `.apk`'s package (from its `.PKGINFO`: `depend` lines, `!conflicts`
+/// left out) and files (config files: those under `/etc`).
+pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
+    let (info, mut files) = payload::read_with_pkginfo(file, &|e| corrupt(file, e))?;
+    let (name, version) = (info.one("pkgname"), info.one("pkgver"));
+    if !is_apk_name(name) || name.contains(':') || !is_apk_version(version) {
+        return Err(corrupt(
+            file,
+            format!(
+                ".PKGINFO: invalid pkgname or pkgver {:?}",
+                crate::error::capped(&format!("{name} {version}"))
+            ),
+        ));
+    }
+    let mut depends = Vec::new();
+    for word in info.all("depend").flat_map(str::split_whitespace) {
+        if word.starts_with('!') {
+            continue;
+        }
+        if parse_dep(word).is_none() {
+            return Err(corrupt(
+                file,
+                format!(".PKGINFO: dependency {word:?} is not name[<>=~]version"),
+            ));
+        }
+        depends.push(word.to_string());
+    }
+    for f in &mut files {
+        f.is_config = super::is_config(&f.path, f.kind, false);
+    }
+    let arch = match info.one("arch") {
+        "" => "noarch",
+        a => a,
+    };
+    Ok((package(name, version, arch, depends), files))
 }
 
 #[cfg(test)]

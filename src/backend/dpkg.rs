@@ -33,6 +33,7 @@ pub const DRIVER: Driver = Driver {
     open,
     package_files: Some(PackageFiles {
         magics: &[b"!<arch>\n"],
+        claims: None,
         extension: ".deb",
         read: deb::read_package_file,
         unpack: deb::unpack,

@@ -323,6 +323,9 @@ pub type UnpackPackageFile = fn(&Path, &mut VisitFile<'_>) -> Result<()>;
 pub struct PackageFiles {
     /// How one starts (any of these first bytes).
     pub magics: &'static [&'static [u8]],
+    /// Whether a file that starts so is one, when another kind starts the
+    /// same way (apk's and pacman's gzip files); `None` takes any.
+    pub claims: Option<fn(&Path) -> bool>,
     /// `.deb`, `.rpm`: for messages.
     pub extension: &'static str,
     /// Its package and the files it would install.
@@ -475,7 +478,9 @@ pub fn unpack_package_file(path: &Path, visit: &mut VisitFile<'_>) -> Result<()>
     (package_file_kind(path)?.unpack)(path, visit)
 }
 
-/// The kind of package file at `path`, by its first bytes.
+/// The kind of package file at `path`, by its first bytes, and among
+/// kinds that start alike, the one that [claims](PackageFiles::claims) it
+/// before those that take any.
 fn package_file_kind(path: &Path) -> Result<&'static PackageFiles> {
     use std::io::Read;
     let mut start = [0u8; 16];
@@ -483,7 +488,11 @@ fn package_file_kind(path: &Path) -> Result<&'static PackageFiles> {
         .and_then(|mut f| f.read(&mut start))
         .map_err(|e| Error::io("reading", path, e))?;
     let kinds = || DRIVERS.iter().filter_map(|d| d.package_files.as_ref());
-    match kinds().find(|k| k.magics.iter().any(|m| start[..n].starts_with(m))) {
+    let starts = |k: &&PackageFiles| k.magics.iter().any(|m| start[..n].starts_with(m));
+    let claimed = kinds()
+        .filter(starts)
+        .find(|k| k.claims.is_some_and(|claims| claims(path)));
+    match claimed.or_else(|| kinds().filter(starts).find(|k| k.claims.is_none())) {
         Some(kind) => Ok(kind),
         None => {
             let mut names: Vec<&str> = kinds().map(|k| k.extension).collect();
@@ -500,18 +509,35 @@ fn package_file_kind(path: &Path) -> Result<&'static PackageFiles> {
     }
 }
 
-/// The files in `dir` whose names end with `suffix`, sorted: what a
-/// downloader left there.
+/// The files under `dir` whose names end with `suffix`, sorted: what a
+/// downloader left there (zypper files them in a directory per
+/// repository and architecture; symlinks are not followed).
 pub fn files_ending(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
-    use crate::error::IoContext;
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .at("reading", dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix) && p.is_file())
-        .collect();
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).max_depth(4) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(dir).to_path_buf();
+            Error::io("reading", path, e.into())
+        })?;
+        if entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(suffix) {
+            out.push(entry.into_path());
+        }
+    }
     out.sort();
     Ok(out)
+}
+
+/// The package files a downloader left under `dir`, by the full name of
+/// the package each holds (downloaders name their files as they like;
+/// what is no package file is passed over).
+pub fn downloaded_packages(dir: &Path) -> Result<HashMap<String, PathBuf>> {
+    let mut found = HashMap::new();
+    for file in files_ending(dir, "")? {
+        if let Ok((package, _)) = read_package_file(&file) {
+            found.insert(package.full_name, file);
+        }
+    }
+    Ok(found)
 }
 
 /// A package's path as the root has it (kind and mode from `lstat`

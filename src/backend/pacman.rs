@@ -12,12 +12,11 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
-use super::provides::{Dep, Entry, Index, Op};
+use super::provides::{package, Dep, Entry, Index, Op};
 use super::{
     payload, stays_inside, Backend, ConfigFile, Digest, Driver, PackageFiles, Shipped,
     DATABASE_FILE_LIMIT,
@@ -40,6 +39,7 @@ pub const DRIVER: Driver = Driver {
             &[0xfd, b'7', b'z', b'X', b'Z', 0],
             &[0x1f, 0x8b],
         ],
+        claims: None,
         extension: ".pkg.tar.zst",
         read: read_package_file,
         unpack,
@@ -486,18 +486,6 @@ fn read_desc(root: &RootFs, dir: &str) -> Result<(Installed, u64)> {
     ))
 }
 
-/// A package as upstream supermin names it: `name-version.arch`.
-fn package(name: &str, version: &str, arch: &str, depends: Vec<String>) -> Package {
-    Package {
-        full_name: format!("{name}-{version}.{arch}"),
-        name: name.to_string(),
-        version: version.to_string(),
-        arch: arch.to_string(),
-        depends,
-        id: None,
-    }
-}
-
 impl Graph for Pacman {
     fn clauses(&self, id: usize) -> Vec<Clause> {
         self.clauses[id].clone()
@@ -611,13 +599,7 @@ impl Backend for Pacman {
             packager_config,
             reporter,
         )?;
-        // pacman names its files as it likes: read each one's .PKGINFO.
-        for entry in std::fs::read_dir(dir.join("pkgs")).at("reading", &dir)? {
-            let path = entry.at("reading", &dir)?.path();
-            if let Ok((package, _)) = read_package_file(&path) {
-                found.insert(package.full_name, path);
-            }
-        }
+        found.extend(super::downloaded_packages(&dir.join("pkgs"))?);
         Ok(found)
     }
 
@@ -650,10 +632,7 @@ impl Backend for Pacman {
     }
 
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
-        let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        let corrupt = |e: String| corrupt(file, e);
-        let mut data = open_payload(file, &corrupt)?;
-        payload::config_files(&mut data, &wanted, &corrupt)
+        payload::extract(file, paths, &|e| corrupt(file, e))
     }
 }
 
@@ -729,91 +708,32 @@ fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
     )
 }
 
-/// The decompressed tar stream of a `.pkg.tar.*`.
-fn open_payload<'a>(
-    file: &Path,
-    corrupt: &'a dyn Fn(String) -> Error,
-) -> Result<Box<dyn Read + 'a>> {
-    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
-    payload::decompressed(std::io::BufReader::new(opened), corrupt)
-}
-
 /// Hand `visit` each regular file of a `.pkg.tar.*` (its metadata
 /// members left out).
 fn unpack(file: &Path, visit: &mut super::VisitFile<'_>) -> Result<()> {
-    let corrupt = |e: String| corrupt(file, e);
-    let mut data = open_payload(file, &corrupt)?;
-    payload::for_each_file(&mut data, &corrupt, &is_metadata, visit)
-}
-
-/// The metadata members at the top of a package (`.PKGINFO`, `.MTREE`...).
-fn is_metadata(path: &Path) -> bool {
-    path.parent() == Some(Path::new("/"))
-        && path
-            .file_name()
-            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+    payload::unpack(file, &|e| corrupt(file, e), visit)
 }
 
 /// A `.pkg.tar.*`'s package (from its `.PKGINFO`) and files, config flags
 /// from its `backup` lines.
 pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
-    let corrupt = |e: String| corrupt(file, e);
-    let mut data = open_payload(file, &corrupt)?;
-    let mut pkginfo: Option<String> = None;
-    let mut files = payload::list(&mut data, &corrupt, &mut |path, member| {
-        if !is_metadata(path) {
-            return Ok(false);
-        }
-        if path == Path::new("/.PKGINFO") {
-            let mut text = String::new();
-            member
-                .take(1 << 20)
-                .read_to_string(&mut text)
-                .map_err(|e| corrupt(format!(".PKGINFO: {e}")))?;
-            pkginfo = Some(text);
-        }
-        Ok(true)
-    })?;
-    // Reading to the end checks the compressor's own checksum.
-    std::io::copy(&mut data, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
-    let pkginfo = pkginfo.ok_or_else(|| corrupt("no .PKGINFO".to_string()))?;
-    let mut fields: HashMap<&str, Vec<&str>> = HashMap::new();
-    for line in pkginfo.lines() {
-        if let Some((key, value)) = line.split_once(" = ") {
-            if !line.starts_with('#') {
-                fields.entry(key.trim()).or_default().push(value.trim());
-            }
-        }
-    }
-    let one = |key: &str| {
-        fields
-            .get(key)
-            .and_then(|v| v.first().copied())
-            .unwrap_or("")
-    };
-    let (name, version) = (one("pkgname"), one("pkgver"));
+    let (info, mut files) = payload::read_with_pkginfo(file, &|e| corrupt(file, e))?;
+    let (name, version) = (info.one("pkgname"), info.one("pkgver"));
     if !is_pacman_name(name) || !is_pacman_version(version) {
-        return Err(corrupt(format!(
-            ".PKGINFO: invalid pkgname or pkgver {:?}",
-            crate::error::capped(&format!("{name} {version}"))
-        )));
+        return Err(corrupt(
+            file,
+            format!(
+                ".PKGINFO: invalid pkgname or pkgver {:?}",
+                crate::error::capped(&format!("{name} {version}"))
+            ),
+        ));
     }
-    let depends = fields
-        .get("depend")
-        .into_iter()
-        .flatten()
-        .map(|d| d.to_string())
-        .collect();
-    let backup: HashSet<PathBuf> = fields
-        .get("backup")
-        .into_iter()
-        .flatten()
-        .map(|b| Path::new("/").join(b))
-        .collect();
+    let depends = info.all("depend").map(str::to_string).collect();
+    let backup: HashSet<PathBuf> = info.all("backup").map(|b| Path::new("/").join(b)).collect();
     for f in &mut files {
         f.is_config = super::is_config(&f.path, f.kind, backup.contains(&f.path));
     }
-    Ok((package(name, version, one("arch"), depends), files))
+    Ok((package(name, version, info.one("arch"), depends), files))
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! A package file's payload, a tar stream, read the same way for every
-//! format that carries one (`.deb`'s `data.tar`, pacman's `.pkg.tar.*`):
-//! its listing, and its config files with size limits.  The formats
-//! differ only in how the stream is wrapped and named.
+//! format that carries one (`.deb`'s `data.tar`, pacman's `.pkg.tar.*`,
+//! apk's `.apk`): its listing, and its config files with size limits.
+//! The formats differ only in how the stream is wrapped and named.
+//! pacman's and apk's files are alike down to the `.PKGINFO` of
+//! `key = value` lines at the top of the tar stream (apk's is split into
+//! concatenated gzip streams, which read as one): both are read here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -174,4 +177,142 @@ pub fn config_files(
         },
     )?;
     Ok(out)
+}
+
+/// The decompressed tar stream of a package file that is one (pacman's
+/// `.pkg.tar.*`, apk's `.apk`).
+pub fn open<'a>(file: &Path, corrupt: &'a dyn Fn(String) -> Error) -> Result<Box<dyn Read + 'a>> {
+    let opened = std::fs::File::open(file).map_err(|e| corrupt(e.to_string()))?;
+    decompressed(std::io::BufReader::new(opened), corrupt)
+}
+
+/// The metadata members at the top of a package's tar stream (`.PKGINFO`,
+/// `.MTREE`, apk's `.SIGN.RSA.*` and `.pre-install`...): not installed.
+pub fn is_metadata(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/"))
+        && path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+}
+
+/// Hand `visit` each regular file of a package file that is a tar stream,
+/// its metadata members left out.
+pub fn unpack(
+    file: &Path,
+    corrupt: &dyn Fn(String) -> Error,
+    visit: &mut super::VisitFile<'_>,
+) -> Result<()> {
+    let mut data = open(file, corrupt)?;
+    for_each_file(&mut data, corrupt, &is_metadata, visit)
+}
+
+/// The files `paths` (config files) from a package file that is a tar
+/// stream.
+pub fn extract(
+    file: &Path,
+    paths: &[PathBuf],
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<Vec<ConfigFile>> {
+    let wanted: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let mut data = open(file, corrupt)?;
+    config_files(&mut data, &wanted, corrupt)
+}
+
+/// The most a `.PKGINFO` may hold.
+const PKGINFO_LIMIT: u64 = 1 << 20;
+
+/// A `.PKGINFO`: `key = value` lines, a key given any number of times.
+#[derive(Debug, Default)]
+pub struct PkgInfo {
+    fields: HashMap<String, Vec<String>>,
+}
+
+impl PkgInfo {
+    pub fn parse(text: &str) -> PkgInfo {
+        let mut fields: HashMap<String, Vec<String>> = HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((key, value)) = line.split_once(" = ") {
+                fields
+                    .entry(key.trim().to_string())
+                    .or_default()
+                    .push(value.trim().to_string());
+            }
+        }
+        PkgInfo { fields }
+    }
+
+    /// The first value of `key`, or "".
+    pub fn one(&self, key: &str) -> &str {
+        self.all(key).next().unwrap_or("")
+    }
+
+    /// Every value of `key`, in order.
+    pub fn all<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+}
+
+/// A package file's `.PKGINFO` and every path it would install (config
+/// flags false), the whole stream read (which checks the compressor's
+/// own checksums).
+pub fn read_with_pkginfo(
+    file: &Path,
+    corrupt: &dyn Fn(String) -> Error,
+) -> Result<(PkgInfo, Vec<File>)> {
+    let mut data = open(file, corrupt)?;
+    let mut pkginfo: Option<String> = None;
+    let files = list(&mut data, corrupt, &mut |path, member| {
+        if !is_metadata(path) {
+            return Ok(false);
+        }
+        if path == Path::new("/.PKGINFO") {
+            pkginfo = Some(read_pkginfo(member, corrupt)?);
+        }
+        Ok(true)
+    })?;
+    std::io::copy(&mut data, &mut std::io::sink()).map_err(|e| corrupt(e.to_string()))?;
+    let pkginfo = pkginfo.ok_or_else(|| corrupt("no .PKGINFO".to_string()))?;
+    Ok((PkgInfo::parse(&pkginfo), files))
+}
+
+fn read_pkginfo(member: &mut dyn Read, corrupt: &dyn Fn(String) -> Error) -> Result<String> {
+    let mut text = String::new();
+    member
+        .take(PKGINFO_LIMIT)
+        .read_to_string(&mut text)
+        .map_err(|e| corrupt(format!(".PKGINFO: {e}")))?;
+    Ok(text)
+}
+
+/// The metadata members that open a package file's tar stream, up to the
+/// first installed path: their names, and the `.PKGINFO` among them.
+/// Enough to tell apk's files from pacman's without reading the rest;
+/// `None` if it is no tar stream or has no `.PKGINFO` up front.
+pub fn leading_metadata(file: &Path) -> Option<(Vec<PathBuf>, PkgInfo)> {
+    let corrupt = |e: String| Error::backend("package file", e);
+    let mut data = open(file, &corrupt).ok()?;
+    let mut names = Vec::new();
+    let mut pkginfo = None;
+    // Stopped at the first installed path by an error that is no failure.
+    let _ = for_each_tar_member(
+        &mut data,
+        |e| corrupt(e.to_string()),
+        &SparseBudget::default(),
+        |entry| {
+            let path = package_path(&entry.path().map_err(|e| corrupt(e.to_string()))?);
+            if !is_metadata(&path) {
+                return Err(corrupt("end of metadata".to_string()));
+            }
+            if path == Path::new("/.PKGINFO") {
+                pkginfo = Some(read_pkginfo(entry, &corrupt)?);
+            }
+            names.push(path);
+            Ok(())
+        },
+    );
+    Some((names, PkgInfo::parse(&pkginfo?)))
 }

@@ -7,6 +7,8 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
+use crate::package::Package;
+
 /// A version order (libalpm's, apk's).
 pub type VersionOrder = fn(&str, &str) -> Ordering;
 
@@ -147,5 +149,18 @@ impl Index {
             }
         }
         out
+    }
+}
+
+/// A package as upstream supermin names pacman's and apk's:
+/// `name-version.arch`.
+pub fn package(name: &str, version: &str, arch: &str, depends: Vec<String>) -> Package {
+    Package {
+        full_name: format!("{name}-{version}.{arch}"),
+        name: name.to_string(),
+        version: version.to_string(),
+        arch: arch.to_string(),
+        depends,
+        id: None,
     }
 }

@@ -127,58 +127,125 @@ pub fn kernel_from_names(
         .prefix(".download-")
         .tempdir_in(cache)
         .at("creating a directory in", cache)?;
+    // The names, then dependencies until the packages hold both a kernel
+    // image and modules: Debian's metapackage leads to the package with
+    // both, Ubuntu's to an image whose modules are a package of their own.
     let mut wanted: Vec<String> = names.to_vec();
-    let mut last_error = None;
-    // The names, then (a metapackage) each dependency of the first in turn.
-    for round in 0..4 {
+    let mut tried: Vec<String> = names.to_vec();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut found = Parts::default();
+    // Each round's dependencies, newest round first when choosing.
+    let mut rounds: Vec<Vec<String>> = Vec::new();
+    for round in 0..MAX_ROUNDS {
         let dest = scratch.path().join(round.to_string());
         fs::create_dir_all(&dest).at("creating", &dest)?;
-        let files = backend.download_named(&wanted, &dest, packager_config, reporter)?;
-        if files.is_empty() {
+        let downloaded = backend.download_named(&wanted, &dest, packager_config, reporter)?;
+        if downloaded.is_empty() {
             return Err(Error::backend(
                 backend.name(),
                 format!("downloading {} left no package file", wanted.join(" ")),
             ));
         }
-        match cached_dir(&files, cache, reporter) {
-            Ok(dir) => {
-                let key = dir
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                let _ = fs::write(&record, key);
-                return kernel_in(&dir, host_cpu, reporter);
-            }
-            Err(e) => last_error = Some(e),
+        let mut depends = Vec::new();
+        for file in &downloaded {
+            let (package, listing) = crate::backend::read_package_file(file)?;
+            let holds = Parts::of(listing.iter().map(|f| f.path.as_path()));
+            reporter.info(1, || {
+                format!(
+                    "kernel: {} holds {}",
+                    package.name,
+                    match (holds.image, holds.modules) {
+                        (true, true) => "a kernel and its modules",
+                        (true, false) => "a kernel image, no modules",
+                        (false, true) => "kernel modules",
+                        (false, false) => "no kernel",
+                    }
+                )
+            });
+            found.image |= holds.image;
+            found.modules |= holds.modules;
+            depends.extend(package.depends.iter().filter_map(|c| dependency_name(c)));
         }
-        let (package, _) = crate::backend::read_package_file(&files[0])?;
-        let next: Vec<String> = package
-            .depends
-            .iter()
-            .filter_map(|clause| {
-                let first = clause.split('|').next()?.trim();
-                let name = first.split([' ', '(', ':', '<', '>', '=']).next()?.trim();
-                (!name.is_empty()).then(|| name.to_string())
-            })
-            .collect();
-        let Some(dep) = next.into_iter().find(|d| !wanted.contains(d)) else {
+        files.extend(downloaded);
+        rounds.push(depends);
+        if found.image && found.modules {
+            break;
+        }
+        let missing = if found.image { "modules" } else { "image" };
+        let untried = || rounds.iter().rev().flatten().filter(|d| !tried.contains(d));
+        let Some(next) = untried()
+            .find(|d| d.contains(missing))
+            .or_else(|| untried().next())
+            .cloned()
+        else {
             break;
         };
         reporter.info(1, || {
-            format!(
-                "kernel: {} holds no kernel; following its dependency {dep}",
-                package.name
-            )
+            format!("kernel: following the dependency {next} for the {missing}")
         });
-        wanted = vec![dep];
+        tried.push(next.clone());
+        wanted = vec![next];
     }
-    Err(last_error.unwrap_or_else(|| {
-        kernel_error(
+    if !found.image {
+        return Err(kernel_error(
             cache,
-            format!("no kernel in the packages {}", names.join(" ")),
-        )
-    }))
+            format!(
+                "no kernel in the packages {} or their dependencies {}",
+                names.join(" "),
+                tried[names.len()..].join(" ")
+            ),
+        ));
+    }
+    let dir = cached_dir(&files, cache, reporter)?;
+    let key = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let _ = fs::write(&record, key);
+    kernel_in(&dir, host_cpu, reporter)
+}
+
+/// How many downloads a kernel by name may take: a metapackage, the
+/// image, its modules, and one more.
+const MAX_ROUNDS: usize = 4;
+
+/// What of a kernel some packages hold.
+#[derive(Debug, Default, Clone, Copy)]
+struct Parts {
+    image: bool,
+    modules: bool,
+}
+
+impl Parts {
+    fn of<'a>(paths: impl Iterator<Item = &'a Path>) -> Parts {
+        let mut parts = Parts::default();
+        for rel in paths.filter_map(place) {
+            let in_modules = rel.strip_prefix("lib/modules").ok();
+            match in_modules.map(|r| r.components().count()) {
+                // lib/modules/VERSION/vmlinuz (Arch, Fedora)
+                Some(2) if rel.file_name().is_some_and(|n| n == "vmlinuz") => parts.image = true,
+                Some(_) => {
+                    parts.modules |= rel.extension().is_some_and(|e| e == "ko")
+                        || rel.to_string_lossy().contains(".ko.");
+                }
+                None => parts.image = true,
+            }
+        }
+        parts
+    }
+}
+
+/// The package a dependency clause names first (`linux-image-6.1.0-9-amd64
+/// (= 6.1.38-1)`, `a | b`, `so:libc.so>=1`): its name, if any.
+fn dependency_name(clause: &str) -> Option<String> {
+    let first = clause.split('|').next()?.trim();
+    if ["so:", "cmd:", "pc:"].iter().any(|p| first.starts_with(p)) {
+        return None; // apk's provides, no package's name
+    }
+    let name = first.split([' ', '(', '<', '>', '=']).next()?.trim();
+    let name = name.split(':').next()?; // perl:any
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The kernel in package files `files`, unpacked once into `cache` and
@@ -412,6 +479,54 @@ fn depmod(base: &Path, version: &str, reporter: &Reporter) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parts_of_a_kernel_are_told_from_package_listings() {
+        let parts = |paths: &[&str]| {
+            let p = Parts::of(paths.iter().map(Path::new));
+            (p.image, p.modules)
+        };
+        // Debian's image package, Ubuntu's split one, Arch's and Fedora's.
+        assert_eq!(
+            parts(&[
+                "/boot/vmlinuz-6.1.0-9-amd64",
+                "/lib/modules/6.1.0-9-amd64/kernel/fs/ext4/ext4.ko"
+            ]),
+            (true, true)
+        );
+        assert_eq!(
+            parts(&[
+                "/boot/vmlinuz-6.8.0-49-generic",
+                "/boot/config-6.8.0-49-generic"
+            ]),
+            (true, false)
+        );
+        assert_eq!(
+            parts(&["/lib/modules/6.8.0-49-generic/kernel/drivers/block/virtio_blk.ko.zst"]),
+            (false, true)
+        );
+        assert_eq!(
+            parts(&["/usr/lib/modules/6.6.1-arch1-1/vmlinuz"]),
+            (true, false)
+        );
+        assert_eq!(
+            parts(&["/usr/share/doc/linux-image-amd64/copyright"]),
+            (false, false)
+        );
+    }
+
+    #[test]
+    fn dependencies_name_their_first_package() {
+        assert_eq!(
+            dependency_name("linux-image-6.1.0-9-amd64 (= 6.1.38-1)").as_deref(),
+            Some("linux-image-6.1.0-9-amd64")
+        );
+        assert_eq!(dependency_name("a | b").as_deref(), Some("a"));
+        assert_eq!(dependency_name("perl:any").as_deref(), Some("perl"));
+        assert_eq!(dependency_name("linux>=6.1").as_deref(), Some("linux"));
+        assert_eq!(dependency_name("so:libc.musl-x86_64.so.1"), None);
+        assert_eq!(dependency_name(""), None);
+    }
 
     #[test]
     fn only_the_kernel_and_its_modules_are_placed() {

@@ -1,6 +1,7 @@
 //! Downloading the installed versions of packages with the host's RPM
-//! package downloader (dnf5, dnf, yumdownloader, zypper), never with
-//! another root's configuration and never with a name as an option.
+//! package downloader (dnf5, dnf, yumdownloader, zypper, Mageia's urpmi),
+//! never with another root's configuration and never with a name as an
+//! option.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,8 +10,12 @@ use super::backend_error;
 use crate::error::Result;
 use crate::report::Reporter;
 
+/// The package downloaders, in the order they are looked for (as
+/// upstream; urpmi last, as Mageia has dnf too).
+const TOOLS: &[&str] = &["dnf5", "dnf", "yumdownloader", "zypper", "urpmi"];
+
 /// Download the installed versions of `names` into `dest` with the first
-/// package downloader found: dnf5, dnf, yumdownloader, zypper (as upstream).
+/// package downloader found in [`TOOLS`].
 ///
 /// The downloader runs as whoever runs supermin, often root, so it must
 /// never take its configuration from another root: `dnf --installroot R`
@@ -31,14 +36,12 @@ pub(super) fn download(
             .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
             .unwrap_or(false)
     };
-    let Some(tool) = ["dnf5", "dnf", "yumdownloader", "zypper"]
-        .into_iter()
-        .find(|t| which(t))
-    else {
-        return Err(backend_error(
-            "no package downloader found (dnf5, dnf, yumdownloader or zypper) to fetch pristine \
-             config files; install one, or use --use-installed",
-        ));
+    let Some(tool) = TOOLS.iter().copied().find(|t| which(t)) else {
+        return Err(backend_error(format!(
+            "no package downloader found ({}) to fetch pristine config files; install one, or \
+             use --use-installed",
+            TOOLS.join(", ")
+        )));
     };
     if !host && config.is_none() {
         return Err(backend_error(
@@ -54,6 +57,22 @@ pub(super) fn download(
             crate::error::capped(bad)
         )));
     }
+    let mut command = command(tool, names, dest, config)?;
+    reporter.info(1, || format!("rpm: running {command:?}"));
+    let output = crate::process::output(&mut command, reporter)?
+        .map_err(|e| backend_error(format!("cannot run {tool}: {e}")))?;
+    if !output.status.success() {
+        return Err(backend_error(format!(
+            "{tool} could not download {}: {}",
+            names.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The command line of `tool` that downloads `names` into `dest`.
+fn command(tool: &str, names: &[String], dest: &Path, config: Option<&Path>) -> Result<Command> {
     let mut command = Command::new(tool);
     match tool {
         "zypper" => {
@@ -62,6 +81,24 @@ pub(super) fn download(
                 command.arg("--config").arg(c);
             }
             command.arg("--pkg-cache-dir").arg(dest).arg("download");
+        }
+        "urpmi" => {
+            // As upstream: urpmi downloads everything first, then (not)
+            // installs.  It reads only the host's media configuration.
+            if config.is_some() {
+                return Err(backend_error(
+                    "urpmi takes no configuration file: install dnf to download with \
+                     --packager-config, or use --use-installed",
+                ));
+            }
+            if !crate::rootfs::is_root() {
+                command = Command::new("fakeroot");
+                command.arg("urpmi");
+            }
+            command
+                .args(["--quiet", "--auto", "--replacepkgs", "--no-install"])
+                .arg("--download-all")
+                .arg(dest);
         }
         _ => {
             if tool != "yumdownloader" {
@@ -75,17 +112,7 @@ pub(super) fn download(
     }
     command.arg("--");
     command.args(names);
-    reporter.info(1, || format!("rpm: running {command:?}"));
-    let output = crate::process::output(&mut command, reporter)?
-        .map_err(|e| backend_error(format!("cannot run {tool}: {e}")))?;
-    if !output.status.success() {
-        return Err(backend_error(format!(
-            "{tool} could not download {}: {}",
-            names.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(())
+    Ok(command)
 }
 
 /// Does `name` look like an RPM `name-[epoch:]version-release.arch`: an
@@ -140,6 +167,25 @@ mod tests {
             e.contains("--packager-config") || e.contains("no package downloader"),
             "{e}"
         );
+        // Each downloader's command line ends with the names after `--`.
+        let names = vec!["bash-1-1.x86_64".to_string()];
+        for tool in TOOLS {
+            let c = command(tool, &names, dir.path(), None).unwrap();
+            let args: Vec<_> = c
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                args[args.len() - 2..],
+                ["--", "bash-1-1.x86_64"],
+                "{tool}: {args:?}"
+            );
+            let dest = dir.path().to_string_lossy();
+            assert!(args.iter().any(|a| a.ends_with(&*dest)), "{tool}: {args:?}");
+        }
+        let c = command("zypper", &names, dir.path(), Some(Path::new("/c"))).unwrap();
+        assert!(c.get_args().any(|a| a == "/c"));
+        assert!(command("urpmi", &names, dir.path(), Some(Path::new("/c"))).is_err());
         // A name that is an option: refused before anything runs.
         let e = refused(true, &["--setopt=pluginpath=/tmp/x-1-1.x86_64"], None);
         assert!(

@@ -85,6 +85,7 @@ pub const FEDORA: Driver = Driver {
 /// `.rpm` files: the lead's magic number.
 const PACKAGE_FILES: PackageFiles = PackageFiles {
     magics: &[&[0xed, 0xab, 0xee, 0xdb]],
+    claims: None,
     extension: ".rpm",
     read: read_package_file,
     unpack: file::unpack,
@@ -564,7 +565,30 @@ impl Backend for Rpm {
         packager_config: Option<&Path>,
         reporter: &Reporter,
     ) -> Result<Vec<PathBuf>> {
-        download(self.root.is_host(), names, dest, packager_config, reporter)?;
+        let host = self.root.is_host();
+        if let Err(together) = download(host, names, dest, packager_config, reporter) {
+            // RHEL 8 has no kernel-modules-core (its kernel-core holds
+            // them): each name on its own, keeping those there are.
+            if names.len() < 2 {
+                return Err(together);
+            }
+            let mut any = false;
+            for name in names {
+                match download(
+                    host,
+                    std::slice::from_ref(name),
+                    dest,
+                    packager_config,
+                    reporter,
+                ) {
+                    Ok(()) => any = true,
+                    Err(e) => reporter.info(1, || format!("rpm: {name} skipped: {e}")),
+                }
+            }
+            if !any {
+                return Err(together);
+            }
+        }
         super::files_ending(dest, ".rpm")
     }
 
@@ -668,17 +692,7 @@ impl Backend for Rpm {
             packager_config,
             reporter,
         )?;
-        // The downloaders name their files as they like: read each one's
-        // header to know which package it holds.
-        let mut downloaded = HashMap::new();
-        for entry in walkdir::WalkDir::new(scratch).into_iter().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "rpm") {
-                if let Ok((package, _)) = read_package_file(entry.path()) {
-                    downloaded.insert(package.full_name, entry.path().to_path_buf());
-                }
-            }
-        }
-        Ok(downloaded)
+        super::downloaded_packages(scratch)
     }
 
     fn extract(&self, file: &Path, paths: &[PathBuf]) -> Result<Vec<ConfigFile>> {
