@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian 12 machine (as root): system packages,
-# a virtualenv in .venv with maturin and pytest, and this project built and
-# installed into it (release build of the Rust core).
+# a virtualenv in .venv, and this project built and installed into it
+# (release build of the Rust core).
+#   bash scripts/setup.sh           what the demo needs
+#   bash scripts/setup.sh --tests   and what the tests need besides
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
 
-# A kernel and qemu: the ext2 format boots the host's kernel, and the tests
-# boot every kind of appliance they build.  gawk beside Debian's required
-# mawk: the tests check that `awk` stays mawk (as on hosts with libguestfs).
-# makepkg and pacman: the pacman tests build Arch packages and install them
-# into a root of their own.
+# The demo: a C library to link the static mini init and launcher
+# (libc6-dev), python3-venv, a kernel and qemu (the ext2 appliance boots
+# the host's kernel), kmod (depmod, for kernels taken from packages).
+want=(libc6-dev python3-venv kmod "linux-image-$(dpkg --print-architecture)" qemu-system-x86)
+if $tests; then
+    # Debian's supermin 5.2.2, the reference the tests and benchmarks
+    # compare against; rpm (the oracle, rpmbuild), createrepo-c, dnf and
+    # its download plugin, busybox-static (a program for RPM-built
+    # appliances to run) and db5.3-util (an old-style BerkeleyDB rpm
+    # database); makepkg, pacman (the oracle, repo-add, vercmp) and
+    # fakeroot for the pacman tests; gawk beside Debian's required mawk
+    # (the provider-choice tests); e2fsprogs, cpio, xz-utils and zstd to
+    # check what the build writes; dpkg-dev (dpkg-scanpackages) for an apt
+    # repository of the tests' own.
+    want+=(supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static
+           db5.3-util gawk makepkg pacman-package-manager fakeroot dpkg-dev)
+fi
 need_apt=()
-for pkg in supermin xz-utils zstd e2fsprogs cpio rpm createrepo-c dnf dnf-plugins-core busybox-static db5.3-util "linux-image-$(dpkg --print-architecture)" qemu-system-x86 gawk makepkg pacman-package-manager fakeroot; do
+for pkg in "${want[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Debian's supermin 5.2.2 is the reference the tests and benchmarks
-    # compare against.
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 # apt-get download (pristine config files) needs package lists.
@@ -32,7 +46,16 @@ command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required; install 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check "maturin>=1.5,<2" "pytest>=7" "mypy>=1.18"
+pip=(.venv/bin/pip install -q --disable-pip-version-check)
+# (Installed under this project's old distribution name by earlier set-ups.)
+if .venv/bin/pip show -q supermin >/dev/null 2>&1; then
+    .venv/bin/pip uninstall -q -y supermin
+fi
+"${pip[@]}" "maturin>=1.5,<2"
+if $tests; then
+    # pytest; mypy for stubtest; pandas (files as DataFrames).
+    "${pip[@]}" "pytest>=7" "mypy>=1.18" "pandas>=2"
+fi
 # Build and install the extension (release profile) into the venv.
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q >/dev/null
 echo "setup: ready ($(.venv/bin/supermin --version))" >&2

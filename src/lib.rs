@@ -22,6 +22,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod outdir;
+pub mod owners;
 pub mod report;
 pub mod resolve;
 pub mod rootfs;
@@ -45,7 +46,7 @@ use std::path::{Path, PathBuf};
 use error::IoContext;
 
 pub use appliance::{load as load_appliance, Appliance, BaseImage, Compression};
-pub use assemble::{paths as appliance_paths, Skipped};
+pub use assemble::{listing as appliance_listing, Listed, Skipped};
 pub use backend::Backend;
 pub use error::{Error, Result};
 pub use format::{Format, FORMATS};

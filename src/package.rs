@@ -88,6 +88,9 @@ pub struct File {
     pub kind: FileKind,
     /// `st_mode` permission bits (and type bits) on the host; 0 when missing.
     pub mode: u32,
+    /// Its size in bytes (`st_size` on the host, or in the package file);
+    /// 0 when missing.
+    pub size: u64,
     /// A configuration file: taken from the base image, never from the host.
     pub is_config: bool,
 }

@@ -243,6 +243,18 @@ impl RootFs {
         Ok(real)
     }
 
+    /// `path` (absolute inside the root) with every symlink resolved
+    /// inside the root, as a path inside it (`/usr/bin` for `/bin` on a
+    /// merged-/usr system).
+    pub fn canonical(&self, path: &Path) -> io::Result<PathBuf> {
+        let real = self.resolved_host_path(path)?;
+        let root = fs::canonicalize(&self.path)?;
+        let inside = real.strip_prefix(&root).map_err(|_| {
+            io::Error::new(io::ErrorKind::PermissionDenied, "resolves outside the root")
+        })?;
+        Ok(Path::new("/").join(inside))
+    }
+
     /// Open `path` (absolute inside the root) with `flags`; the last
     /// component is followed only with `follow`.
     fn resolve(&self, path: &Path, flags: OFlags, follow: bool) -> io::Result<OwnedFd> {

@@ -93,6 +93,19 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// How `Appliance.files()` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::BaseImage(_) => "base image",
+            Origin::Package => "package",
+            Origin::Hostfile => "hostfiles",
+            Origin::Implied => "directory",
+            Origin::Generated => "generated",
+            Origin::Alternative => "alternatives",
+            Origin::Kernel => "kernel",
+        }
+    }
+
     /// Read from the host (or `--root`) rather than from a tarball or
     /// made by the build.
     pub fn is_host(self) -> bool {

@@ -232,14 +232,15 @@ def test_an_edited_config_file_is_fetched_pristine_with_apk_fetch(alpine, reposi
     assert r.returncode == 1 and "--packager-config" in r.stderr and "--use-installed" in r.stderr, r.stderr
     assert not sd.exists()
     conf = repository["conf"]
-    run_cli("--root", str(alpine), "--prepare", "hello", "--packager-config", str(conf), "-o", str(sd),
-            env=repository["env"])
+    # Relative to the caller's directory, as any path on a command line.
+    run_cli("--root", str(alpine), "--prepare", "hello", "--packager-config", conf.name, "-o", str(sd),
+            env=repository["env"], cwd=conf.parent)
     with tarfile.open(sd / "base.tar.gz") as tar:
         assert tar.extractfile("./etc/hello.conf").read() == b"greeting=hi\n"
     # The repositories file alone: the host's keys (none here) do not vouch for the index.
     r = run_cli("--root", str(alpine), "--prepare", "hello", "--packager-config", str(conf / "repositories"),
                 "-o", str(tmp_path / "sd2"), check=False, env=repository["env"])
-    assert r.returncode == 1 and "apk could not fetch hello" in r.stderr, r.stderr
+    assert r.returncode == 1 and "apk could not fetch hello" in r.stderr and "UNTRUSTED" in r.stderr, r.stderr
     assert not (tmp_path / "sd2").exists()
     # No apk-tools at all: said, with the way out.
     r = run_cli("--root", str(alpine), "--prepare", "hello", "--packager-config", str(conf),
@@ -267,3 +268,37 @@ def test_a_damaged_apk_file_is_a_clear_error_naming_it(tmp_path, damage, message
     with pytest.raises(supermin.BackendError) as e:
         supermin.Package.from_file(str(path))
     assert str(path) in str(e.value) and re.search(message, str(e.value)), str(e.value)
+
+
+def test_a_package_swapped_in_the_repository_is_refused(alpine, repository, tmp_path):
+    """apk fetch copies whatever the mirror serves under the signed
+    index's name: a package not signed by a trusted key (here the same
+    name and version, unsigned, with another config file) is refused, and
+    nothing is written."""
+    apk(alpine, "add", "--allow-untrusted", "--no-scripts", str(repository["hello"]))
+    (alpine / "etc/hello.conf").write_text("edited\n")
+    swapped = dict(HELLO, **{"etc/hello.conf": b"greeting=SWAPPED\n"})
+    size = repository["hello"].stat().st_size
+    make_apk(repository["hello"], "hello", "1.0-r0", swapped, ["musl"])
+    # Padded to the indexed size (an empty gzip member with a comment), as
+    # an attacker would: apk fetch checks nothing more.
+    pad = size - repository["hello"].stat().st_size - 21
+    assert pad > 0
+    with repository["hello"].open("ab") as f:
+        f.write(b"\x1f\x8b\x08\x10" + bytes(4) + b"\x00\x03" + b"x" * pad + b"\x00\x03\x00" + bytes(8))
+    assert repository["hello"].stat().st_size == size
+    r = run_cli("--root", str(alpine), "--prepare", "hello", "--packager-config", str(repository["conf"]),
+                "-o", str(tmp_path / "sd"), check=False, env=repository["env"])
+    assert r.returncode == 1 and "not signed by a key" in r.stderr and "UNTRUSTED" in r.stderr, r.stderr
+    assert not (tmp_path / "sd").exists()
+
+
+def test_a_pkginfo_among_the_installed_files_says_nothing_of_the_package(tmp_path):
+    """Only the metadata that leads the stream names the package: a
+    `.PKGINFO` in the data is a file like any other, and two up front are
+    an error."""
+    fake = "pkgname = openssl\npkgver = 9.9-r9\narch = x86_64\n"
+    path = make_apk(tmp_path / "a.apk", "hello", "1.0-r0", dict(HELLO, **{".PKGINFO": fake.encode()}))
+    p = supermin.Package.from_file(str(path))
+    assert (p.name, p.version) == ("hello", "1.0-r0")
+    assert "/.PKGINFO" in {f.path for f in p.files}

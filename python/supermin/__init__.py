@@ -14,6 +14,7 @@ convenience entry points.  This namespace holds the API and nothing else.
 
 from ._api import FORMATS, BuildResult, SuperminWarning, build, list_drivers, parse_size, prepare
 from ._boot import BootError
+from ._data import ApplianceDiff, File
 from ._progress import ProgressCallback, TerminalProgress
 from ._run import RunResult, run
 from ._supermin import (
@@ -21,17 +22,18 @@ from ._supermin import (
     ApplianceError,
     Backend,
     BackendError,
-    File,
     KernelError,
     OutputError,
     Package,
     PackageNotFoundError,
     SuperminError,
+    UsageError,
     __version__,
 )
 
 __all__ = [
     "Appliance",
+    "ApplianceDiff",
     "ApplianceError",
     "Backend",
     "BackendError",
@@ -48,6 +50,7 @@ __all__ = [
     "SuperminError",
     "SuperminWarning",
     "TerminalProgress",
+    "UsageError",
     "__version__",
     "build",
     "list_drivers",
@@ -55,3 +58,13 @@ __all__ = [
     "prepare",
     "run",
 ]
+
+# Every public class says it lives here (tracebacks, pickle, reprs).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("supermin."):
+        try:
+            _obj.__module__ = "supermin"
+        except TypeError:  # the extension's classes already say so
+            pass
+del _name, _obj

@@ -23,12 +23,12 @@ from ._supermin import (
     ApplianceError,
     Backend,
     BackendError,
-    File,
     KernelError,
     OutputError,
     Package,
     PackageNotFoundError,
     SuperminError,
+    UsageError,
     _STAMP_FILE,
     __version__,
     _build,
@@ -83,7 +83,7 @@ def _source_date_epoch() -> Optional[int]:
     try:
         return int(value)
     except ValueError:
-        raise SuperminError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {value!r}") from None
 
 
 #: The environment variables a build reads (recorded with the command line
@@ -128,20 +128,41 @@ def parse_size(size: "int | str") -> int:
     else:
         m = _SIZE.fullmatch(str(size).strip())
         if not m or float(m.group(1)) <= 0:
-            raise SuperminError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
+            raise UsageError(f"cannot parse size field '{size}' (use e.g. 500M or 1.5G)")
         scale = {"": 1, "b": 512, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
         number = m.group(1)
         # Whole numbers exactly (a float loses digits past 2**53).
         value = int(number) * scale if "." not in number else int(float(number) * scale)
     if value <= 0:
-        raise SuperminError(f"size must be positive, not {size}")
+        raise UsageError(f"size must be positive, not {size}")
     if value >= 1 << 64:
-        raise SuperminError(f"size {size} is too large (ext2 allows at most 16T)")
+        raise UsageError(f"size {size} is too large (ext2 allows at most 16T)")
     return value
 
 
+def _package_names(packages: "Union[str, Package, Iterable[Union[str, Package]]]") -> List[str]:
+    """Names, given as names or as :class:`Package` objects."""
+    if isinstance(packages, (str, Package)):
+        packages = [packages]
+    names = []
+    for p in packages:
+        if isinstance(p, Package):
+            names.append(p.name)
+        elif isinstance(p, str):
+            names.append(p)
+        else:
+            raise UsageError(f"expected package names or Package objects, not {type(p).__name__}")
+    return names
+
+
+def _config_path(path: Optional[PathLike]) -> Optional[str]:
+    """A ``packager_config`` as an absolute path: the tools it is handed
+    to may run in another directory (apk opens it relative to its root)."""
+    return None if path is None else os.path.abspath(os.fspath(path))
+
+
 def prepare(
-    packages: Iterable[str],
+    packages: "Union[str, Package, Iterable[Union[str, Package]]]",
     output: PathLike,
     *,
     use_installed: bool = False,
@@ -166,17 +187,17 @@ def prepare(
     ``backend`` (an opened :class:`Backend`, e.g. ``Backend.open("rpm",
     root=R)``) is used instead of detecting the package manager of ``root``;
     or ``packager`` (``"dpkg"``, ``"rpm"``, ``"pacman"``, ``"apk"``) names the kind to open there.
+    Packages are names or :class:`Package` objects.
     """
-    if isinstance(packages, str):
-        packages = [packages]
+    names = _package_names(packages)
     _check_backend(root, backend, packager)
     _prepare(
-        list(packages),
+        names,
         os.fspath(output),
         use_installed=use_installed,
         root=os.fspath(root),
         ignore_missing=ignore_missing,
-        packager_config=None if packager_config is None else os.fspath(packager_config),
+        packager_config=_config_path(packager_config),
         always_download=always_download,
         source_date_epoch=_source_date_epoch(),
         lock=None if lock is None else os.fspath(lock),
@@ -190,9 +211,9 @@ def prepare(
 
 def _check_backend(root: PathLike, backend: "Optional[Backend]", packager: Optional[str] = None) -> None:
     if backend is not None and os.fspath(root) != "/":
-        raise SuperminError("give root or backend, not both: the backend has its root")
+        raise UsageError("give root or backend, not both: the backend has its root")
     if backend is not None and packager is not None:
-        raise SuperminError("give packager or backend, not both: the backend has its kind")
+        raise UsageError("give packager or backend, not both: the backend has its kind")
 
 
 @dataclass(frozen=True)
@@ -235,7 +256,9 @@ class BuildResult:
         ``root.tar``, else chroot."""
         out = Path(os.fspath(output)).absolute()
         if not out.is_dir():
-            raise OutputError(f"{out}: not a build output directory")
+            error = OutputError(f"{out}: not a build output directory")
+            error.path = out
+            raise error
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
             return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
                        uuid=filesystem_uuid(out / "root"))
@@ -280,7 +303,7 @@ class BuildResult:
         elif self.format == "initramfs" and bootable:
             root_device, disk = None, None
         else:
-            raise SuperminError(f"boot() needs an ext2 or initramfs appliance; {self.output} is {self.format}")
+            raise UsageError(f"boot() needs an ext2 or initramfs appliance; {self.output} is {self.format}")
         assert self.kernel is not None and self.initrd is not None
         return _boot(self.kernel, self.initrd, disk, command, timeout=timeout, accel=accel,
                      root_device=root_device, append=append, check=check, memory=memory)
@@ -297,14 +320,18 @@ def _split_inputs(items: Sequence[object]) -> "tuple[list[str], list[str]]":
     for item in items:
         if isinstance(item, Appliance):
             inputs.extend(os.fspath(p) for p in item.inputs)
+        elif isinstance(item, Package):
+            names.append(item.name)
         elif isinstance(item, os.PathLike) or (isinstance(item, str) and os.sep in item):
             inputs.append(os.fspath(item))  # type: ignore[arg-type]
         elif isinstance(item, str):
             names.append(item)
         else:
-            raise TypeError(f"expected package names, paths or Appliance objects, not {type(item).__name__}")
+            raise UsageError(
+                f"expected package names, Package objects, paths or Appliance objects, not {type(item).__name__}"
+            )
     if names and inputs:
-        raise SuperminError(
+        raise UsageError(
             "build() takes either package names or supermin appliances, not both "
             f"(names: {', '.join(names)}; appliances: {', '.join(inputs)})"
         )
@@ -312,7 +339,7 @@ def _split_inputs(items: Sequence[object]) -> "tuple[list[str], list[str]]":
 
 
 def build(
-    packages_or_inputs: "Union[str, PathLike, Appliance, Iterable[Union[str, PathLike, Appliance]]]",
+    packages_or_inputs: "Union[str, PathLike, Package, Appliance, Iterable[Union[str, PathLike, Package, Appliance]]]",
     output: PathLike,
     *,
     format: str = "chroot",
@@ -374,17 +401,17 @@ def build(
     """
     _check_backend(root, backend, packager)
     if format not in _FORMAT_NAMES:
-        raise SuperminError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
+        raise UsageError(f"unknown format {format[:64]!r}: use {', '.join(FORMATS)}")
     format = _FORMAT_NAMES[format]
     module_choice: "str | List[str] | None"
     if isinstance(modules, str):
         if modules not in ("all", "none"):
-            raise SuperminError(f"modules must be 'all', 'none' or a list of module names, not {modules!r}")
+            raise UsageError(f"modules must be 'all', 'none' or a list of module names, not {modules!r}")
         module_choice = modules
     else:
         module_choice = None if modules is None else list(modules)
     size_bytes = None if size is None else parse_size(size)
-    if isinstance(packages_or_inputs, (str, os.PathLike, Appliance)):
+    if isinstance(packages_or_inputs, (str, os.PathLike, Package, Appliance)):
         packages_or_inputs = [packages_or_inputs]
     names, inputs = _split_inputs(list(packages_or_inputs))
     callback = resolve_progress(progress)
@@ -416,7 +443,7 @@ def build(
             packager=packager,
             kernel_package=None if kernel_package is None else os.fspath(kernel_package),
             kernel_cache=str(_cache_dir() / "kernel-packages"),
-            packager_config=None if packager_config is None else os.fspath(packager_config),
+            packager_config=_config_path(packager_config),
         )
         out = Path(result.output)
         ext2 = result.format == "ext2"
@@ -448,19 +475,34 @@ def build(
     scratch = _scratch_dir()
     try:
         supermin_dir = os.path.join(scratch.path, "supermin.d")
-        prepare(
-            names,
-            supermin_dir,
-            use_installed=use_installed,
-            root=root,
-            backend=backend,
-            packager=packager,
-            ignore_missing=ignore_missing,
-            verbose=verbose,
-        )
+        try:
+            prepare(
+                names,
+                supermin_dir,
+                use_installed=use_installed,
+                root=root,
+                backend=backend,
+                packager=packager,
+                ignore_missing=ignore_missing,
+                verbose=verbose,
+            )
+        except PackageNotFoundError as e:
+            _hint_directories(e)
+            raise
         return run([supermin_dir])
     finally:
         scratch.close()
+
+
+def _hint_directories(error: PackageNotFoundError) -> None:
+    """A "package" that is a directory here is most likely an appliance
+    directory given as a bare name: say so in the message."""
+    dirs = [n for n in getattr(error, "names", []) if os.path.isdir(n)]
+    if dirs:
+        error.args = (
+            f"{error.args[0] if error.args else error}; did you mean the appliance directory ./{dirs[0]}? "
+            "pass a path with a slash or a pathlib.Path",
+        )
 
 
 def list_drivers(root: PathLike = "/") -> "list[tuple[str, bool]]":

@@ -27,6 +27,7 @@ from ._boot import BootError, boot_for_status, cache_dir, console_tail, default_
 from ._supermin import (
     Appliance,
     SuperminError,
+    UsageError,
     __version__,
     _OUTPUT_DISK_SERIAL,
     _SHARE_TAG,
@@ -123,19 +124,19 @@ def run(
 
     started = time.monotonic()
     if format not in RUN_FORMATS:
-        raise SuperminError(f"run() boots {' or '.join(RUN_FORMATS)}, not {format[:64]!r}")
+        raise UsageError(f"run() boots {' or '.join(RUN_FORMATS)}, not {format[:64]!r}")
     if isinstance(packages_or_appliance, (str, os.PathLike, Appliance)):
         packages_or_appliance = [packages_or_appliance]
     names, inputs = _split_inputs(list(packages_or_appliance))
     if not names and not inputs:
-        raise SuperminError("run() needs package names or a supermin appliance")
+        raise UsageError("run() needs package names or a supermin appliance")
     guest_files = [(guest, os.fspath(host)) for guest, host in (files or {}).items()]
     if share is not None and isinstance(share, tuple):
         share_dir, share_at = os.fspath(share[0]), share[1]
     elif share is not None:
         share_dir, share_at = os.fspath(share), SHARE_AT
     if share is not None and not os.path.isdir(share_dir):
-        raise SuperminError(f"share: {share_dir} is not a directory")
+        raise UsageError(f"share: {share_dir} is not a directory")
     if outputs is not None:
         _check_outputs_dir(outputs)
     scratch = _scratch_dir()

@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, final
 
+from ._data import ApplianceDiff, File
+
 
 _Path = Union[str, "os.PathLike[str]"]
 _Progress = Optional[Callable[[str, int, int], None]]
@@ -18,6 +20,7 @@ __all__ = [
     "_OUTPUT_DISK_SERIAL",
     "_SHARE_TAG",
     "SuperminError",
+    "UsageError",
     "PackageNotFoundError",
     "ApplianceError",
     "BackendError",
@@ -25,7 +28,6 @@ __all__ = [
     "OutputError",
     "Backend",
     "Package",
-    "File",
     "Appliance",
     "_prepare",
     "_build",
@@ -46,6 +48,9 @@ __all__ = [
 class SuperminError(Exception):
     """Base class of every supermin error."""
 
+class UsageError(SuperminError):
+    """An argument or option has a value supermin cannot use (an unknown format, package manager, size...)."""
+
 class PackageNotFoundError(SuperminError):
     """Named packages are not installed."""
 
@@ -57,7 +62,9 @@ class ApplianceError(SuperminError):
     path: Path
 
 class BackendError(SuperminError):
-    """The package database or a package tool failed."""
+    """The package database, a package file or a package tool failed; see .path (the package file, or None)."""
+
+    path: Optional[Path]
 
 class OutputError(SuperminError):
     """The output cannot be written or replaced."""
@@ -71,21 +78,6 @@ class KernelError(SuperminError):
 
 
 @final
-class File:
-    """One path owned by a package, with what the host has there."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def is_config(self) -> bool: ...
-    @property
-    def mode(self) -> int:
-        """``st_mode`` on the host (0 when missing)."""
-    @property
-    def kind(self) -> str:
-        """``file``, ``directory``, ``symlink``, ``special`` or ``missing``."""
-
-@final
 class Package:
     """An installed package, or one read from a package file."""
 
@@ -95,22 +87,29 @@ class Package:
         package and the files it would install (kinds and modes from the
         package).  BackendError if the file is none of these, or is corrupt."""
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The package's name (``bash``)."""
     @property
-    def version(self) -> str: ...
+    def version(self) -> str:
+        """Its version as the package manager writes it (``5.2.15-2+b8``)."""
     @property
-    def arch(self) -> str: ...
+    def arch(self) -> str:
+        """Its architecture (``amd64``, ``x86_64``, ``all``, ``noarch``...)."""
     @property
     def full_name(self) -> str:
         """As upstream prints it: ``name_version_arch`` for dpkg,
-        ``name-[epoch:]version-release.arch`` for rpm."""
+        ``name-[epoch:]version-release.arch`` for rpm, ``name-version.arch``
+        for pacman and apk."""
     @property
     def depends(self) -> List[str]:
         """Dependency clauses as written (dpkg: Pre-Depends then Depends;
-        rpm: the requires, ``name op version``)."""
+        rpm: the requires, ``name op version``; pacman and apk: ``name[op version]``)."""
     @property
     def files(self) -> List[File]:
-        """The package's files, read from the database (kinds from the host)."""
+        """The package's files (:class:`File` values): kinds, modes and
+        sizes from the host for an installed package, from the package
+        file for one read with :meth:`from_file`."""
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
     def _repr_html_(self) -> str: ...
 
 @final
@@ -126,17 +125,25 @@ class Backend:
     def open(kind: str, root: _Path = "/", *, tmpdir: Optional[_Path] = None) -> "Backend":
         """``kind``: ``"dpkg"``, ``"rpm"``, ``"pacman"`` or ``"apk"``; ``tmpdir`` as for :meth:`detect`."""
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The package manager: ``dpkg``, ``rpm``, ``pacman`` or ``apk``."""
     @property
-    def root(self) -> Path: ...
+    def root(self) -> Path:
+        """The root whose database this reads."""
     @property
     def database_mtime(self) -> float:
         """When the package database last changed (seconds since the epoch)."""
     def packages(self) -> List[Package]: ...
-    def package(self, name: str) -> Package:
+    def package(self, name: Union[str, Package]) -> Package:
         """Raises PackageNotFoundError when not installed."""
-    def resolve(self, names: Sequence[str], verbose: int = 0) -> List[Package]:
+    def resolve(self, names: Sequence[Union[str, Package]], verbose: int = 0) -> List[Package]:
         """The dependency closure of ``names``, including them, sorted by name."""
+    def owners(self, path: _Path) -> List[Package]:
+        """The installed packages that list ``path``, sorted by name
+        (directories resolved inside the root: merged /usr understood)."""
+    def owner(self, path: _Path) -> Optional[Package]:
+        """The installed package that lists ``path``, or None."""
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
 
 @final
 class Appliance:
@@ -145,18 +152,25 @@ class Appliance:
     @staticmethod
     def load(paths: Union[_Path, Sequence[_Path]]) -> "Appliance": ...
     @property
-    def inputs(self) -> List[Path]: ...
+    def inputs(self) -> List[Path]:
+        """The files and directories it was read from."""
     @property
-    def packages(self) -> List[str]: ...
+    def packages(self) -> List[str]:
+        """The package names of its ``packages`` files."""
     @property
-    def hostfiles(self) -> List[str]: ...
+    def hostfiles(self) -> List[str]:
+        """The glob patterns of its ``hostfiles`` files."""
     @property
     def excludes(self) -> List[str]:
-        """fnmatch patterns, without the leading ``-``."""
+        """The fnmatch patterns of its ``excludefiles``, without the leading ``-``."""
     @property
-    def base_images(self) -> List[Path]: ...
-    def files(self, root: _Path = "/", ignore_missing: bool = False) -> List[str]:
-        """The paths a build would write, sorted."""
+    def base_images(self) -> List[Path]:
+        """Its tarballs, in the order they are unpacked."""
+    def files(self, root: _Path = "/", ignore_missing: bool = False) -> List[File]:
+        """Every path a build would write, sorted, with its origin."""
+    def diff(self, other: "Appliance", root: _Path = "/", ignore_missing: bool = False) -> ApplianceDiff:
+        """What a build of ``other`` would write differently from this one."""
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
     def build(self, output: _Path, format: str = "chroot", **options: Any) -> Any:
         """Build this appliance; returns a ``supermin.BuildResult``."""
     def _repr_html_(self) -> str: ...

@@ -52,11 +52,33 @@ class _Parser(argparse.ArgumentParser):
         raise _Fail(message)
 
 
+_EPILOG = """\
+examples:
+  supermin --prepare bash coreutils -o sd          a supermin appliance (pristine config files)
+  supermin --build -f chroot sd -o appliance       a chroot of the host's installed files
+  supermin --build -f ext2 sd -o app --modules boot
+                                                   kernel + initrd + root, bootable in qemu
+  supermin --run "uname -r" bash coreutils         build, boot and run a command in a VM
+  supermin --root /srv/fedora --prepare bash -o sd --use-installed
+                                                   another root's packages and config files
+
+environment:
+  SUPERMIN_KERNEL          the kernel to use (bootable formats), instead of the search
+  SUPERMIN_KERNEL_VERSION  its version, when it cannot be read from the image
+  SUPERMIN_MODULES         its module tree (default /lib/modules/VERSION)
+  SOURCE_DATE_EPOCH        timestamps for reproducible output (byte-identical packages,
+                           base.tar.gz, initrd and root)
+  XDG_CACHE_HOME           where kernels from packages are kept (supermin/kernel-packages)
+"""
+
+
 def _parser() -> _Parser:
     p = _Parser(
         prog="supermin",
         usage="supermin --prepare PACKAGE... -o OUTPUTDIR\n       supermin --build -f FORMAT INPUT... -o OUTPUTDIR",
         description="Build minimal Linux appliances from the host's package database.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     mode = p.add_mutually_exclusive_group()

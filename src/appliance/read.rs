@@ -44,16 +44,41 @@ impl BaseImage {
             })
     }
 
-    /// Member paths (absolute, `/etc/foo`) in archive order.
-    pub fn members(&self) -> Result<Vec<PathBuf>> {
+    /// Members (absolute paths, `/etc/foo`, with kind, mode and size from
+    /// their headers) in archive order.
+    pub fn members(&self) -> Result<Vec<crate::package::File>> {
+        use crate::package::{File, FileKind};
         let mut out = Vec::new();
         self.for_each_member(&SparseBudget::default(), |entry| {
             let path = entry.path().map_err(|e| self.error(e))?;
             let rel = path.strip_prefix(".").unwrap_or(&path);
             let abs = Path::new("/").join(rel.strip_prefix("/").unwrap_or(rel));
-            if abs != Path::new("/") {
-                out.push(abs);
+            if abs == Path::new("/") {
+                return Ok(());
             }
+            let header = entry.header();
+            let t = header.entry_type();
+            let kind = if t.is_dir() {
+                FileKind::Directory
+            } else if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_file() || t.is_hard_link() {
+                FileKind::Regular
+            } else {
+                FileKind::Special
+            };
+            out.push(File {
+                path: abs,
+                source: None,
+                kind,
+                mode: header.mode().map_err(|e| self.error(e))?,
+                size: if kind == FileKind::Regular {
+                    entry.size()
+                } else {
+                    0
+                },
+                is_config: false,
+            });
             Ok(())
         })?;
         Ok(out)

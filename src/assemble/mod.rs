@@ -148,23 +148,98 @@ pub fn base_images_only(
     .tree)
 }
 
-/// The paths a build of `appliance` would write, sorted: base-image
-/// members, package files and hostfiles (for `Appliance.files()`).
-pub fn paths(
+/// One path a build would write, and where it comes from.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Kind, mode and size as the root has it (for a base-image member,
+    /// as its header says); config flag by upstream's rule.
+    pub file: crate::package::File,
+    pub origin: Origin,
+    /// The name of the package that lists it.
+    pub package: Option<String>,
+}
+
+/// Every path a build of `appliance` would write, sorted, with its
+/// origin: package files (with their package), hostfiles, directories
+/// they imply, alternatives links, and base-image members (which the
+/// build unpacks over the others), for `Appliance.files()`.
+pub fn listing(
     backend: &dyn crate::backend::Backend,
     appliance: &crate::appliance::Appliance,
     ignore_missing: bool,
     reporter: &Reporter,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Listed>> {
+    use crate::package::{File, FileKind};
     let plan = plan(backend, appliance, ignore_missing, reporter)?;
-    let mut paths: Vec<PathBuf> = plan.entries.into_iter().map(|e| e.path).collect();
-    paths.extend(plan.links.into_iter().map(|l| l.path));
-    for image in &appliance.base_images {
-        paths.extend(image.members()?);
+    let root = backend.root();
+    let mut out: std::collections::BTreeMap<PathBuf, Listed> = Default::default();
+    for entry in plan.entries {
+        reporter.check()?;
+        let mut file = crate::backend::file_in_root(root, entry.source, false);
+        file.path = entry.path.clone();
+        file.is_config = crate::backend::is_config(&file.path, file.kind, false);
+        let package = entry
+            .package
+            .and_then(|i| plan.packages.get(i as usize))
+            .map(|p| p.name.clone());
+        out.insert(
+            entry.path,
+            Listed {
+                file,
+                origin: entry.origin,
+                package,
+            },
+        );
     }
-    paths.sort();
-    paths.dedup();
-    Ok(paths)
+    for link in plan.links {
+        let file = File {
+            path: link.path.clone(),
+            source: None,
+            kind: FileKind::Symlink,
+            mode: 0o120777,
+            size: link.target.as_os_str().len() as u64,
+            is_config: false,
+        };
+        out.insert(
+            link.path,
+            Listed {
+                file,
+                origin: Origin::Alternative,
+                package: None,
+            },
+        );
+    }
+    for (i, image) in appliance.base_images.iter().enumerate() {
+        for mut file in image.members()? {
+            file.is_config = crate::backend::is_config(&file.path, file.kind, false);
+            out.insert(
+                file.path.clone(),
+                Listed {
+                    file,
+                    origin: Origin::BaseImage(i as u32),
+                    package: None,
+                },
+            );
+        }
+    }
+    // The directories the build makes for links and members whose parents
+    // nothing lists.
+    let missing: std::collections::BTreeSet<PathBuf> = out
+        .keys()
+        .flat_map(|p| p.ancestors().skip(1))
+        .filter(|d| *d != Path::new("/") && !out.contains_key(*d))
+        .map(Path::to_path_buf)
+        .collect();
+    for dir in missing {
+        let file = crate::backend::file_in_root(root, dir.clone(), false);
+        let listed = Listed {
+            file,
+            origin: Origin::Implied,
+            package: None,
+        };
+        out.insert(dir, listed);
+    }
+    Ok(out.into_values().collect())
 }
 
 /// The planned host paths, with the host's owners, modes and times.

@@ -28,6 +28,8 @@ pub struct Entry {
     /// inside that root when read).
     pub source: PathBuf,
     pub origin: Origin,
+    /// The package that lists it (an index into [`FileSet::packages`]).
+    pub package: Option<u32>,
 }
 
 /// The paths of a build, sorted so that every parent precedes its children
@@ -94,7 +96,11 @@ pub fn plan(
         .collect::<Result<_>>()?;
     let mut raw: Vec<Entry> = Vec::new();
     let mut excluded = 0usize;
-    for file in lists.into_iter().flatten() {
+    let listed = lists
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, list)| list.into_iter().map(move |f| (i as u32, f)));
+    for (package, file) in listed {
         if file.is_config {
             continue;
         }
@@ -108,6 +114,7 @@ pub fn plan(
             path: file.path,
             source,
             origin: Origin::Package,
+            package: Some(package),
         });
     }
     reporter.info(1, || {
@@ -127,6 +134,7 @@ pub fn plan(
                 source: path.clone(),
                 path,
                 origin: Origin::Hostfile,
+                package: None,
             });
         }
     }
@@ -340,6 +348,7 @@ impl Layout<'_> {
                     source: dir.clone(),
                     path: dir,
                     origin: Origin::Implied,
+                    package: None,
                 },
             );
         }
@@ -378,6 +387,7 @@ impl Layout<'_> {
                                 path: candidate.clone(),
                                 source: candidate.clone(),
                                 origin: Origin::Implied,
+                                package: None,
                             });
                         let base = candidate.parent().unwrap_or(Path::new("/"));
                         let target = normalize(&base.join(target));
@@ -421,6 +431,7 @@ mod tests {
                 path: p.clone(),
                 source: p.clone(),
                 origin: Origin::Package,
+                package: None,
             })
             .unwrap();
         let paths: Vec<_> = layout
@@ -465,6 +476,7 @@ mod tests {
                     path: p.into(),
                     source: p.into(),
                     origin: Origin::Package,
+                    package: None,
                 })
                 .unwrap();
         }
@@ -483,6 +495,7 @@ mod tests {
             path: p.into(),
             source: s.into(),
             origin: Origin::Package,
+            package: None,
         };
         let out = apply_diversions(vec![
             e("/bin/sh", "/bin/sh.distrib"),

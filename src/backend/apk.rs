@@ -561,43 +561,83 @@ fn download(
         )));
     }
     let (repositories, keys) = fetch_config(root, names, packager_config)?;
+    // apk opens both relative to --root, which is our empty one.
+    let absolute = |p: &Path| std::path::absolute(p).at("resolving", p);
+    let (repositories, keys) = (absolute(&repositories)?, absolute(&keys)?);
     let (scratch_root, pkgs) = (dir.join("root"), dir.join("pkgs"));
     for d in [&scratch_root, &pkgs] {
         std::fs::create_dir_all(d).at("creating", d)?;
     }
-    let mut command = Command::new("apk");
-    command
-        .arg("--root")
-        .arg(&scratch_root)
-        .arg("--repositories-file")
-        .arg(&repositories)
-        .arg("--keys-dir")
-        .arg(&keys)
-        .args(["--no-progress", "--quiet"]);
-    if let Some(arch) = root_arch(root) {
-        command.arg("--arch").arg(arch);
-    }
-    command
-        .arg("fetch")
-        .arg("-o")
-        .arg(&pkgs)
-        .arg("--")
-        .args(names);
-    reporter.info(1, || format!("apk: running {command:?}"));
-    let output = crate::process::output(&mut command, reporter)?.map_err(|e| {
+    let apk = |args: &[&std::ffi::OsStr]| {
+        let mut command = Command::new("apk");
+        command
+            .arg("--root")
+            .arg(&scratch_root)
+            .arg("--repositories-file")
+            .arg(&repositories)
+            .arg("--keys-dir")
+            .arg(&keys)
+            .arg("--no-progress");
+        if let Some(arch) = root_arch(root) {
+            command.arg("--arch").arg(arch);
+        }
+        command.args(args);
+        reporter.info(1, || format!("apk: running {command:?}"));
+        crate::process::output(&mut command, reporter)
+    };
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "fetch".as_ref(),
+        "-o".as_ref(),
+        pkgs.as_os_str(),
+        "--".as_ref(),
+    ];
+    args.extend(names.iter().map(std::ffi::OsStr::new));
+    let output = apk(&args)?.map_err(|e| {
         backend_error(format!(
             "cannot run apk (apk-tools) to fetch {}: {e}; use --use-installed to take the root's own copies",
             names.join(" ")
         ))
     })?;
     if !output.status.success() {
+        // apk-tools 2 prints its warnings and errors on stdout.
+        let said = [&output.stdout, &output.stderr]
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).trim().replace('\n', "; "))
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(backend_error(format!(
             "apk could not fetch {}: {}",
             names.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
+            said_in_short(&said)
         )));
     }
-    super::files_ending(&pkgs, ".apk")
+    let files = super::files_ending(&pkgs, ".apk")?;
+    // apk fetch copies bytes and checks nothing: each package's signature
+    // (over its control stream, whose datahash covers the data) must be
+    // one of the trusted keys', or its files are anybody's.
+    let mut args: Vec<&std::ffi::OsStr> = vec!["verify".as_ref(), "--".as_ref()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let output = apk(&args)?.map_err(|e| backend_error(format!("cannot run apk verify: {e}")))?;
+    if !output.status.success() {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let failed: Vec<&str> = stdout.lines().filter(|l| !l.ends_with(" OK")).collect();
+        return Err(backend_error(format!(
+            "the packages apk fetched are not signed by a key in {}: {}",
+            keys.display(),
+            said_in_short(&failed.join("; "))
+        )));
+    }
+    Ok(files)
+}
+
+/// What apk said, cut to a few lines' worth (its lines name the
+/// repository or file at fault, which `capped`'s one name would cut).
+fn said_in_short(text: &str) -> String {
+    match text.char_indices().nth(2000) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 /// The root's architecture (`/etc/apk/arch`), if it names one plainly.

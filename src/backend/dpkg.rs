@@ -556,8 +556,16 @@ impl Backend for Dpkg {
     }
 
     /// The metapackage that follows the current kernel of this
-    /// architecture (a kernel package's dependency leads to the kernel).
+    /// architecture (a kernel package's dependency leads to the kernel):
+    /// Debian's per architecture, Ubuntu's (and its derivatives') the
+    /// kernel it builds for virtual machines.
     fn kernel_packages(&self) -> &'static [&'static str] {
+        if super::os_release_ids(&self.root)
+            .iter()
+            .any(|id| id == "ubuntu")
+        {
+            return &["linux-image-virtual"];
+        }
         match self.native_arch.as_str() {
             "amd64" => &["linux-image-amd64"],
             "arm64" => &["linux-image-arm64"],
@@ -623,12 +631,14 @@ impl Backend for Dpkg {
             let kind = meta.as_ref().map(FileKind::of).unwrap_or(FileKind::Missing);
             use std::os::unix::fs::MetadataExt;
             let mode = meta.as_ref().map(|m| m.mode()).unwrap_or(0);
+            let size = meta.as_ref().map(|m| m.size()).unwrap_or(0);
             let is_config = super::is_config(&path, kind, conffiles.contains(path.as_path()));
             out.push(File {
                 path,
                 source,
                 kind,
                 mode,
+                size,
                 is_config,
             });
         }

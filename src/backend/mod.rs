@@ -423,14 +423,15 @@ pub fn database_state(root: &Path, kind: Option<&str>) -> Result<crate::stamp::D
 pub fn open(kind: &str, root: &Path, scratch: &ScratchBase) -> Result<Box<dyn Backend>> {
     match DRIVERS.iter().find(|d| d.kind == kind) {
         Some(driver) => (driver.open)(open_root(root, &format!("{kind} database"))?, scratch),
-        None => Err(Error::Usage(format!(
-            "unknown package manager '{kind}' (known: {})",
-            DRIVERS
-                .iter()
-                .map(|d| d.kind)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        None => {
+            let mut kinds: Vec<&str> = DRIVERS.iter().map(|d| d.kind).collect();
+            kinds.dedup();
+            Err(Error::Usage(format!(
+                "unknown package manager '{}' (known: {})",
+                crate::error::capped(kind),
+                kinds.join(", ")
+            )))
+        }
     }
 }
 
@@ -553,6 +554,7 @@ pub fn file_in_root(root: &RootFs, path: PathBuf, declared: bool) -> File {
     File {
         is_config: is_config(&path, kind, declared),
         mode: meta.as_ref().map(|m| m.mode()).unwrap_or(0),
+        size: meta.as_ref().map(|m| m.size()).unwrap_or(0),
         path,
         source: None,
         kind,

@@ -93,6 +93,11 @@ pub fn list(
                 source: None,
                 kind,
                 mode,
+                size: if kind == FileKind::Regular {
+                    entry.size()
+                } else {
+                    0
+                },
                 is_config: false,
             });
             Ok(())
@@ -218,6 +223,9 @@ pub fn extract(
     config_files(&mut data, &wanted, corrupt)
 }
 
+/// The most metadata members [`leading_metadata`] reads.
+const MAX_METADATA: usize = 64;
+
 /// The most a `.PKGINFO` may hold.
 const PKGINFO_LIMIT: u64 = 1 << 20;
 
@@ -265,11 +273,19 @@ pub fn read_with_pkginfo(
 ) -> Result<(PkgInfo, Vec<File>)> {
     let mut data = open(file, corrupt)?;
     let mut pkginfo: Option<String> = None;
+    // Metadata leads the stream (apk's control stream, makepkg's first
+    // members); a dotfile after the first installed path is installed
+    // too, and never says what the package is.
+    let mut leading = true;
     let files = list(&mut data, corrupt, &mut |path, member| {
-        if !is_metadata(path) {
+        leading &= is_metadata(path);
+        if !leading {
             return Ok(false);
         }
         if path == Path::new("/.PKGINFO") {
+            if pkginfo.is_some() {
+                return Err(corrupt("a second .PKGINFO".to_string()));
+            }
             pkginfo = Some(read_pkginfo(member, corrupt)?);
         }
         Ok(true)
@@ -304,7 +320,8 @@ pub fn leading_metadata(file: &Path) -> Option<(Vec<PathBuf>, PkgInfo)> {
         &SparseBudget::default(),
         |entry| {
             let path = package_path(&entry.path().map_err(|e| corrupt(e.to_string()))?);
-            if !is_metadata(&path) {
+            // (Real packages have a handful of metadata members.)
+            if !is_metadata(&path) || names.len() >= MAX_METADATA {
                 return Err(corrupt("end of metadata".to_string()));
             }
             if path == Path::new("/.PKGINFO") {

@@ -173,9 +173,10 @@ pub fn kernel_from_names(
         }
         let missing = if found.image { "modules" } else { "image" };
         let untried = || rounds.iter().rev().flatten().filter(|d| !tried.contains(d));
+        // (Never rpmlib(...) or /bin/sh: only what names a kernel.)
         let Some(next) = untried()
             .find(|d| d.contains(missing))
-            .or_else(|| untried().next())
+            .or_else(|| untried().find(|d| d.contains("linux") || d.contains("kernel")))
             .cloned()
         else {
             break;

@@ -19,46 +19,75 @@ use crate::package::{File, Package};
 use crate::report::{Cancel, Reporter};
 use crate::{BuildOptions, PrepareOptions, ScratchBase};
 
+// Declared in module `supermin` (where they are imported from), so that
+// tracebacks name them so and pickle finds them.
 create_exception!(
-    _supermin,
+    supermin,
     SuperminError,
     PyException,
     "Base class of every supermin error."
 );
 create_exception!(
-    _supermin,
+    supermin,
+    UsageError,
+    SuperminError,
+    "An argument or option has a value supermin cannot use (an unknown format, package manager, size...)."
+);
+create_exception!(
+    supermin,
     PackageNotFoundError,
     SuperminError,
     "Named packages are not installed; see .names."
 );
 create_exception!(
-    _supermin,
+    supermin,
     ApplianceError,
     SuperminError,
     "A supermin appliance input is malformed; see .path."
 );
 create_exception!(
-    _supermin,
+    supermin,
     BackendError,
     SuperminError,
-    "The package database or a package tool failed."
+    "The package database, a package file or a package tool failed; see .path (the package file, or None)."
 );
 create_exception!(
-    _supermin,
+    supermin,
     OutputError,
     SuperminError,
     "The output cannot be written or replaced; see .path."
 );
 
 create_exception!(
-    _supermin,
+    supermin,
     KernelError,
     SuperminError,
     "No usable kernel or kernel modules; see .path (may be None)."
 );
 
+/// `text` without the `(os error N)` that Rust's I/O errors end with: the
+/// reason is said in words before it, and the number means nothing to a
+/// reader.
+fn without_os_error(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(" (os error ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " (os error ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(')') {
+            rest = &after[digits + 1..];
+        } else {
+            out.push_str(" (os error ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn to_py(err: Error) -> PyErr {
-    let message = err.to_string();
+    let message = without_os_error(&err.to_string());
     Python::attach(|py| {
         let (exc, attr): (PyErr, Option<(&str, Py<PyAny>)>) = match &err {
             Error::PackageNotFound { names } => (
@@ -89,7 +118,7 @@ fn to_py(err: Error) -> PyErr {
                     )),
                 )
             }
-            Error::Backend { .. } => (BackendError::new_err(message), None),
+            Error::Backend { .. } => (BackendError::new_err(message), Some(("path", py.None()))),
             Error::Kernel { path, .. } => (
                 KernelError::new_err(message),
                 Some((
@@ -97,9 +126,8 @@ fn to_py(err: Error) -> PyErr {
                     path.clone().into_pyobject(py).unwrap().into_any().unbind(),
                 )),
             ),
-            Error::Usage(_) | Error::Internal(_) | Error::Cancelled => {
-                (SuperminError::new_err(message), None)
-            }
+            Error::Usage(_) => (UsageError::new_err(message), None),
+            Error::Internal(_) | Error::Cancelled => (SuperminError::new_err(message), None),
         };
         if let Some((name, value)) = attr {
             let _ = exc.value(py).setattr(name, value);
@@ -257,41 +285,38 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One path owned by a package.
-#[pyclass(frozen, name = "File", module = "supermin")]
-pub struct PyFile {
-    /// Path inside the appliance (a str: package paths are text).
-    #[pyo3(get)]
-    path: String,
-    #[pyo3(get)]
-    is_config: bool,
-    #[pyo3(get)]
-    mode: u32,
-    #[pyo3(get)]
-    kind: &'static str,
+/// A `supermin.File` (a Python dataclass: a value, unlike the extension's
+/// classes) for `file`, listed by `package` and taken from `origin`.
+fn py_file<'py>(
+    py: Python<'py>,
+    file: &File,
+    package: Option<&str>,
+    origin: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("supermin._data")?.getattr("File")?.call1((
+        file.path.to_string_lossy().into_owned(),
+        file.kind.as_str(),
+        file.mode,
+        file.size,
+        file.is_config,
+        package,
+        origin,
+    ))
 }
 
-impl From<File> for PyFile {
-    fn from(f: File) -> Self {
-        PyFile {
-            kind: f.kind.as_str(),
-            path: f.path.to_string_lossy().into_owned(),
-            is_config: f.is_config,
-            mode: f.mode,
+/// A package given by name or as a `Package` object.
+#[derive(FromPyObject)]
+enum NameOrPackage {
+    Name(String),
+    Package(Py<PyPackage>),
+}
+
+impl NameOrPackage {
+    fn name(&self, py: Python<'_>) -> String {
+        match self {
+            NameOrPackage::Name(n) => n.clone(),
+            NameOrPackage::Package(p) => p.borrow(py).inner.name.clone(),
         }
-    }
-}
-
-#[pymethods]
-impl PyFile {
-    fn __repr__(&self) -> String {
-        let config = if self.is_config { " config" } else { "" };
-        format!(
-            "<File {} {} {:o}{config}>",
-            self.path,
-            self.kind,
-            self.mode & 0o7777
-        )
     }
 }
 
@@ -307,7 +332,10 @@ enum FilesFrom {
     /// The package database of an installed package.
     Database(Arc<dyn Backend>),
     /// A package file, already read.
-    Archive(Arc<Vec<crate::package::File>>),
+    Archive {
+        path: PathBuf,
+        files: Arc<Vec<crate::package::File>>,
+    },
 }
 
 impl PyPackage {
@@ -320,7 +348,7 @@ impl PyPackage {
 
     fn load_files(&self, py: Python<'_>) -> PyResult<Vec<crate::package::File>> {
         match &self.files_from {
-            FilesFrom::Archive(files) => Ok(files.as_ref().clone()),
+            FilesFrom::Archive { files, .. } => Ok(files.as_ref().clone()),
             FilesFrom::Database(backend) => run(py, || backend.files(&self.inner)),
         }
     }
@@ -328,41 +356,84 @@ impl PyPackage {
 
 #[pymethods]
 impl PyPackage {
+    /// The package's name (`bash`).
     #[getter]
     fn name(&self) -> &str {
         &self.inner.name
     }
+    /// Its version as the package manager writes it (`5.2.15-2+b8`).
     #[getter]
     fn version(&self) -> &str {
         &self.inner.version
     }
+    /// Its architecture (`amd64`, `x86_64`, `all`, `noarch`...).
     #[getter]
     fn arch(&self) -> &str {
         &self.inner.arch
     }
+    /// As upstream prints it: `name_version_arch` for dpkg,
+    /// `name-[epoch:]version-release.arch` for rpm, `name-version.arch`
+    /// for pacman and apk.
     #[getter]
     fn full_name(&self) -> &str {
         &self.inner.full_name
     }
+    /// Dependency clauses as written (dpkg: Pre-Depends then Depends; rpm:
+    /// the requires, `name op version`; pacman and apk: `name[op version]`).
     #[getter]
     fn depends(&self) -> Vec<String> {
         self.inner.depends.clone()
     }
-    /// The package's files, with kinds and modes read from the host.
+    /// The package's files (`supermin.File` values): kinds, modes and
+    /// sizes from the host for an installed package, from the package file
+    /// for one read with `from_file`.
     #[getter]
-    fn files(&self, py: Python<'_>) -> PyResult<Vec<PyFile>> {
+    fn files<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let files = self.load_files(py)?;
-        Ok(files.into_iter().map(PyFile::from).collect())
+        files
+            .iter()
+            .map(|f| py_file(py, f, Some(&self.inner.name), "package"))
+            .collect()
     }
-    /// A package read from a `.rpm` or `.deb` file, with the files it
-    /// would install (kinds and modes from the package, not the host).
+    /// A package read from a package file (`.deb`, `.rpm`, `.pkg.tar.*`,
+    /// `.apk`), with the files it would install (kinds and modes from the
+    /// package, not the host).
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<PyPackage> {
-        let (inner, files) = run(py, || crate::backend::read_package_file(&path))?;
+        let (inner, files) =
+            run(py, || crate::backend::read_package_file(&path)).inspect_err(|e| {
+                // The file at fault, whatever the reader said.
+                let _ = e.value(py).setattr("path", path.clone());
+            })?;
         Ok(PyPackage {
             inner,
-            files_from: FilesFrom::Archive(Arc::new(files)),
+            files_from: FilesFrom::Archive {
+                path,
+                files: Arc::new(files),
+            },
         })
+    }
+    /// Pickled as what finds it again: the same root's database and full
+    /// name, or the package file's path.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let py = slf.py();
+        let this = slf.get();
+        match &this.files_from {
+            FilesFrom::Database(backend) => Ok((
+                py.import("supermin._data")?.getattr("_installed_package")?,
+                (
+                    backend.name(),
+                    backend.root().path().to_path_buf(),
+                    this.inner.full_name.clone(),
+                )
+                    .into_pyobject(py)?
+                    .into_any(),
+            )),
+            FilesFrom::Archive { path, .. } => Ok((
+                py.get_type::<PyPackage>().getattr("from_file")?,
+                (path.clone(),).into_pyobject(py)?.into_any(),
+            )),
+        }
     }
     fn __repr__(&self) -> String {
         format!("<Package {}>", self.inner.full_name)
@@ -419,9 +490,18 @@ impl PyPackage {
 #[pyclass(frozen, name = "Backend", module = "supermin")]
 pub struct PyBackend {
     inner: Arc<dyn Backend>,
+    /// Every package's paths, read at the first `owner()`.
+    owners: std::sync::OnceLock<crate::owners::OwnerIndex>,
 }
 
 impl PyBackend {
+    fn new(inner: Box<dyn Backend>) -> Self {
+        PyBackend {
+            inner: Arc::from(inner),
+            owners: Default::default(),
+        }
+    }
+
     fn wrap(&self, p: Package) -> PyPackage {
         PyPackage::installed(p, self.inner.clone())
     }
@@ -434,23 +514,21 @@ impl PyBackend {
     #[pyo3(signature = (root = PathBuf::from("/"), *, tmpdir = None), text_signature = "(root='/', *, tmpdir=None)")]
     fn detect(py: Python<'_>, root: PathBuf, tmpdir: Option<PathBuf>) -> PyResult<Self> {
         let inner = run(py, || backend::detect(&root, &scratch_base(tmpdir)?))?;
-        Ok(PyBackend {
-            inner: Arc::from(inner),
-        })
+        Ok(PyBackend::new(inner))
     }
     /// The backend of a given kind ("dpkg") reading `root`.
     #[staticmethod]
     #[pyo3(signature = (kind, root = PathBuf::from("/"), *, tmpdir = None), text_signature = "(kind, root='/', *, tmpdir=None)")]
     fn open(py: Python<'_>, kind: &str, root: PathBuf, tmpdir: Option<PathBuf>) -> PyResult<Self> {
         let inner = run(py, || backend::open(kind, &root, &scratch_base(tmpdir)?))?;
-        Ok(PyBackend {
-            inner: Arc::from(inner),
-        })
+        Ok(PyBackend::new(inner))
     }
+    /// The package manager: `dpkg`, `rpm`, `pacman` or `apk`.
     #[getter]
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+    /// The root whose database this reads.
     #[getter]
     fn root(&self) -> PathBuf {
         self.inner.root().path().to_path_buf()
@@ -471,22 +549,70 @@ impl PyBackend {
             .map(|p| self.wrap(p))
             .collect()
     }
-    /// The installed package called `name` (PackageNotFoundError if none).
-    fn package(&self, name: &str) -> PyResult<PyPackage> {
+    /// The installed package called `name` (a name, or a `Package` whose
+    /// name is taken); PackageNotFoundError if none.
+    fn package(&self, py: Python<'_>, name: NameOrPackage) -> PyResult<PyPackage> {
         self.inner
-            .package(name)
+            .package(&name.name(py))
             .map(|p| self.wrap(p))
             .map_err(to_py)
     }
-    /// The dependency closure of `names`, including them, sorted by name.
+    /// The dependency closure of `names` (names or `Package` objects),
+    /// including them, sorted by name.
     #[pyo3(signature = (names, verbose = 0))]
-    fn resolve(&self, py: Python<'_>, names: Vec<String>, verbose: u8) -> PyResult<Vec<PyPackage>> {
+    fn resolve(
+        &self,
+        py: Python<'_>,
+        names: Vec<NameOrPackage>,
+        verbose: u8,
+    ) -> PyResult<Vec<PyPackage>> {
+        let names: Vec<String> = names.iter().map(|n| n.name(py)).collect();
         let backend = self.inner.clone();
         let closure = run_with(py, verbose, None, move |reporter| {
             let roots = backend.packages_named(&names)?;
             backend.resolve(&roots, reporter)
         })?;
         Ok(closure.into_iter().map(|p| self.wrap(p)).collect())
+    }
+    /// The installed packages that list `path` (several for a shared
+    /// directory), sorted by name; directories are resolved inside the
+    /// root on both sides, so `/usr/bin/ls` is found where the database
+    /// says `/bin/ls` (merged /usr).  The first call reads every
+    /// package's file list (about a second); later ones are lookups.
+    fn owners(&self, py: Python<'_>, path: PathBuf) -> PyResult<Vec<PyPackage>> {
+        let backend = self.inner.clone();
+        let index = match self.owners.get() {
+            Some(index) => index,
+            None => {
+                let built = run_with(py, 0, None, move |reporter| {
+                    crate::owners::OwnerIndex::build(backend.as_ref(), reporter)
+                })?;
+                self.owners.get_or_init(|| built)
+            }
+        };
+        let mut owners: Vec<PyPackage> = index
+            .owners(self.inner.root(), &path)
+            .into_iter()
+            .map(|p| self.wrap(p.clone()))
+            .collect();
+        owners.sort_by(|a, b| a.inner.name.cmp(&b.inner.name));
+        Ok(owners)
+    }
+    /// The installed package that lists `path`, or None (for a directory
+    /// that several list, the first by name); see `owners`.
+    fn owner(&self, py: Python<'_>, path: PathBuf) -> PyResult<Option<PyPackage>> {
+        Ok(self.owners(py, path)?.into_iter().next())
+    }
+    /// Pickled as its kind and root: opened again when unpickled.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let py = slf.py();
+        let this = slf.get();
+        Ok((
+            py.get_type::<PyBackend>().getattr("open")?,
+            (this.inner.name(), this.inner.root().path().to_path_buf())
+                .into_pyobject(py)?
+                .into_any(),
+        ))
     }
     fn __repr__(&self) -> String {
         format!(
@@ -516,22 +642,27 @@ impl PyAppliance {
         let inner = run(py, || appliance::load(&paths))?;
         Ok(PyAppliance { inner })
     }
+    /// The files and directories it was read from.
     #[getter]
     fn inputs(&self) -> Vec<PathBuf> {
         self.inner.inputs.clone()
     }
+    /// The package names of its `packages` files.
     #[getter]
     fn packages(&self) -> Vec<String> {
         self.inner.packages.clone()
     }
+    /// The glob patterns of its `hostfiles` files.
     #[getter]
     fn hostfiles(&self) -> Vec<String> {
         self.inner.hostfiles.clone()
     }
+    /// The fnmatch patterns of its `excludefiles`, without the leading `-`.
     #[getter]
     fn excludes(&self) -> Vec<String> {
         self.inner.excludes.clone()
     }
+    /// Its tarballs (`base.tar.gz`...), in the order they are unpacked.
     #[getter]
     fn base_images(&self) -> Vec<PathBuf> {
         self.inner
@@ -540,22 +671,59 @@ impl PyAppliance {
             .map(|b| b.path.clone())
             .collect()
     }
-    /// The paths a build would write: base image members, package files and
-    /// hostfiles, sorted.
+    /// Every path a build would write, sorted, as `supermin.File` values
+    /// with their origin (`package`, with the package's name; `base
+    /// image`; `hostfiles`; `directory`, implied by others;
+    /// `alternatives`), kinds, modes and sizes as the root (or the base
+    /// image) has them.
     #[pyo3(
         signature = (root = PathBuf::from("/"), ignore_missing = false),
         text_signature = "($self, root='/', ignore_missing=False)"
     )]
-    fn files(&self, py: Python<'_>, root: PathBuf, ignore_missing: bool) -> PyResult<Vec<String>> {
-        run_with(py, 0, None, |reporter| {
+    fn files<'py>(
+        &self,
+        py: Python<'py>,
+        root: PathBuf,
+        ignore_missing: bool,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let listed = run_with(py, 0, None, |reporter| {
             let backend = backend::detect(&root, &scratch_base(None)?)?;
-            let paths =
-                crate::assemble::paths(backend.as_ref(), &self.inner, ignore_missing, reporter)?;
-            Ok(paths
-                .into_iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect())
-        })
+            crate::assemble::listing(backend.as_ref(), &self.inner, ignore_missing, reporter)
+        })?;
+        listed
+            .iter()
+            .map(|l| py_file(py, &l.file, l.package.as_deref(), l.origin.as_str()))
+            .collect()
+    }
+    /// What a build of `other` would write differently from a build of
+    /// this one (both from `root`): a `supermin.ApplianceDiff` of added,
+    /// removed and changed `File` values.
+    #[pyo3(
+        signature = (other, root = PathBuf::from("/"), ignore_missing = false),
+        text_signature = "($self, other, root='/', ignore_missing=False)"
+    )]
+    fn diff<'py>(
+        &self,
+        py: Python<'py>,
+        other: &PyAppliance,
+        root: PathBuf,
+        ignore_missing: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = self.files(py, root.clone(), ignore_missing)?;
+        let that = other.files(py, root, ignore_missing)?;
+        py.import("supermin._data")?
+            .getattr("_diff")?
+            .call1((this, that))
+    }
+    /// Pickled as its inputs: read again when unpickled.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let py = slf.py();
+        Ok((
+            py.get_type::<PyAppliance>().getattr("load")?,
+            (slf.get().inner.inputs.clone(),)
+                .into_pyobject(py)?
+                .into_any(),
+        ))
     }
     /// Build this appliance; see `supermin.build`.
     #[pyo3(signature = (output, format = "chroot", **options))]
@@ -1005,6 +1173,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("_SHARE_TAG", crate::boot::protocol::SHARE_TAG)?;
     m.add("SuperminError", py.get_type::<SuperminError>())?;
+    m.add("UsageError", py.get_type::<UsageError>())?;
     m.add(
         "PackageNotFoundError",
         py.get_type::<PackageNotFoundError>(),
@@ -1015,7 +1184,6 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OutputError", py.get_type::<OutputError>())?;
     m.add_class::<PyBackend>()?;
     m.add_class::<PyPackage>()?;
-    m.add_class::<PyFile>()?;
     m.add_class::<PyAppliance>()?;
     m.add_function(wrap_pyfunction!(_prepare, m)?)?;
     m.add_function(wrap_pyfunction!(_build, m)?)?;

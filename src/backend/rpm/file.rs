@@ -92,6 +92,11 @@ pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
                 source: None,
                 kind,
                 mode,
+                size: if kind == FileKind::Regular {
+                    f.size as u64
+                } else {
+                    0
+                },
                 is_config: f.flags.contains(FileFlags::CONFIG),
             }
         })

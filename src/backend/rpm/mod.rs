@@ -611,18 +611,19 @@ impl Backend for Rpm {
                     crate::error::capped(&f.path.to_string_lossy())
                 )));
             }
-            let (kind, mode) = match self.root.symlink_metadata(&f.path) {
+            let (kind, mode, size) = match self.root.symlink_metadata(&f.path) {
                 Ok(meta) => {
                     use std::os::unix::fs::MetadataExt;
-                    (FileKind::of(&meta), meta.mode())
+                    (FileKind::of(&meta), meta.mode(), meta.size())
                 }
-                Err(_) => (FileKind::Missing, f.mode),
+                Err(_) => (FileKind::Missing, f.mode, 0),
             };
             out.push(File {
                 path: f.path.clone(),
                 source: None,
                 kind,
                 mode,
+                size,
                 is_config: f.is_config,
             });
         }

@@ -1,0 +1,200 @@
+"""The Python API as Python users meet it: errors that name the culprit
+(one parametrised table of type, attributes and message), files as values
+and as DataFrames, owners of paths on a merged-/usr system with dpkg as
+the oracle, an appliance's files with their origins and the diff of two,
+pickling across processes, signatures, docstrings and module names."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import pickle
+import random
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import supermin
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def host() -> supermin.Backend:
+    return supermin.Backend.detect()
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.deb"
+    path.write_text("hello")
+    return path
+
+
+# (what is called, exception type, attributes it must carry, message pattern)
+ERRORS = [
+    ("Backend.open('bogus')", lambda t: supermin.Backend.open("bogus"), supermin.UsageError, {},
+     r"unknown package manager 'bogus' \(known: dpkg, rpm, pacman, apk\)$"),
+    ("Package.from_file(text)", lambda t: supermin.Package.from_file(_text_file(t)), supermin.BackendError,
+     {"path": lambda t: _text_file(t)}, r"notes\.deb: not a package file supermin reads"),
+    ("BuildResult.from_output(missing)", lambda t: supermin.BuildResult.from_output(t / "missing"),
+     supermin.OutputError, {"path": lambda t: t / "missing"}, r"missing: not a build output directory"),
+    ("Backend.package(unknown)", lambda t: supermin.Backend.detect().package("no-such-package"),
+     supermin.PackageNotFoundError, {"names": lambda t: ["no-such-package"]}, r"'no-such-package' is not installed"),
+    ("build(format='ext4')", lambda t: supermin.build(["bash"], t / "out", format="ext4"), supermin.UsageError, {},
+     r"unknown format 'ext4': use chroot, ext2, initramfs, tar$"),
+    ("build(size='lots')", lambda t: supermin.build(["bash"], t / "out", format="ext2", size="lots"),
+     supermin.UsageError, {}, r"cannot parse size field 'lots'"),
+    ("build(output in a missing directory)",
+     lambda t: supermin.build(supermin.prepare(["bash"], t / "sd"), t / "no/such/dir/out"), supermin.OutputError,
+     {"path": lambda t: t / "no/such/dir/out"}, r"no/such/dir/out: cannot open the directory it goes in: No such file or directory$"),
+    ("prepare(42)", lambda t: supermin.prepare([42], t / "sd"), supermin.UsageError, {},
+     r"expected package names or Package objects, not int"),
+]
+
+
+@pytest.mark.parametrize("label, call, kind, attrs, message", ERRORS, ids=[e[0] for e in ERRORS])
+def test_errors_name_the_culprit(tmp_path, label, call, kind, attrs, message):
+    with pytest.raises(supermin.SuperminError) as info:
+        call(tmp_path)
+    e = info.value
+    assert type(e) is kind, f"{label}: {type(e).__name__}: {e}"
+    assert type(e).__module__ == "supermin"
+    assert re.search(message, str(e)), str(e)
+    assert "(os error" not in str(e) and "/." not in str(e).replace("/./", ""), str(e)
+    for name, want in attrs.items():
+        assert getattr(e, name) == want(tmp_path), (name, getattr(e, name, None))
+    assert not list(tmp_path.glob(".*")), "no staging left"
+
+
+def test_a_bare_name_that_is_a_directory_gets_a_hint(tmp_path, monkeypatch):
+    supermin.prepare(["bash"], tmp_path / "sd")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(supermin.PackageNotFoundError, match=r"did you mean the appliance directory \./sd\? pass a path"):
+        supermin.build(["sd"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # A path is an appliance, as the hint says.
+    assert supermin.build([Path("sd")], tmp_path / "out").format == "chroot"
+
+
+def test_packages_are_accepted_wherever_names_are(host, tmp_path):
+    bash = host.package("bash")
+    assert host.package(bash) == bash
+    assert host.resolve([bash]) == host.resolve(["bash"])
+    supermin.prepare([bash], tmp_path / "sd")
+    assert supermin.Appliance.load(tmp_path / "sd").packages == ["bash"]
+    result = supermin.build([bash], tmp_path / "out")
+    assert bash in result.packages
+
+
+def test_files_are_values_and_a_dataframe_has_a_column_per_field(host):
+    import pandas as pd  # scripts/setup.sh installs it: the test runs everywhere the suite does
+    bash = host.package("bash")
+    files = bash.files
+    again = host.package("bash").files
+    assert files == again and hash(files[0]) == hash(again[0]) and len(set(files) | set(again)) == len(files)
+    sh = next(f for f in files if f.path in ("/bin/bash", "/usr/bin/bash"))
+    assert sh.kind == "file" and sh.size == Path(sh.path).stat().st_size and sh.package == "bash"
+    assert sh.to_dict() == {"path": sh.path, "kind": "file", "mode": sh.mode, "size": sh.size,
+                            "is_config": False, "package": "bash", "origin": "package"}
+    df = pd.DataFrame(files)
+    assert list(df.columns) == ["path", "kind", "mode", "size", "is_config", "package", "origin"]
+    assert len(df) == len(files) and df["size"].sum() > 1_000_000
+    # A package read from a file has sizes from the package.
+    debs = sorted(Path("/var/cache/apt/archives").glob("*.deb"))
+    if debs:
+        p = supermin.Package.from_file(debs[0])
+        assert all(f.package == p.name for f in p.files)
+
+
+def test_owners_understand_merged_usr_as_dpkg_S_does(host):
+    """dpkg lists /bin/ls (Debian 12 moved it under /usr but its list did
+    not follow): dpkg -S /usr/bin/ls finds nothing, owner() finds
+    coreutils by either path.  Then a sample of every package's files
+    against dpkg -S."""
+    assert subprocess.run(["dpkg", "-S", "/usr/bin/ls"], capture_output=True).returncode != 0
+    assert host.owner("/usr/bin/ls").name == host.owner("/bin/ls").name == "coreutils"
+    assert host.owner("/no/such/file") is None
+    usr = {p.name for p in host.owners("/usr")}
+    assert {"coreutils", "bash"} <= usr
+    rng = random.Random(7)
+    packages = rng.sample(host.packages(), 20)
+    for p in packages:
+        regular = [f.path for f in p.files if f.kind == "file"]
+        for path in rng.sample(regular, min(3, len(regular))):
+            out = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True).stdout
+            oracle = {o.split(":")[0] for line in out.splitlines() for o in line.rsplit(": ", 1)[0].split(", ")}
+            assert oracle <= {o.name for o in host.owners(path)}, (path, oracle)
+
+
+def test_appliance_files_have_origins_and_two_appliances_diff(tmp_path):
+    supermin.prepare(["bash"], tmp_path / "a")
+    supermin.prepare(["bash", "gawk"], tmp_path / "b")
+    a, b = supermin.Appliance.load(tmp_path / "a"), supermin.Appliance.load(tmp_path / "b")
+    files = {f.path: f for f in a.files()}
+    assert files["/etc/bash.bashrc"].origin == "base image" and files["/etc/bash.bashrc"].is_config
+    assert any(f.origin == "package" and f.package == "bash" for f in files.values())
+    built = supermin.build(a, tmp_path / "out")
+    on_disk = {"/" + str(p.relative_to(built.output)) for p in built.output.rglob("*")}
+    assert set(files) == on_disk, (set(files) ^ on_disk)
+    diff = a.diff(b)
+    added = {f.path for f in diff.added}
+    assert any(p.endswith("/gawk") for p in added) and diff
+    # Naming gawk makes it base-files' awk: mawk, chosen before, goes.
+    assert {f.package for f in diff.removed if f.origin == "package"} == {"mawk"}
+    assert not a.diff(a)
+    assert "<details" in diff._repr_html_() and "gawk" in diff._repr_html_()
+    assert diff.to_dict()["added"][0]["path"] == sorted(added)[0]
+
+
+def _resolve_in_a_child(names):
+    return [p.full_name for p in supermin.Backend.detect().resolve(names)]
+
+
+def test_everything_pickles_and_a_child_process_raises_the_real_error(host, tmp_path):
+    bash = host.package("bash")
+    assert pickle.loads(pickle.dumps(bash)) == bash
+    assert pickle.loads(pickle.dumps(bash.files)) == bash.files
+    sd = tmp_path / "sd"
+    app = supermin.prepare(["bash"], sd)
+    assert pickle.loads(pickle.dumps(app)).inputs == app.inputs
+    assert pickle.loads(pickle.dumps(host)).name == host.name
+    result = supermin.build(app, tmp_path / "out")
+    again = pickle.loads(pickle.dumps(result))
+    assert again.packages == result.packages and again.output == result.output
+    try:
+        host.package("no-such-package")
+    except supermin.PackageNotFoundError as e:
+        copy = pickle.loads(pickle.dumps(e))
+        assert type(copy) is supermin.PackageNotFoundError and copy.names == ["no-such-package"]
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+        assert pool.submit(_resolve_in_a_child, ["bash"]).result() == [p.full_name for p in host.resolve(["bash"])]
+        with pytest.raises(supermin.PackageNotFoundError) as info:
+            pool.submit(_resolve_in_a_child, ["bsah"]).result()
+        assert info.value.names == ["bsah"]
+
+
+PUBLIC = [getattr(supermin, name) for name in supermin.__all__]
+
+
+def test_module_names_signatures_and_docstrings():
+    for obj in PUBLIC:
+        if isinstance(obj, type):
+            assert obj.__module__ == "supermin", obj
+    callables = [o for o in PUBLIC if callable(o) and not isinstance(o, type)]
+    for cls in (supermin.Backend, supermin.Package, supermin.Appliance):
+        callables += [getattr(cls, n) for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))]
+        for name in dir(cls):
+            attr = inspect.getattr_static(cls, name)
+            if not name.startswith("_") and type(attr).__name__ == "getset_descriptor":
+                assert attr.__doc__, f"{cls.__name__}.{name} has no docstring"
+    for f in callables:
+        sig = inspect.signature(f)
+        for p in sig.parameters.values():
+            assert p.default is not Ellipsis, f"{f}: {sig}"
+
+
+def test_help_lists_the_environment_and_examples():
+    out = run_cli("--help").stdout
+    for word in ("SUPERMIN_KERNEL", "SUPERMIN_KERNEL_VERSION", "SUPERMIN_MODULES", "SOURCE_DATE_EPOCH", "examples:"):
+        assert word in out, word
