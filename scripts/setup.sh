@@ -53,8 +53,11 @@ if .venv/bin/pip show -q supermin >/dev/null 2>&1; then
 fi
 "${pip[@]}" "maturin>=1.5,<2"
 if $tests; then
-    # pytest; mypy for stubtest; pandas (files as DataFrames).
-    "${pip[@]}" "pytest>=7" "mypy>=1.18" "pandas>=2"
+    # pytest; mypy for stubtest; pandas (files as DataFrames); the SPDX
+    # and CycloneDX projects' validators for the SBOMs; nbclient, nbformat
+    # and ipykernel to run the example notebook as Jupyter does.
+    "${pip[@]}" "pytest>=7" "mypy>=1.18" "pandas>=2" "spdx-tools>=0.8" "cyclonedx-python-lib[json-validation]>=8" \
+        "nbclient>=0.10" "nbformat>=5" "ipykernel>=6"
 fi
 # Build and install the extension (release profile) into the venv.
 VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q >/dev/null

@@ -13,6 +13,12 @@ pub struct Package {
     pub full_name: String,
     /// Raw dependency clauses, as written in the database (one per clause).
     pub depends: Vec<String>,
+    /// Its licence as the database records it (rpm `License`, pacman
+    /// `%LICENSE%`, apk `L:`; dpkg records none), for SBOMs.
+    pub license: Option<String>,
+    /// Who supplies it as the database records it (dpkg `Maintainer`, rpm
+    /// `Vendor` or `Packager`, pacman `%PACKAGER%`, apk `m:`), for SBOMs.
+    pub supplier: Option<String>,
     /// Which opened database the package is from, and where in it;
     /// `None` for a package read from a package file.  A backend reads
     /// only its own packages' data ([`crate::Backend::index_of`]).

@@ -77,8 +77,10 @@ pub fn prepare(
 
     // Config files per package (regular files only).
     let mut wanted: Vec<(Package, Vec<PathBuf>)> = Vec::new();
+    let counter = reporter.counter("reading file lists", closure.len() as u64);
     for package in &closure {
         reporter.check()?;
+        counter.tick();
         let paths: Vec<PathBuf> = backend
             .files(package)?
             .into_iter()
@@ -94,6 +96,7 @@ pub fn prepare(
         format!("prepare: {count} config files in {} packages", wanted.len())
     });
 
+    reporter.progress("config files", 0, count as u64);
     let mut files = if options.use_installed {
         installed_config_files(backend.root(), &wanted, reporter)?
     } else if wanted.is_empty() {
@@ -108,6 +111,7 @@ pub fn prepare(
             reporter,
         )?
     };
+    reporter.progress("config files", count as u64, count as u64);
     // One copy per path (two packages may ship the same conffile).
     let mut by_path: BTreeMap<PathBuf, ConfigFile> = BTreeMap::new();
     for f in files.drain(..) {

@@ -92,6 +92,17 @@ pub struct Closure {
     pub unresolved: Vec<(usize, String)>,
     /// Clauses with several candidates, and which was taken.
     pub choices: Vec<Choice>,
+    /// Why each package that was not a root is in: `(id, from, clause)`,
+    /// the first package whose clause took it.
+    pub reasons: Vec<(usize, usize, String)>,
+}
+
+/// Why a package is in a closure: named, or taken for another package's
+/// dependency clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    Named,
+    Needed { by: String, clause: String },
 }
 
 /// The closure of `roots`.
@@ -105,6 +116,7 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> Closure {
     }
     let mut unresolved = Vec::new();
     let mut choices = Vec::new();
+    let mut reasons = Vec::new();
     while let Some(id) = queue.pop_front() {
         for clause in graph.clauses(id) {
             let satisfied = clause
@@ -149,7 +161,7 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> Closure {
                     });
                     choices.push(Choice {
                         from: id,
-                        clause: clause.text,
+                        clause: clause.text.clone(),
                         candidates: ranked.iter().map(|&(c, added, _)| (c, added)).collect(),
                     });
                     ranked[0].0
@@ -157,12 +169,14 @@ pub fn closure(graph: &dyn Graph, roots: &[usize]) -> Closure {
             };
             chosen.insert(pick);
             queue.push_back(pick);
+            reasons.push((pick, id, clause.text));
         }
     }
     Closure {
         ids: chosen.into_iter().collect(),
         unresolved,
         choices,
+        reasons,
     }
 }
 
@@ -176,7 +190,7 @@ pub fn closure_packages<'a>(
     package: impl Fn(usize) -> &'a crate::package::Package,
     backend: &str,
     reporter: &crate::report::Reporter,
-) -> Vec<crate::package::Package> {
+) -> Vec<(crate::package::Package, Why)> {
     let found = closure(graph, roots);
     for (id, text) in found.unresolved {
         reporter.info(1, || {
@@ -213,9 +227,20 @@ pub fn closure_packages<'a>(
             )
         });
     }
-    let mut out: Vec<crate::package::Package> =
-        found.ids.into_iter().map(|i| package(i).clone()).collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+    let mut why: std::collections::HashMap<usize, Why> = found
+        .reasons
+        .into_iter()
+        .map(|(id, from, clause)| {
+            let by = package(from).name.clone();
+            (id, Why::Needed { by, clause })
+        })
+        .collect();
+    let mut out: Vec<(crate::package::Package, Why)> = found
+        .ids
+        .into_iter()
+        .map(|i| (package(i).clone(), why.remove(&i).unwrap_or(Why::Named)))
+        .collect();
+    out.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
     out
 }
 

@@ -143,6 +143,11 @@ def test_appliance_files_have_origins_and_two_appliances_diff(tmp_path):
     # Naming gawk makes it base-files' awk: mawk, chosen before, goes.
     assert {f.package for f in diff.removed if f.origin == "package"} == {"mawk"}
     assert not a.diff(a)
+    import pandas as pd
+
+    frame = pd.DataFrame(a.files())
+    assert list(frame.columns) == ["path", "kind", "mode", "size", "is_config", "package", "origin"]
+    assert set(frame["origin"]) >= {"package", "base image", "alternatives"}
     assert "<details" in diff._repr_html_() and "gawk" in diff._repr_html_()
     assert diff.to_dict()["added"][0]["path"] == sorted(added)[0]
 
@@ -167,6 +172,11 @@ def test_everything_pickles_and_a_child_process_raises_the_real_error(host, tmp_
     except supermin.PackageNotFoundError as e:
         copy = pickle.loads(pickle.dumps(e))
         assert type(copy) is supermin.PackageNotFoundError and copy.names == ["no-such-package"]
+    for cls in [c for c in PUBLIC if isinstance(c, type) and issubclass(c, supermin.SuperminError)]:
+        e = cls("message")
+        e.path = Path("/x")
+        copy = pickle.loads(pickle.dumps(e))
+        assert type(copy) is cls and str(copy) == "message" and copy.path == Path("/x"), cls
     with concurrent.futures.ProcessPoolExecutor(1) as pool:
         assert pool.submit(_resolve_in_a_child, ["bash"]).result() == [p.full_name for p in host.resolve(["bash"])]
         with pytest.raises(supermin.PackageNotFoundError) as info:
@@ -198,3 +208,92 @@ def test_help_lists_the_environment_and_examples():
     out = run_cli("--help").stdout
     for word in ("SUPERMIN_KERNEL", "SUPERMIN_KERNEL_VERSION", "SUPERMIN_MODULES", "SOURCE_DATE_EPOCH", "examples:"):
         assert word in out, word
+
+
+def test_a_closure_says_why_each_package_is_in(host):
+    c = host.resolve(["bash"])
+    assert isinstance(c, supermin.Closure) and isinstance(c, list) and c == list(host.resolve(["bash"]))
+    assert c.why["bash"] == "named" and set(c.why) == {p.name for p in c}
+    depends = subprocess.run(["dpkg-query", "-W", "-f", "${Pre-Depends}, ${Depends}", "bash"],
+                             capture_output=True, text=True, check=True).stdout
+    for p in c:
+        if c.why[p.name].startswith("bash: "):
+            assert c.why[p.name][len("bash: "):] in depends, c.why[p.name]
+    assert c.why["mawk"] == "base-files: awk", "a virtual package, provided"
+    assert pickle.loads(pickle.dumps(c)).why == c.why
+
+
+def test_html_reprs_read_left_to_right_and_keep_every_row(host, tmp_path):
+    import html as escape
+
+    bash = host.package("bash")
+    h = bash._repr_html_()
+    assert "<details" in h and 'style="text-align:left"' in h and "text-align:right" not in h
+    assert all(escape.escape(f.path) in h for f in bash.files), "every file reachable, none cut"
+    assert "why included" in host.resolve(["bash"])._repr_html_()
+    assert f"<td style=\"text-align:left\">{len(host.packages())}</td>" in host._repr_html_()
+    assert "supermin appliance" in supermin.prepare(["bash"], tmp_path / "sd")._repr_html_()
+    r = supermin.build(["bash"], tmp_path / "app", format="ext2", modules=[], size="64M")
+    h = r._repr_html_()
+    assert r.kernel_version in h and "MiB" in h and "libc6" in h
+
+
+def test_from_output_reads_back_what_the_output_records(host, tmp_path):
+    """Every build leaves a stamp (a file, or a chroot's attribute): its
+    packages, found again in the database, and its kernel."""
+    ext2 = supermin.build(["bash"], tmp_path / "ext2", format="ext2", modules=[], size="64M")
+    back = supermin.BuildResult.from_output(tmp_path / "ext2")
+    assert back.format == "ext2" and back.packages == ext2.packages and back.kernel_version == ext2.kernel_version
+    assert repr(back).endswith(f": {len(ext2.packages)} packages>")
+    assert json_names(back.sbom("cyclonedx")) == sorted(p.name for p in ext2.packages)
+    chroot = supermin.build(["bash"], tmp_path / "chroot")
+    assert supermin.BuildResult.from_output(tmp_path / "chroot").packages == chroot.packages
+    # An upstream-made output has no stamp: /packagelist, when there is one.
+    plain = tmp_path / "plain"
+    (plain / "etc").mkdir(parents=True)
+    (plain / "packagelist").write_text("".join(f"{p.full_name}\n" for p in chroot.packages))
+    assert supermin.BuildResult.from_output(plain).packages == chroot.packages
+
+
+def json_names(text: str) -> list:
+    import json
+
+    return sorted(c["name"] for c in json.loads(text)["components"])
+
+
+def test_every_stage_reports_its_name_and_counts_on_the_callers_thread(tmp_path):
+    """A build from names, bootable: each stage starts and ends (done ==
+    total at its end), in order, each call on the caller's thread."""
+    import threading
+
+    seen = []
+    caller = threading.get_ident()
+
+    def callback(stage, done, total):
+        assert threading.get_ident() == caller
+        seen.append((stage, done, total))
+
+    r = supermin.build(["bash"], tmp_path / "app", format="ext2", modules=[], size="64M", progress=callback)
+    stages = list(dict.fromkeys(s for s, _, _ in seen))
+    assert stages == ["resolving dependencies", "reading file lists", "config files", "listing files",
+                      "finding the kernel", "writing files", "writing the initrd"], stages
+    for stage in stages:
+        last = [(d, t) for s, d, t in seen if s == stage][-1]
+        assert last[0] == last[1], (stage, last)
+    resolved = [(d, t) for s, d, t in seen if s == "resolving dependencies"][-1]
+    assert resolved == (len(r.packages), len(r.packages))
+
+
+def test_progress_true_draws_in_a_notebook_and_says_nothing_elsewhere(tmp_path, capsys):
+    from supermin._progress import NotebookProgress, resolve_progress
+
+    # Not a terminal, not a notebook (pytest): no bar, no error.
+    assert resolve_progress(True) is None
+    supermin.build(["bash"], tmp_path / "out", progress=True)
+    assert capsys.readouterr().err == ""
+    # The notebook bar's HTML: one row per stage, each with its counts.
+    bar = NotebookProgress()
+    bar._tqdm = None
+    bar._stages = {"resolving dependencies": [8, 8], "writing files": [5, 10]}
+    page = bar.html()
+    assert page.count("<progress") == 2 and "50% 5/10" in page and "resolving dependencies" in page

@@ -14,8 +14,8 @@ convenience entry points.  This namespace holds the API and nothing else.
 
 from ._api import FORMATS, BuildResult, SuperminWarning, build, list_drivers, parse_size, prepare
 from ._boot import BootError
-from ._data import ApplianceDiff, File
-from ._progress import ProgressCallback, TerminalProgress
+from ._data import ApplianceDiff, Closure, File
+from ._progress import NotebookProgress, ProgressCallback, TerminalProgress
 from ._run import RunResult, run
 from ._supermin import (
     Appliance,
@@ -39,9 +39,11 @@ __all__ = [
     "BackendError",
     "BootError",
     "BuildResult",
+    "Closure",
     "FORMATS",
     "File",
     "KernelError",
+    "NotebookProgress",
     "OutputError",
     "Package",
     "PackageNotFoundError",

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
+from . import _sbom
 from ._boot import BootError
 from ._boot import boot as _boot
 from ._boot import cache_dir as _cache_dir
 from ._boot import filesystem_uuid
 from ._progress import ProgressCallback, TerminalProgress, resolve_progress
+from ._supermin import _recorded as _stamp_record
 from ._supermin import (
     Appliance,
     ApplianceError,
@@ -247,27 +249,72 @@ class BuildResult:
     kernel_version: Optional[str] = None
     uuid: Optional[str] = None
     initrd_modules: List[str] = field(default_factory=list)
+    #: The ``ID`` of the root's os-release (``debian``): the namespace of
+    #: the packages' URLs in :meth:`sbom`.
+    distribution: Optional[str] = None
+
+    def sbom(self, format: str = "spdx") -> str:
+        """An SBOM of the packages in this appliance, as JSON text:
+        ``"spdx"`` (SPDX 2.3) or ``"cyclonedx"`` (CycloneDX 1.5).  Each
+        package has its name, version, architecture, supplier and licence
+        where the package database records them, and a package URL
+        (``pkg:deb/debian/bash@5.2.15-2+b8?arch=amd64``).  The same
+        packages and ``SOURCE_DATE_EPOCH`` give the same bytes."""
+        format = _sbom.format_for("", format)
+        if not self.packages:
+            raise UsageError(f"{self.output}: no packages known for an SBOM (skipped by if_newer, or described "
+                             "with from_output without a /packagelist)")
+        return _sbom.render(format, f"supermin appliance {self.output.name}", self.packages, self.distribution)
+
+    def write_sbom(self, path: PathLike, format: Optional[str] = None) -> Path:
+        """Write :meth:`sbom` to ``path`` (replaced whole: written beside
+        it, then renamed); the format from its name (``*.spdx.json``,
+        ``*.cdx.json``) unless given."""
+        target = Path(os.fspath(path))
+        text = self.sbom(_sbom.format_for(str(target), format))
+        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            staged.write_text(text, encoding="utf-8")
+            os.replace(staged, target)
+        except OSError as e:
+            staged.unlink(missing_ok=True)
+            error = OutputError(f"{target}: cannot write the SBOM: {e.strerror or e}")
+            error.path = target
+            raise error from None
+        return target
 
     @classmethod
-    def from_output(cls, output: PathLike) -> "BuildResult":
+    def from_output(cls, output: PathLike, root: PathLike = "/") -> "BuildResult":
         """Describe an existing build output (e.g. to :meth:`boot` it): ext2
         when it holds ``kernel``, ``initrd`` and ``root``, initramfs when it
         holds ``kernel`` and ``initrd`` alone, tar when it holds only
-        ``root.tar``, else chroot."""
+        ``root.tar``, else chroot.  What the output records is read back:
+        its packages (from the ``--if-newer`` stamp every build leaves, or
+        a chroot's ``/packagelist``), found in ``root``'s database, and the
+        kernel's version."""
         out = Path(os.fspath(output)).absolute()
         if not out.is_dir():
             error = OutputError(f"{out}: not a build output directory")
             error.path = out
             raise error
         if all((out / name).exists() for name in ("kernel", "initrd", "root")):
-            return cls(output=out, format="ext2", kernel=out / "kernel", initrd=out / "initrd", root=out / "root",
-                       uuid=filesystem_uuid(out / "root"))
-        names = sorted(p.name for p in out.iterdir() if p.name != _STAMP_FILE)
-        if names == ["initrd", "kernel"]:
-            return cls(output=out, format="initramfs", kernel=out / "kernel", initrd=out / "initrd")
-        if names == ["root.tar"]:
-            return cls(output=out, format="tar", root=out / "root.tar")
-        return cls(output=out, format="chroot")
+            format = "ext2"
+        else:
+            names = sorted(p.name for p in out.iterdir() if p.name != _STAMP_FILE)
+            format = {"initrd kernel": "initramfs", "root.tar": "tar"}.get(" ".join(names), "chroot")
+        recorded, kernel_version = _recorded_build(out, format)
+        bootable = format in ("ext2", "initramfs")
+        return cls(
+            output=out,
+            format=format,
+            kernel=out / "kernel" if bootable else None,
+            initrd=out / "initrd" if bootable else None,
+            root=out / "root" if format == "ext2" else out / "root.tar" if format == "tar" else None,
+            uuid=filesystem_uuid(out / "root") if format == "ext2" else None,
+            packages=_installed(recorded, root) if recorded else [],
+            kernel_version=kernel_version,
+            distribution=_sbom.distribution(os.fspath(root)),
+        )
 
     def boot(
         self,
@@ -309,8 +356,53 @@ class BuildResult:
                      root_device=root_device, append=append, check=check, memory=memory)
 
     def __repr__(self) -> str:
-        state = "up to date" if self.skipped else f"{len(self.packages)} packages, {self.paths} paths"
+        if self.skipped:
+            state = "up to date"
+        elif self.paths:
+            state = f"{len(self.packages)} packages, {self.paths} paths"
+        else:  # described by from_output: what the output records
+            state = f"{len(self.packages)} packages"
         return f"<BuildResult {self.format} {str(self.output)!r}: {state}>"
+
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        return _html.build_result(self)
+
+
+def _recorded_build(out: Path, format: str) -> "Tuple[List[Tuple[str, str, str]], Optional[str]]":
+    """``(name, version, arch)`` of the packages and the kernel version an
+    output records: its stamp (read by the core, as ``--if-newer`` reads
+    it), else a chroot's ``/packagelist`` full names."""
+    recorded = _stamp_record(os.fspath(out), format)
+    if recorded is not None and recorded[0]:
+        return recorded[0], recorded[1]
+    kernel_version = recorded[1] if recorded else None
+    try:
+        listed = (out / "packagelist").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        listed = []
+    return [("", name, "") for name in listed[:100000]], kernel_version
+
+
+def _installed(recorded: "List[Tuple[str, str, str]]", root: PathLike) -> List[Package]:
+    """The recorded packages as ``root``'s database has them (those no
+    longer installed at that version are left out)."""
+    try:
+        backend = Backend.detect(os.fspath(root))
+    except SuperminError:
+        return []
+    by_triple = {}
+    by_full = {}
+    for p in backend.packages():
+        by_triple[(p.name, p.version, p.arch)] = p
+        by_full[p.full_name] = p
+    found = []
+    for name, version, arch in recorded:
+        p = by_triple.get((name, version, arch)) if name else by_full.get(version)
+        if p is not None:
+            found.append(p)
+    return sorted(found, key=lambda p: (p.name, p.arch))
 
 
 def _split_inputs(items: Sequence[object]) -> "tuple[list[str], list[str]]":
@@ -466,6 +558,7 @@ def build(
             kernel_version=result.kernel_version,
             uuid=result.uuid,
             initrd_modules=list(result.initrd_modules),
+            distribution=_sbom.distribution(os.fspath(root) if backend is None else os.fspath(backend.root)),
         )
 
     if not names:
@@ -485,6 +578,7 @@ def build(
                 packager=packager,
                 ignore_missing=ignore_missing,
                 verbose=verbose,
+                progress=callback,
             )
         except PackageNotFoundError as e:
             _hint_directories(e)

@@ -42,6 +42,29 @@ class File:
         return dataclasses.asdict(self)
 
 
+class Closure(list):
+    """A dependency closure: the packages (a list of :class:`Package`,
+    sorted by name) and, in ``why``, why each is in: ``"named"``, or the
+    package and dependency clause that took it (``"bash: libc6 (>= 2.36)"``)."""
+
+    def __init__(self, packages: Iterable[Any] = (), why: "Optional[Dict[str, str]]" = None) -> None:
+        super().__init__(packages)
+        self.why: Dict[str, str] = dict(why or {})
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (Closure, (list(self), self.why))
+
+    def _repr_html_(self) -> str:
+        from . import _html
+
+        return _html.closure(self)
+
+
+def _closure(packages: List[Any], reasons: List[Optional[Tuple[str, str]]]) -> Closure:
+    why = {p.name: ("named" if r is None else f"{r[0]}: {r[1]}") for p, r in zip(packages, reasons)}
+    return Closure(packages, why)
+
+
 @dataclass(frozen=True)
 class ApplianceDiff:
     """What :meth:`Appliance.diff` found: paths only the other appliance

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, final
 
-from ._data import ApplianceDiff, File
+from ._data import ApplianceDiff, Closure, File
 
 
 _Path = Union[str, "os.PathLike[str]"]
@@ -30,6 +30,7 @@ __all__ = [
     "Package",
     "Appliance",
     "_prepare",
+    "_recorded",
     "_build",
     "_list_drivers",
     "_formats",
@@ -105,6 +106,15 @@ class Package:
         """Dependency clauses as written (dpkg: Pre-Depends then Depends;
         rpm: the requires, ``name op version``; pacman and apk: ``name[op version]``)."""
     @property
+    def license(self) -> Optional[str]:
+        """Its licence as the package database records it, or None (dpkg records none)."""
+    @property
+    def supplier(self) -> Optional[str]:
+        """Who supplies it as the database records it (maintainer, vendor, packager), or None."""
+    @property
+    def packager(self) -> str:
+        """The package manager it belongs to: ``dpkg``, ``rpm``, ``pacman`` or ``apk``."""
+    @property
     def files(self) -> List[File]:
         """The package's files (:class:`File` values): kinds, modes and
         sizes from the host for an installed package, from the package
@@ -136,13 +146,15 @@ class Backend:
     def packages(self) -> List[Package]: ...
     def package(self, name: Union[str, Package]) -> Package:
         """Raises PackageNotFoundError when not installed."""
-    def resolve(self, names: Sequence[Union[str, Package]], verbose: int = 0) -> List[Package]:
-        """The dependency closure of ``names``, including them, sorted by name."""
+    def resolve(self, names: Sequence[Union[str, Package]], verbose: int = 0) -> Closure:
+        """The dependency closure of ``names``, including them, sorted by
+        name, with why each is in (``Closure.why``)."""
     def owners(self, path: _Path) -> List[Package]:
         """The installed packages that list ``path``, sorted by name
         (directories resolved inside the root: merged /usr understood)."""
     def owner(self, path: _Path) -> Optional[Package]:
         """The installed package that lists ``path``, or None."""
+    def _repr_html_(self) -> str: ...
     def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
 
 @final
@@ -270,6 +282,7 @@ def _check_outputs_dir(dest: _Path) -> None: ...
 def _database_mtime(root: _Path = "/") -> Optional[float]: ...
 def _set_messages(sink: Optional[Callable[[bool, str], None]]) -> None: ...
 def _list_drivers(root: str = "/") -> List[Tuple[str, bool]]: ...
+def _recorded(output: _Path, format: str) -> Optional[Tuple[List[Tuple[str, str, str]], Optional[str]]]: ...
 
 @final
 class _Scratch:

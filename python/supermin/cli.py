@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import List, NoReturn, Optional
 
+from . import _sbom
 from ._api import _FORMAT_NAMES, FORMATS, _route_message, build, list_drivers, parse_size, prepare
 from ._supermin import SuperminError, __version__
 from ._supermin import _formats, _set_messages
@@ -107,6 +108,13 @@ def _parser() -> _Parser:
         help="Set packager config file (apt, dnf/zypper, pacman.conf; apk: a repositories file or an /etc/apk-like "
         "directory); the only configuration used to download for another --root",
     )
+    p.add_argument(
+        "--sbom",
+        metavar="FILE",
+        help="Write an SBOM of the appliance's packages to FILE (build): SPDX 2.3 JSON for *.spdx.json, "
+        "CycloneDX 1.5 JSON for *.cdx.json",
+    )
+    p.add_argument("--sbom-format", choices=_sbom.FORMATS, help="The SBOM format, whatever FILE is called")
     p.add_argument("--list-drivers", action="store_true", help="Display list of drivers and exit")
     p.add_argument("--host-cpu", metavar="ARCH", help="Set host CPU architecture (ext2)")
     p.add_argument("--size", metavar="SIZE", help="Set the size of the ext2 filesystem (e.g. 4G)")
@@ -231,6 +239,7 @@ def run(argv: List[str]) -> int:
             raise _Fail("build: no input supermin appliance specified")
         inputs = [os.path.abspath(a) for a in args.args]
         assert fmt is not None  # --build requires -f, checked above
+        sbom_format = _sbom.format_for(args.sbom, args.sbom_format) if args.sbom else None
         result = build(
             inputs,
             output,
@@ -251,6 +260,8 @@ def run(argv: List[str]) -> int:
         )
         if result.skipped:
             print("supermin: if-newer: output does not need rebuilding", file=sys.stderr)
+        elif args.sbom:
+            result.write_sbom(args.sbom, format=sbom_format)
     return 0
 
 

@@ -87,11 +87,14 @@ pub fn plan(
     }
 
     // File lists (each stats its files on the host): in parallel.
+    let counter = reporter.counter("reading file lists", packages.len() as u64);
     let lists: Vec<Vec<crate::package::File>> = packages
         .par_iter()
         .map(|p| {
             reporter.check()?;
-            backend.files(p)
+            let files = backend.files(p);
+            counter.tick();
+            files
         })
         .collect::<Result<_>>()?;
     let mut raw: Vec<Entry> = Vec::new();

@@ -386,8 +386,11 @@ fn record_to_installed(
             _ => {}
         }
     }
+    let mut package = package(name, version, arch, depends);
+    package.license = super::provides::licenses(one('L').into_iter());
+    package.supplier = one('m').map(str::to_string);
     Ok(Installed {
-        package: package(name, version, arch, depends),
+        package,
         deps,
         provides,
         paths,
@@ -707,7 +710,10 @@ pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
         "" => "noarch",
         a => a,
     };
-    Ok((package(name, version, arch, depends), files))
+    let mut package = package(name, version, arch, depends);
+    package.license = super::provides::licenses(info.all("license"));
+    package.supplier = Some(info.one("maintainer").to_string()).filter(|m| !m.is_empty());
+    Ok((package, files))
 }
 
 #[cfg(test)]

@@ -112,6 +112,8 @@ pub fn read_package_file(deb: &Path) -> Result<(crate::package::Package, Vec<Fil
         version,
         arch,
         depends,
+        license: None,
+        supplier: Some(field("Maintainer")).filter(|m| !m.is_empty()),
         id: None,
     };
     Ok((package, list_files(deb)?))

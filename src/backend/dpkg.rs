@@ -287,6 +287,8 @@ impl Dpkg {
                 version: version.to_string(),
                 arch,
                 depends: raw,
+                license: None,
+                supplier: field(&stanza, "Maintainer").map(str::to_string),
                 id: None,
             };
             installed.push(Installed {

@@ -166,17 +166,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The dependency closure of `roots`, including them, sorted by name
     /// (see [`crate::resolve`]).
     fn resolve(&self, roots: &[Package], reporter: &Reporter) -> Result<Vec<Package>> {
+        Ok(self
+            .resolve_explained(roots, reporter)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// [`Backend::resolve`], with why each package is in.
+    fn resolve_explained(
+        &self,
+        roots: &[Package],
+        reporter: &Reporter,
+    ) -> Result<Vec<(Package, crate::resolve::Why)>> {
         let ids = roots
             .iter()
             .map(|p| self.index_of(p))
             .collect::<Result<Vec<_>>>()?;
-        Ok(crate::resolve::closure_packages(
+        reporter.progress(STAGE_RESOLVE, 0, 1);
+        let closure = crate::resolve::closure_packages(
             self.dependency_graph(),
             &ids,
             |i| self.package_at(i),
             self.name(),
             reporter,
-        ))
+        );
+        let n = closure.len() as u64;
+        reporter.progress(STAGE_RESOLVE, n, n);
+        Ok(closure)
     }
 
     /// Pristine copies of the named config files: the installed copy
@@ -292,6 +309,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(found)
     }
 }
+
+/// The progress stage of resolving a closure (its count: the packages).
+pub const STAGE_RESOLVE: &str = "resolving dependencies";
 
 /// A package manager supermin knows about.
 pub struct Driver {
@@ -472,6 +492,20 @@ pub fn os_release_ids(root: &RootFs) -> Vec<String> {
 /// (the in-process `rpm -qlp` / `dpkg -c`).
 pub fn read_package_file(path: &Path) -> Result<(Package, Vec<File>)> {
     (package_file_kind(path)?.read)(path)
+}
+
+/// The package manager (`dpkg`, `rpm`, `pacman`, `apk`) whose package
+/// file is at `path`.
+pub fn package_file_packager(path: &Path) -> Result<&'static str> {
+    let kind = package_file_kind(path)?;
+    Ok(DRIVERS
+        .iter()
+        .find(|d| {
+            d.package_files
+                .as_ref()
+                .is_some_and(|k| std::ptr::eq(k, kind))
+        })
+        .map_or("unknown", |d| d.kind))
 }
 
 /// Hand `visit` each regular file of the package file at `path`.

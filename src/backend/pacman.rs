@@ -475,9 +475,12 @@ fn read_desc(root: &RootFs, dir: &str) -> Result<(Installed, u64)> {
                 .ok_or_else(bad)?,
         );
     }
+    let mut package = package(name, version, arch, depends);
+    package.license = super::provides::licenses(values("LICENSE").into_iter().map(|(_, v)| v));
+    package.supplier = one("PACKAGER").ok().map(str::to_string);
     Ok((
         Installed {
-            package: package(name, version, arch, depends),
+            package,
             dir: dir.to_string(),
             deps,
             provides,
@@ -733,7 +736,10 @@ pub fn read_package_file(file: &Path) -> Result<(Package, Vec<File>)> {
     for f in &mut files {
         f.is_config = super::is_config(&f.path, f.kind, backup.contains(&f.path));
     }
-    Ok((package(name, version, info.one("arch"), depends), files))
+    let mut package = package(name, version, info.one("arch"), depends);
+    package.license = super::provides::licenses(info.all("license"));
+    package.supplier = Some(info.one("packager").to_string()).filter(|p| !p.is_empty());
+    Ok((package, files))
 }
 
 #[cfg(test)]

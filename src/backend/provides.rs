@@ -161,6 +161,14 @@ pub fn package(name: &str, version: &str, arch: &str, depends: Vec<String>) -> P
         version: version.to_string(),
         arch: arch.to_string(),
         depends,
+        license: None,
+        supplier: None,
         id: None,
     }
+}
+
+/// Several licence lines as one SPDX-style expression (`GPL-2.0-only AND MIT`).
+pub fn licenses<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let all: Vec<&str> = values.map(str::trim).filter(|v| !v.is_empty()).collect();
+    (!all.is_empty()).then(|| all.join(" AND "))
 }

@@ -52,7 +52,12 @@ pub struct Booted {
 /// any other work.
 pub fn find_kernel(options: &Options, reporter: &Reporter) -> Result<Kernel> {
     let search = kernel::Search::host(options.host_cpu.as_deref());
-    kernel::find(&options.kernel, &search, reporter)
+    reporter.progress("finding the kernel", 0, 1);
+    let found = kernel::find(&options.kernel, &search, reporter);
+    if found.is_ok() {
+        reporter.progress("finding the kernel", 1, 1);
+    }
+    found
 }
 
 /// `OUT/initrd` (mode 0644): the mini init and the modules that find the
@@ -68,6 +73,7 @@ pub fn write_initrd(
         .place(Path::new("/initrd"), Parents::Existing)
         .at("creating", &path)?;
     let file = place.create_file().at("creating", &path)?;
+    reporter.progress("writing the initrd", 0, 1);
     let written = initrd::write(
         &kernel.modules,
         init::MINI_INIT,
@@ -77,6 +83,7 @@ pub fn write_initrd(
         reporter,
     )?;
     place.chmod(0o644).at("setting permissions of", &path)?;
+    reporter.progress("writing the initrd", 1, 1);
     Ok(written)
 }
 

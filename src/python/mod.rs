@@ -279,10 +279,13 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> 
     run_with(py, 0, None, |_| f())
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// `obj`'s HTML repr, made by `supermin._html.KIND` (the Python layer
+/// owns the presentation).
+fn html(py: Python<'_>, kind: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    py.import("supermin._html")?
+        .getattr(kind)?
+        .call1((obj,))?
+        .extract()
 }
 
 /// A `supermin.File` (a Python dataclass: a value, unlike the extension's
@@ -334,6 +337,7 @@ enum FilesFrom {
     /// A package file, already read.
     Archive {
         path: PathBuf,
+        packager: &'static str,
         files: Arc<Vec<crate::package::File>>,
     },
 }
@@ -384,6 +388,26 @@ impl PyPackage {
     fn depends(&self) -> Vec<String> {
         self.inner.depends.clone()
     }
+    /// Its licence as the package database records it (rpm `License`,
+    /// pacman `%LICENSE%`, apk `L:`), or None (dpkg records none).
+    #[getter]
+    fn license(&self) -> Option<&str> {
+        self.inner.license.as_deref()
+    }
+    /// Who supplies it as the database records it (dpkg `Maintainer`, rpm
+    /// `Vendor` or `Packager`, pacman `%PACKAGER%`, apk `m:`), or None.
+    #[getter]
+    fn supplier(&self) -> Option<&str> {
+        self.inner.supplier.as_deref()
+    }
+    /// The package manager it belongs to: `dpkg`, `rpm`, `pacman` or `apk`.
+    #[getter]
+    fn packager(&self) -> &'static str {
+        match &self.files_from {
+            FilesFrom::Database(backend) => backend.name(),
+            FilesFrom::Archive { packager, .. } => packager,
+        }
+    }
     /// The package's files (`supermin.File` values): kinds, modes and
     /// sizes from the host for an installed package, from the package file
     /// for one read with `from_file`.
@@ -400,15 +424,19 @@ impl PyPackage {
     /// package, not the host).
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<PyPackage> {
-        let (inner, files) =
-            run(py, || crate::backend::read_package_file(&path)).inspect_err(|e| {
-                // The file at fault, whatever the reader said.
-                let _ = e.value(py).setattr("path", path.clone());
-            })?;
+        let (inner, files, packager) = run(py, || {
+            let (inner, files) = crate::backend::read_package_file(&path)?;
+            Ok((inner, files, crate::backend::package_file_packager(&path)?))
+        })
+        .inspect_err(|e| {
+            // The file at fault, whatever the reader said.
+            let _ = e.value(py).setattr("path", path.clone());
+        })?;
         Ok(PyPackage {
             inner,
             files_from: FilesFrom::Archive {
                 path,
+                packager,
                 files: Arc::new(files),
             },
         })
@@ -453,36 +481,8 @@ impl PyPackage {
         self.inner.full_name.hash(&mut h);
         h.finish()
     }
-    fn _repr_html_(&self, py: Python<'_>) -> PyResult<String> {
-        let files = self.load_files(py)?;
-        let mut html = format!(
-            "<table><caption>{}</caption><tr><th>name</th><td>{}</td></tr><tr><th>version</th><td>{}</td></tr>\
-             <tr><th>arch</th><td>{}</td></tr><tr><th>depends</th><td>{}</td></tr><tr><th>files</th><td>{}</td></tr></table>",
-            html_escape(&self.inner.full_name),
-            html_escape(&self.inner.name),
-            html_escape(&self.inner.version),
-            html_escape(&self.inner.arch),
-            html_escape(&self.inner.depends.join(", ")),
-            files.len()
-        );
-        html.push_str("<table><tr><th>path</th><th>kind</th><th>mode</th><th>config</th></tr>");
-        for f in files.iter().take(50) {
-            html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{:o}</td><td>{}</td></tr>",
-                html_escape(&f.path.display().to_string()),
-                f.kind.as_str(),
-                f.mode & 0o7777,
-                if f.is_config { "yes" } else { "" }
-            ));
-        }
-        if files.len() > 50 {
-            html.push_str(&format!(
-                "<tr><td colspan=4>… {} more</td></tr>",
-                files.len() - 50
-            ));
-        }
-        html.push_str("</table>");
-        Ok(html)
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.py(), "package", slf.as_any())
     }
 }
 
@@ -560,19 +560,33 @@ impl PyBackend {
     /// The dependency closure of `names` (names or `Package` objects),
     /// including them, sorted by name.
     #[pyo3(signature = (names, verbose = 0))]
-    fn resolve(
+    fn resolve<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         names: Vec<NameOrPackage>,
         verbose: u8,
-    ) -> PyResult<Vec<PyPackage>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let names: Vec<String> = names.iter().map(|n| n.name(py)).collect();
         let backend = self.inner.clone();
         let closure = run_with(py, verbose, None, move |reporter| {
             let roots = backend.packages_named(&names)?;
-            backend.resolve(&roots, reporter)
+            backend.resolve_explained(&roots, reporter)
         })?;
-        Ok(closure.into_iter().map(|p| self.wrap(p)).collect())
+        let mut packages = Vec::with_capacity(closure.len());
+        let mut reasons = Vec::with_capacity(closure.len());
+        for (package, why) in closure {
+            packages.push(self.wrap(package));
+            reasons.push(match why {
+                crate::resolve::Why::Named => None,
+                crate::resolve::Why::Needed { by, clause } => Some((by, clause)),
+            });
+        }
+        py.import("supermin._data")?
+            .getattr("_closure")?
+            .call1((packages, reasons))
+    }
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.py(), "backend", slf.as_any())
     }
     /// The installed packages that list `path` (several for a shared
     /// directory), sorted by name; directories are resolved inside the
@@ -755,33 +769,21 @@ impl PyAppliance {
             self.inner.base_images.len()
         )
     }
-    fn _repr_html_(&self) -> String {
-        let row = |k: &str, v: String| format!("<tr><th>{k}</th><td>{}</td></tr>", html_escape(&v));
-        format!(
-            "<table><caption>supermin appliance</caption>{}{}{}{}{}</table>",
-            row(
-                "inputs",
-                self.inner
-                    .inputs
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-            row("packages", self.inner.packages.join(" ")),
-            row("hostfiles", self.inner.hostfiles.join(" ")),
-            row("excludes", self.inner.excludes.join(" ")),
-            row(
-                "base images",
-                self.inner
-                    .base_images
-                    .iter()
-                    .map(|b| b.path.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        )
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        html(slf.py(), "appliance", slf.as_any())
     }
+}
+
+/// What the stamp of a build output records: `(packages as (name,
+/// version, arch), kernel version)`, or None.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn _recorded(
+    output: PathBuf,
+    format: &str,
+) -> PyResult<Option<(Vec<(String, String, String)>, Option<String>)>> {
+    let format = crate::format::find(format).map_err(to_py)?;
+    Ok(crate::stamp::recorded(&output, format))
 }
 
 /// Low-level prepare; the public wrapper is `supermin.prepare`.
@@ -1186,6 +1188,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPackage>()?;
     m.add_class::<PyAppliance>()?;
     m.add_function(wrap_pyfunction!(_prepare, m)?)?;
+    m.add_function(wrap_pyfunction!(_recorded, m)?)?;
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
     m.add_function(wrap_pyfunction!(_formats, m)?)?;

@@ -721,6 +721,20 @@ impl Stamp {
     }
 }
 
+/// What the stamp of the output `output` of `format` records: the
+/// packages built (name, version, arch) and the kernel's version; `None`
+/// where it has no stamp that can be read (for `BuildResult.from_output`).
+pub fn recorded(output: &Path, format: &dyn Format) -> Option<(Vec<PackageId>, Option<String>)> {
+    let dir = rustix::fs::open(
+        output,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let stamp = Stamp::load(&dir, format).ok()??;
+    Some((stamp.packages, stamp.kernel.map(|k| k.0)))
+}
+
 /// What `--if-newer` decided.
 #[derive(Debug)]
 pub enum Decision {

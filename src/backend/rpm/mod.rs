@@ -220,6 +220,13 @@ fn evr(epoch: u32, version: &str, release: &str) -> String {
     }
 }
 
+/// An optional text tag, if present and not empty.
+fn text_tag(tag: std::result::Result<&str, rpm::Error>) -> Option<String> {
+    tag.ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(str::to_string)
+}
+
 /// Turn one parsed header into the package model.
 fn installed_from(metadata: &rpm::PackageMetadata) -> std::result::Result<Installed, rpm::Error> {
     let name = metadata.get_name()?.to_string();
@@ -264,6 +271,8 @@ fn installed_from(metadata: &rpm::PackageMetadata) -> std::result::Result<Instal
             arch,
             full_name,
             depends: requires.iter().map(Dep::text).collect(),
+            license: text_tag(metadata.get_license()),
+            supplier: text_tag(metadata.get_vendor()).or_else(|| text_tag(metadata.get_packager())),
             id: None,
         },
         provides,
