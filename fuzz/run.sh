@@ -18,6 +18,25 @@ seed ext2_image /var/tmp/supermin-demo/supermin.d/base.tar.gz
 seed chroot_unpack /var/tmp/supermin-demo/supermin.d/base.tar.gz regressions/ext2_image/*.tar
 seed package_file ../tests/data/rpm/packages/v4/*.rpm ../tests/data/rpm/packages/v6/*.rpm \
     $(ls /var/cache/apt/archives/*.deb 2>/dev/null | head -3)
+# An .apk (control and data gzip streams, as abuild makes them).
+python3 - <<'PY'
+import gzip, io, os, tarfile
+def tar(members, cut):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    out = buf.getvalue()
+    while cut and out.endswith(bytes(512)):
+        out = out[:-512]
+    return out
+info = b"pkgname = hello\npkgver = 1.0-r0\narch = x86_64\ndepend = musl\ndatahash = 00\n"
+os.makedirs("corpus/package_file", exist_ok=True)
+with open("corpus/package_file/hello.apk", "wb") as f:
+    f.write(gzip.compress(tar([(".PKGINFO", info)], True)) + gzip.compress(tar([("etc/hello.conf", b"hi\n")], False)))
+PY
 head -c 200000 /var/lib/dpkg/status > /tmp/supermin-fuzz-status && seed dpkg_status /tmp/supermin-fuzz-status
 seed modules_dep /lib/modules/*/modules.dep
 seed alternatives_admin /var/lib/dpkg/alternatives/*

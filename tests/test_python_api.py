@@ -276,7 +276,7 @@ def test_every_stage_reports_its_name_and_counts_on_the_callers_thread(tmp_path)
     r = supermin.build(["bash"], tmp_path / "app", format="ext2", modules=[], size="64M", progress=callback)
     stages = list(dict.fromkeys(s for s, _, _ in seen))
     assert stages == ["resolving dependencies", "reading file lists", "config files", "listing files",
-                      "finding the kernel", "writing files", "writing the initrd"], stages
+                      "finding the kernel", "writing files", "writing the image", "writing the initrd"], stages
     for stage in stages:
         last = [(d, t) for s, d, t in seen if s == stage][-1]
         assert last[0] == last[1], (stage, last)

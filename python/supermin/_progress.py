@@ -2,8 +2,8 @@
 notebook (``tqdm.auto`` when it is installed, else an HTML line updated in
 place), nothing elsewhere.  Every stage is reported with its name and
 counts: ``resolving dependencies``, ``reading file lists``, ``config
-files``, ``listing files``, ``writing files``, ``finding the kernel``,
-``writing the initrd``.  Callbacks run on the calling thread, one at a
+files``, ``listing files``, ``writing files``, ``writing the image``,
+``finding the kernel``, ``writing the initrd``.  Callbacks run on the calling thread, one at a
 time; one that raises cancels the build (the previous output is kept) and
 its exception is raised by the build."""
 

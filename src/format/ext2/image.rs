@@ -310,6 +310,9 @@ pub struct Image<'a> {
 /// from `sources`: number the inodes, place every inode's blocks, then
 /// write contents, file data, inode tables, group metadata and the
 /// superblocks.
+/// The progress stage of an image's metadata.
+const STAGE_METADATA: &str = "writing the image";
+
 pub fn write_image(
     tree: &Tree,
     image: Image<'_>,
@@ -330,6 +333,8 @@ pub fn write_image(
     };
     write_small_contents(tree, &layout, &out)?;
     let (files, data_bytes) = copy_file_data(tree, &layout.placed, sources, &out, reporter)?;
+    // Inode tables, bitmaps and superblocks: a second or two for a big tree.
+    reporter.progress(STAGE_METADATA, 0, 1);
     let tables = inode_tables(tree, &layout.placed, &numbering.ino_of, &geometry);
     let (counts, descriptors) = write_groups(&geometry, &tables, &layout.used_in_group, &out)?;
     write_superblocks(
@@ -338,6 +343,7 @@ pub fn write_image(
         &descriptors,
         &out,
     )?;
+    reporter.progress(STAGE_METADATA, 1, 1);
     Ok(ImageStats {
         inodes: numbering.order.len() as u64,
         blocks_used: geometry.blocks - counts.free_blocks,
