@@ -7,6 +7,7 @@ and vendors, rpm -q as the oracle) and an Alpine root (apk)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,3 +104,22 @@ def test_the_command_line_writes_one_named_by_its_extension(tmp_path):
     assert not (tmp_path / "new").exists()
     with pytest.raises(supermin.UsageError, match="unknown SBOM format 'xml'"):
         supermin.BuildResult(output=tmp_path, format="chroot").sbom("xml")
+
+
+def test_an_sbom_is_never_written_through_a_planted_link(tmp_path):
+    """In a directory others can write, a link planted where the SBOM goes
+    (or where a staging file could be) is replaced, never written through."""
+    result = supermin.build(["bash"], tmp_path / "out")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "x.spdx.json"
+    target.symlink_to(victim)
+    for pid in range(os.getpid() - 2, os.getpid() + 3):
+        (tmp_path / f".x.spdx.json.{pid}.tmp").symlink_to(victim)
+    result.write_sbom(target)
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and json.loads(target.read_text())["spdxVersion"] == "SPDX-2.3"
+    assert not [p for p in tmp_path.glob(".x.spdx.json.*") if not p.is_symlink()], "no staging left"
+    with pytest.raises(supermin.OutputError) as info:
+        result.write_sbom(tmp_path / "no/such/dir/x.cdx.json")
+    assert info.value.path == tmp_path / "no/such/dir/x.cdx.json"

@@ -270,14 +270,26 @@ class BuildResult:
         """Write :meth:`sbom` to ``path`` (replaced whole: written beside
         it, then renamed); the format from its name (``*.spdx.json``,
         ``*.cdx.json``) unless given."""
+        import tempfile
+
         target = Path(os.fspath(path))
         text = self.sbom(_sbom.format_for(str(target), format))
-        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        staged = None
         try:
-            staged.write_text(text, encoding="utf-8")
+            # A new file of a name nobody can guess or plant a link at
+            # (O_EXCL), renamed over the target: never written through a
+            # symlink, never seen half-written.
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+            staged = Path(name)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                mask = os.umask(0)
+                os.umask(mask)
+                os.fchmod(f.fileno(), 0o666 & ~mask)
             os.replace(staged, target)
         except OSError as e:
-            staged.unlink(missing_ok=True)
+            if staged is not None:
+                staged.unlink(missing_ok=True)
             error = OutputError(f"{target}: cannot write the SBOM: {e.strerror or e}")
             error.path = target
             raise error from None
