@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import os
 import pickle
 import random
 import re
@@ -297,3 +298,18 @@ def test_progress_true_draws_in_a_notebook_and_says_nothing_elsewhere(tmp_path, 
     bar._stages = {"resolving dependencies": [8, 8], "writing files": [5, 10]}
     page = bar.html()
     assert page.count("<progress") == 2 and "50% 5/10" in page and "resolving dependencies" in page
+
+
+def test_an_unpickled_package_is_found_again_in_the_database_as_it_is_now(tmp_path):
+    import shutil
+
+    root = tmp_path / "alpine"
+    shutil.copytree(Path(__file__).parent / "data/apk/alpine-3.4-root", root, symlinks=True)
+    busybox = supermin.Backend.open("apk", root=root).package("busybox")
+    data = pickle.dumps(busybox)
+    assert pickle.loads(data) == busybox
+    db = root / "lib/apk/db/installed"
+    db.write_text(db.read_text().replace("P:busybox\nV:1.24.2-r12", "P:busybox\nV:9.9-r0"))
+    os.utime(db, (1, 1))
+    with pytest.raises(supermin.PackageNotFoundError, match="no longer installed"):
+        pickle.loads(data)

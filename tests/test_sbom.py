@@ -123,3 +123,61 @@ def test_an_sbom_is_never_written_through_a_planted_link(tmp_path):
     with pytest.raises(supermin.OutputError) as info:
         result.write_sbom(tmp_path / "no/such/dir/x.cdx.json")
     assert info.value.path == tmp_path / "no/such/dir/x.cdx.json"
+
+
+def test_another_roots_os_release_is_read_inside_it(tmp_path):
+    """The purl namespace comes from the root's os-release, resolved inside
+    the root: a link to /usr/lib/os-release there is the root's file (which
+    this root lacks), never the host's Debian one."""
+    root = tmp_path / "alpine"
+    shutil.copytree(ALPINE, root, symlinks=True)
+    (root / "etc/os-release").unlink()
+    (root / "etc/os-release").symlink_to("/usr/lib/os-release")
+    result = supermin.build(["busybox"], tmp_path / "out", backend=supermin.Backend.open("apk", root=root))
+    assert result.distribution is None
+    purls = [c["purl"] for c in json.loads(result.sbom("cyclonedx"))["components"]]
+    assert all(p.startswith("pkg:apk/alpine/") for p in purls), purls
+
+
+def test_hostile_outputs_and_odd_values_give_valid_sboms_or_clear_errors(tmp_path, monkeypatch):
+    """A packagelist that is a FIFO or a link to /dev/zero reads as none
+    (never blocks, never fills memory); a package listed twice is one
+    component; a supplier with an unbalanced < is still a valid SPDX
+    actor; a SOURCE_DATE_EPOCH a build refuses, the SBOM refuses too."""
+    root = tmp_path / "alpine"
+    shutil.copytree(ALPINE, root, symlinks=True)
+    for name, make in (("fifo", lambda p: os.mkfifo(p)), ("zero", lambda p: p.symlink_to("/dev/zero"))):
+        out = tmp_path / name
+        out.mkdir()
+        make(out / "packagelist")
+        assert supermin.BuildResult.from_output(out, root=root).packages == []
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "packagelist").write_text("busybox-1.24.2-r12.x86_64\n" * 2 + "musl-1.1.14-r14.x86_64\n")
+    described = supermin.BuildResult.from_output(twice, root=root)
+    assert [p.name for p in described.packages] == ["busybox", "musl"]
+    valid(described)
+    db = root / "lib/apk/db/installed"
+    records = db.read_text().split("\n\n")
+    records = [re.sub(r"^m:.*$", "m:Evil (Org)) <a@b", r, flags=re.M) if "\nP:musl\n" in "\n" + r else r
+               for r in records]
+    db.write_text("\n\n".join(records))
+    evil = supermin.BuildResult.from_output(twice, root=root)
+    assert [p.supplier for p in evil.packages if p.name == "musl"] == ["Evil (Org)) <a@b"]
+    spdx, _ = valid(evil)
+    assert "Organization: Evil Org" in {p["supplier"][:22] for p in spdx["packages"]}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1e9")
+    with pytest.raises(supermin.SuperminError, match="SOURCE_DATE_EPOCH"):
+        described.sbom("spdx")
+    with pytest.raises(supermin.UsageError, match="unknown SBOM format"):
+        described.sbom(1)
+
+
+def test_an_up_to_date_if_newer_build_still_writes_its_sbom(tmp_path):
+    sd = tmp_path / "sd"
+    run_cli("--prepare", "bash", "-o", str(sd))
+    out = tmp_path / "out"
+    run_cli("--build", "-f", "chroot", "--if-newer", str(sd), "-o", str(out))
+    r = run_cli("--build", "-f", "chroot", "--if-newer", str(sd), "-o", str(out), "--sbom", str(tmp_path / "b.cdx.json"))
+    names = {c["name"] for c in json.loads((tmp_path / "b.cdx.json").read_text())["components"]}
+    assert "bash" in names and "libc6" in names

@@ -264,7 +264,8 @@ class BuildResult:
         if not self.packages:
             raise UsageError(f"{self.output}: no packages known for an SBOM (skipped by if_newer, or described "
                              "with from_output without a /packagelist)")
-        return _sbom.render(format, f"supermin appliance {self.output.name}", self.packages, self.distribution)
+        return _sbom.render(format, f"supermin appliance {self.output.name}", self.packages, self.distribution,
+                            epoch=_source_date_epoch())
 
     def write_sbom(self, path: PathLike, format: Optional[str] = None) -> Path:
         """Write :meth:`sbom` to ``path`` (replaced whole: written beside
@@ -390,11 +391,25 @@ def _recorded_build(out: Path, format: str) -> "Tuple[List[Tuple[str, str, str]]
     if recorded is not None and recorded[0]:
         return recorded[0], recorded[1]
     kernel_version = recorded[1] if recorded else None
+    return [("", name, "") for name in _read_packagelist(out)], kernel_version
+
+
+def _read_packagelist(out: Path, limit: int = 8 << 20) -> List[str]:
+    """``OUT/packagelist``'s names: opened without following a link or
+    waiting on a FIFO, a regular file only, at most ``limit`` bytes read."""
+    import stat
+
     try:
-        listed = (out / "packagelist").read_text(encoding="utf-8", errors="replace").split()
+        fd = os.open(out / "packagelist", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        listed = []
-    return [("", name, "") for name in listed[:100000]], kernel_version
+        return []
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return []
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        return []
+    return data.decode("utf-8", errors="replace").split()
 
 
 def _installed(recorded: "List[Tuple[str, str, str]]", root: PathLike) -> List[Package]:
@@ -409,12 +424,12 @@ def _installed(recorded: "List[Tuple[str, str, str]]", root: PathLike) -> List[P
     for p in backend.packages():
         by_triple[(p.name, p.version, p.arch)] = p
         by_full[p.full_name] = p
-    found = []
+    found = {}
     for name, version, arch in recorded:
         p = by_triple.get((name, version, arch)) if name else by_full.get(version)
         if p is not None:
-            found.append(p)
-    return sorted(found, key=lambda p: (p.name, p.arch))
+            found[p.full_name] = p
+    return sorted(found.values(), key=lambda p: (p.name, p.arch))
 
 
 def _split_inputs(items: Sequence[object]) -> "tuple[list[str], list[str]]":

@@ -5,7 +5,6 @@ that let the extension's objects pickle.  Import from :mod:`supermin`."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import html
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -129,25 +128,28 @@ def _compared(f: File) -> Tuple[Any, ...]:
     return (f.kind, f.mode, f.size, f.origin, None if f.kind == "directory" else f.package)
 
 
-@functools.lru_cache(maxsize=8)
-def _backend(kind: str, root: str) -> Any:
-    from ._supermin import Backend
-
-    return Backend.open(kind, root=root)
+#: ``(kind, root)`` -> (the backend, its database time when read, its
+#: packages by full name).
+_OPENED: Dict[Tuple[str, str], Tuple[Any, float, Dict[str, Any]]] = {}
 
 
-@functools.lru_cache(maxsize=8)
-def _by_full_name(kind: str, root: str) -> Dict[str, Any]:
-    return {p.full_name: p for p in _backend(kind, root).packages()}
-
-
-def _installed_package(kind: str, root: str, full_name: str) -> Any:
+def _installed_package(kind: str, root: Any, full_name: str) -> Any:
     """An installed package again, after pickling: looked up by full name
-    in the same root's database (opened once per process)."""
-    from ._supermin import PackageNotFoundError
+    in the same root's database (read once per process, and again when
+    the database has changed since)."""
+    from ._supermin import Backend, PackageNotFoundError, SuperminError
 
+    key = (kind, str(root))
+    cached = _OPENED.get(key)
     try:
-        return _by_full_name(kind, root)[full_name]
+        fresh = cached is not None and cached[0].database_mtime == cached[1]
+    except SuperminError:
+        fresh = False
+    if not fresh:
+        backend = Backend.open(kind, root=str(root))
+        _OPENED[key] = (backend, backend.database_mtime, {p.full_name: p for p in backend.packages()})
+    try:
+        return _OPENED[key][2][full_name]
     except KeyError:
         error = PackageNotFoundError(
             f"package '{full_name}' is no longer installed in {root} (it was when pickled)"

@@ -27,10 +27,10 @@ def format_for(path: str, given: Optional[str] = None) -> str:
     (``*.spdx.json``/``*.spdx`` SPDX, ``*.cdx.json``/``*.bom.json``
     CycloneDX)."""
     if given is not None:
-        if given not in FORMATS:
+        if not isinstance(given, str) or given not in FORMATS:
             from ._supermin import UsageError
 
-            raise UsageError(f"unknown SBOM format {given[:64]!r}: use {' or '.join(FORMATS)}")
+            raise UsageError(f"unknown SBOM format {str(given)[:64]!r}: use {' or '.join(FORMATS)}")
         return given
     name = os.path.basename(path).lower()
     if name.endswith((".spdx.json", ".spdx")):
@@ -46,18 +46,13 @@ def format_for(path: str, given: Optional[str] = None) -> str:
 
 
 def distribution(root: str) -> Optional[str]:
-    """The ``ID`` of ``root``'s os-release (the purl namespace)."""
-    for rel in ("etc/os-release", "usr/lib/os-release"):
-        try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    key, _, value = line.strip().partition("=")
-                    if key == "ID":
-                        value = value.strip("\"'")
-                        return value if re.fullmatch(r"[a-z0-9._-]+", value) else None
-        except OSError:
-            continue
-    return None
+    """The ``ID`` of ``root``'s os-release (the purl namespace), read
+    inside the root by the core (another root's symlinks lead nowhere
+    outside it)."""
+    from ._supermin import _os_release_id
+
+    value = _os_release_id(root)
+    return value if value is not None and re.fullmatch(r"[a-z0-9._-]{1,64}", value) else None
 
 
 def purl(package: Any, namespace: Optional[str]) -> str:
@@ -75,10 +70,15 @@ def purl(package: Any, namespace: Optional[str]) -> str:
     return f"pkg:{kind}/{path}@{enc(version)}" + (f"?{query}" if query else "")
 
 
-def _created() -> str:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    seconds = int(value) if value and value.isdigit() else int(time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+def _created(epoch: Optional[int]) -> str:
+    """``epoch`` (``SOURCE_DATE_EPOCH``, as a build reads it), else now."""
+    seconds = int(time.time()) if epoch is None else epoch
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        from ._supermin import UsageError
+
+        raise UsageError(f"SOURCE_DATE_EPOCH={seconds} is not a time an SBOM can state") from None
 
 
 def _digest(name: str, packages: Sequence[Any], namespace: Optional[str]) -> str:
@@ -92,13 +92,14 @@ def _digest(name: str, packages: Sequence[Any], namespace: Optional[str]) -> str
 def _spdx_actor(supplier: str) -> str:
     """``Debian Bash Maintainers <x@y>`` -> ``Organization: Debian Bash
     Maintainers (x@y)``."""
-    m = re.fullmatch(r"\s*(.*?)\s*<([^<>()]*)>\s*", supplier)
-    name, email = (m.group(1), m.group(2)) if m else (supplier.strip(), "")
-    name = re.sub(r"[()\n]", " ", name).strip() or "unknown"
+    m = re.fullmatch(r"\s*(.*?)\s*<([^<>()\s]+@[^<>()\s]+)>\s*", supplier)
+    name, email = (m.group(1), m.group(2)) if m else (supplier, "")
+    name = re.sub(r"\s+", " ", re.sub(r"[()<>]", " ", name)).strip() or "unknown"
     return f"Organization: {name} ({email})" if email else f"Organization: {name}"
 
 
-def spdx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_version: str) -> Dict[str, Any]:
+def spdx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_version: str,
+         epoch: Optional[int] = None) -> Dict[str, Any]:
     """An SPDX 2.3 document.  Licences are kept as the database wrote them
     (often not SPDX identifiers: ``GPLv2+``), each as a document-local
     ``LicenseRef-`` with its text."""
@@ -130,7 +131,7 @@ def spdx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_vers
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": name,
         "documentNamespace": f"https://supermin.invalid/spdx/{_digest(name, packages, namespace)}",
-        "creationInfo": {"created": _created(), "creators": [f"Tool: supermin-{tool_version}"]},
+        "creationInfo": {"created": _created(epoch), "creators": [f"Tool: supermin-{tool_version}"]},
         "packages": items,
         "hasExtractedLicensingInfos": [
             {"licenseId": ref[text], "extractedText": text, "name": text} for text in licences
@@ -142,7 +143,8 @@ def spdx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_vers
     }
 
 
-def cyclonedx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_version: str) -> Dict[str, Any]:
+def cyclonedx(name: str, packages: Sequence[Any], namespace: Optional[str], tool_version: str,
+              epoch: Optional[int] = None) -> Dict[str, Any]:
     """A CycloneDX 1.5 BOM: the appliance as the described component,
     each package a library component with its purl."""
     packages = sorted(packages, key=lambda p: p.full_name)
@@ -169,7 +171,7 @@ def cyclonedx(name: str, packages: Sequence[Any], namespace: Optional[str], tool
         "serialNumber": f"urn:uuid:{uuid.UUID(digest[:32])}",
         "version": 1,
         "metadata": {
-            "timestamp": _created(),
+            "timestamp": _created(epoch),
             "tools": {"components": [{"type": "application", "name": "supermin", "version": tool_version}]},
             "component": {"type": "operating-system", "bom-ref": "appliance", "name": name},
         },
@@ -178,9 +180,11 @@ def cyclonedx(name: str, packages: Sequence[Any], namespace: Optional[str], tool
     }
 
 
-def render(format: str, name: str, packages: Sequence[Any], namespace: Optional[str]) -> str:
+def render(format: str, name: str, packages: Sequence[Any], namespace: Optional[str],
+           epoch: Optional[int] = None) -> str:
     """The SBOM as JSON text (sorted keys, a final newline)."""
     from ._supermin import __version__
 
     make = {"spdx": spdx, "cyclonedx": cyclonedx}[format_for("", format)]
-    return json.dumps(make(name, packages, namespace, __version__), indent=2, sort_keys=True) + "\n"
+    unique = list({p.full_name: p for p in packages}.values())
+    return json.dumps(make(name, unique, namespace, __version__, epoch), indent=2, sort_keys=True) + "\n"

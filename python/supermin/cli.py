@@ -15,7 +15,7 @@ import sys
 from typing import List, NoReturn, Optional
 
 from . import _sbom
-from ._api import _FORMAT_NAMES, FORMATS, _route_message, build, list_drivers, parse_size, prepare
+from ._api import _FORMAT_NAMES, FORMATS, BuildResult, _route_message, build, list_drivers, parse_size, prepare
 from ._supermin import SuperminError, __version__
 from ._supermin import _formats, _set_messages
 
@@ -260,8 +260,10 @@ def run(argv: List[str]) -> int:
         )
         if result.skipped:
             print("supermin: if-newer: output does not need rebuilding", file=sys.stderr)
-        elif args.sbom:
-            result.write_sbom(args.sbom, format=sbom_format)
+        if args.sbom:
+            # Up to date: the packages its stamp records.
+            described = BuildResult.from_output(output, root=args.root) if result.skipped else result
+            described.write_sbom(args.sbom, format=sbom_format)
     return 0
 
 

@@ -469,6 +469,17 @@ pub fn list_drivers(root: &Path) -> Result<Vec<(&'static str, bool)>> {
 /// `ID` and `ID_LIKE` words of `/etc/os-release` (or `/usr/lib/os-release`)
 /// inside `root`.
 pub fn os_release_ids(root: &RootFs) -> Vec<String> {
+    os_release(root, &["ID", "ID_LIKE"])
+}
+
+/// The `ID` of the os-release of `root` (read inside it), for package URLs.
+pub fn os_release_id(root: &RootFs) -> Option<String> {
+    os_release(root, &["ID"]).into_iter().next()
+}
+
+/// The words of the `keys` lines of `/etc/os-release` (or
+/// `/usr/lib/os-release`) inside `root`, in file order.
+fn os_release(root: &RootFs, keys: &[&str]) -> Vec<String> {
     let text = ["/etc/os-release", "/usr/lib/os-release"]
         .iter()
         .find_map(|p| root.read(Path::new(p), 1 << 20).ok())
@@ -479,7 +490,7 @@ pub fn os_release_ids(root: &RootFs) -> Vec<String> {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        if key == "ID" || key == "ID_LIKE" {
+        if keys.contains(&key) {
             let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
             ids.extend(value.split_whitespace().map(str::to_string));
         }

@@ -774,6 +774,13 @@ impl PyAppliance {
     }
 }
 
+/// The `ID` of `root`'s os-release, read inside it (None if none).
+#[pyfunction]
+fn _os_release_id(root: PathBuf) -> Option<String> {
+    let root = crate::rootfs::RootFs::open(&root).ok()?;
+    backend::os_release_id(&root)
+}
+
 /// What the stamp of a build output records: `(packages as (name,
 /// version, arch), kernel version)`, or None.
 #[pyfunction]
@@ -1189,6 +1196,7 @@ fn _supermin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAppliance>()?;
     m.add_function(wrap_pyfunction!(_prepare, m)?)?;
     m.add_function(wrap_pyfunction!(_recorded, m)?)?;
+    m.add_function(wrap_pyfunction!(_os_release_id, m)?)?;
     m.add_function(wrap_pyfunction!(_build, m)?)?;
     m.add_function(wrap_pyfunction!(_list_drivers, m)?)?;
     m.add_function(wrap_pyfunction!(_formats, m)?)?;
