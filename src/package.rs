@@ -102,6 +102,37 @@ pub struct File {
 }
 
 impl File {
+    /// A tar member (a package's payload, a base image) as the file it
+    /// would make at `path`: kind and mode from its header, the size of a
+    /// regular one; not a config file.
+    pub fn of_tar_member<R: std::io::Read>(
+        path: PathBuf,
+        entry: &tar::Entry<'_, R>,
+    ) -> std::io::Result<File> {
+        let t = entry.header().entry_type();
+        let kind = if t.is_dir() {
+            FileKind::Directory
+        } else if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_file() || t.is_hard_link() {
+            FileKind::Regular
+        } else {
+            FileKind::Special
+        };
+        Ok(File {
+            path,
+            source: None,
+            kind,
+            mode: entry.header().mode()?,
+            size: if kind == FileKind::Regular {
+                entry.size()
+            } else {
+                0
+            },
+            is_config: false,
+        })
+    }
+
     /// The path to read on the host (relative to the root).
     pub fn source_path(&self) -> &std::path::Path {
         self.source.as_deref().unwrap_or(&self.path)

@@ -47,7 +47,7 @@ impl BaseImage {
     /// Members (absolute paths, `/etc/foo`, with kind, mode and size from
     /// their headers) in archive order.
     pub fn members(&self) -> Result<Vec<crate::package::File>> {
-        use crate::package::{File, FileKind};
+        use crate::package::File;
         let mut out = Vec::new();
         self.for_each_member(&SparseBudget::default(), |entry| {
             let path = entry.path().map_err(|e| self.error(e))?;
@@ -56,29 +56,7 @@ impl BaseImage {
             if abs == Path::new("/") {
                 return Ok(());
             }
-            let header = entry.header();
-            let t = header.entry_type();
-            let kind = if t.is_dir() {
-                FileKind::Directory
-            } else if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_file() || t.is_hard_link() {
-                FileKind::Regular
-            } else {
-                FileKind::Special
-            };
-            out.push(File {
-                path: abs,
-                source: None,
-                kind,
-                mode: header.mode().map_err(|e| self.error(e))?,
-                size: if kind == FileKind::Regular {
-                    entry.size()
-                } else {
-                    0
-                },
-                is_config: false,
-            });
+            out.push(File::of_tar_member(abs, entry).map_err(|e| self.error(e))?);
             Ok(())
         })?;
         Ok(out)

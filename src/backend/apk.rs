@@ -440,11 +440,7 @@ impl Backend for Apk {
     }
 
     fn database_mtime(&self) -> Result<SystemTime> {
-        let path = Path::new(INSTALLED);
-        self.root
-            .metadata(path)
-            .and_then(|m| m.modified())
-            .at("reading the mtime of", self.root.display_path(path))
+        super::mtime_in_root(&self.root, Path::new(INSTALLED))
     }
 
     fn database_id(&self) -> u64 {

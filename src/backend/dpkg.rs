@@ -648,11 +648,7 @@ impl Backend for Dpkg {
     }
 
     fn database_mtime(&self) -> Result<SystemTime> {
-        let status = self.admin.join("status");
-        self.root
-            .metadata(&status)
-            .and_then(|m| m.modified())
-            .at("reading the mtime of", self.root.display_path(&status))
+        super::mtime_in_root(&self.root, &self.admin.join("status"))
     }
 
     /// The md5sums dpkg recorded for the files as shipped: conffiles

@@ -586,6 +586,15 @@ pub fn downloaded_packages(dir: &Path) -> Result<HashMap<String, PathBuf>> {
     Ok(found)
 }
 
+/// When the database file (or directory) `path` inside `root` last
+/// changed: what [`Backend::database_mtime`] is for a database of one file.
+pub(crate) fn mtime_in_root(root: &RootFs, path: &Path) -> Result<SystemTime> {
+    use crate::error::IoContext;
+    root.metadata(path)
+        .and_then(|m| m.modified())
+        .at("reading the mtime of", root.display_path(path))
+}
+
 /// A package's path as the root has it (kind and mode from `lstat`
 /// inside the root; missing if it is not there), a config file if the
 /// package `declared` it or by upstream's rule ([`is_config`]).

@@ -526,11 +526,7 @@ impl Backend for Pacman {
     }
 
     fn database_mtime(&self) -> Result<SystemTime> {
-        let local = Path::new(LOCAL);
-        self.root
-            .metadata(local)
-            .and_then(|m| m.modified())
-            .at("reading the mtime of", self.root.display_path(local))
+        super::mtime_in_root(&self.root, Path::new(LOCAL))
     }
 
     fn database_id(&self) -> u64 {

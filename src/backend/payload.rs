@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::{ConfigFile, CONFIG_FILE_LIMIT, CONFIG_TOTAL_LIMIT};
 use crate::appliance::{for_each_tar_member, SparseBudget};
 use crate::error::{Error, Result};
-use crate::package::{File, FileKind};
+use crate::package::File;
 
 /// `./etc/foo` or `etc/foo` (as a payload names it) -> `/etc/foo`.
 pub fn package_path(entry_path: &Path) -> PathBuf {
@@ -77,29 +77,7 @@ pub fn list(
                     path.display()
                 )));
             }
-            let t = entry.header().entry_type();
-            let kind = if t.is_dir() {
-                FileKind::Directory
-            } else if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_file() || t.is_hard_link() {
-                FileKind::Regular
-            } else {
-                FileKind::Special
-            };
-            let mode = entry.header().mode().map_err(|e| corrupt(e.to_string()))?;
-            out.push(File {
-                path,
-                source: None,
-                kind,
-                mode,
-                size: if kind == FileKind::Regular {
-                    entry.size()
-                } else {
-                    0
-                },
-                is_config: false,
-            });
+            out.push(File::of_tar_member(path, entry).map_err(|e| corrupt(e.to_string()))?);
             Ok(())
         },
     )?;

@@ -288,15 +288,21 @@ fn html(py: Python<'_>, kind: &str, obj: &Bound<'_, PyAny>) -> PyResult<String> 
         .extract()
 }
 
-/// A `supermin.File` (a Python dataclass: a value, unlike the extension's
-/// classes) for `file`, listed by `package` and taken from `origin`.
+/// The class `supermin.File` (a Python dataclass: a value, unlike the
+/// extension's classes), looked up once per list it makes.
+fn file_class(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    py.import("supermin._data")?.getattr("File")
+}
+
+/// A `supermin.File` of `class` for `file`, listed by `package` and taken
+/// from `origin`.
 fn py_file<'py>(
-    py: Python<'py>,
+    class: &Bound<'py, PyAny>,
     file: &File,
     package: Option<&str>,
     origin: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    py.import("supermin._data")?.getattr("File")?.call1((
+    class.call1((
         file.path.to_string_lossy().into_owned(),
         file.kind.as_str(),
         file.mode,
@@ -414,9 +420,10 @@ impl PyPackage {
     #[getter]
     fn files<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let files = self.load_files(py)?;
+        let class = file_class(py)?;
         files
             .iter()
-            .map(|f| py_file(py, f, Some(&self.inner.name), "package"))
+            .map(|f| py_file(&class, f, Some(&self.inner.name), "package"))
             .collect()
     }
     /// A package read from a package file (`.deb`, `.rpm`, `.pkg.tar.*`,
@@ -704,9 +711,10 @@ impl PyAppliance {
             let backend = backend::detect(&root, &scratch_base(None)?)?;
             crate::assemble::listing(backend.as_ref(), &self.inner, ignore_missing, reporter)
         })?;
+        let class = file_class(py)?;
         listed
             .iter()
-            .map(|l| py_file(py, &l.file, l.package.as_deref(), l.origin.as_str()))
+            .map(|l| py_file(&class, &l.file, l.package.as_deref(), l.origin.as_str()))
             .collect()
     }
     /// What a build of `other` would write differently from a build of
